@@ -1,0 +1,46 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run   - create .venv, install, run the training flow end to end
+#   make test  - same set-up, then the test suite
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+# Where the data comes from: a folder of <Language>.txt files, a .zip, or an http(s) URL.
+# The development copy beside the checkout is used when present (no internet here).
+SOURCE  ?= $(if $(wildcard ../shared/data/names),../shared/data/names,https://download.pytorch.org/tutorial/data.zip)
+ARGS    ?=
+
+# Nothing phones home.
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: setup run test lint bench clean
+
+setup: $(VENV)/.installed
+
+# torch==2.13.0 goes first, alone: it is a CPU wheel on local disk, and any other spec pulls a
+# multi-GB CUDA build. The project's own range accepts it, so the second step installs no torch.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: setup
+	$(VENV)/bin/namelang train --source $(SOURCE) $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check pipeline flows tests bench
+
+bench: setup
+	$(PY) bench/ingest.py
+	$(PY) bench/train.py
+	$(PY) bench/predict.py
+	$(PY) bench/flow.py
+
+clean:
+	rm -rf data/processed data/raw

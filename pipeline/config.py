@@ -1,0 +1,120 @@
+"""Every setting of the pipeline in one typed place, with defaults that work out of the box.
+
+Pydantic models, so the same objects validate CLI options, render as a form in the Prefect UI,
+and log flat to MLflow as params (`flat_params`).
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_SOURCE = "https://download.pytorch.org/tutorial/data.zip"
+# The notebook's alphabet; "_" stands for any character outside it (out of vocabulary).
+ALLOWED_CHARACTERS = string.ascii_letters + " .,;'"
+OOV_CHARACTER = "_"
+MIB = 1024 * 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    """Where names come from and where the tables go."""
+
+    source: str = Field(DEFAULT_SOURCE, description="Folder of <Language>.txt files, a .zip, or an http(s) URL")
+    source_sha256: str | None = Field(None, description="Expected SHA-256 of a downloaded archive")
+    raw_dir: Path = Path("data/raw")
+    processed_dir: Path = Path("data/processed")
+    max_name_chars: int = Field(64, ge=1, description="Longer names are rejected")
+    download_timeout_s: float = Field(60.0, gt=0)
+    max_download_bytes: int = Field(512 * MIB, gt=0)
+    max_member_bytes: int = Field(64 * MIB, gt=0, description="Largest file accepted inside an archive")
+
+
+class SplitConfig(_Strict):
+    """How rows are divided into train / validation / test."""
+
+    method: Literal["by_name", "random_lines"] = Field(
+        "by_name",
+        description="by_name: every copy of a name on one side (honest); random_lines: the notebook's split",
+    )
+    train: float = Field(0.70, gt=0, lt=1)
+    validation: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+    seed: int = 2024
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:.4f}")
+        return self
+
+
+class ModelConfig(_Strict):
+    """The character-level classifier; the notebook's CharRNN is `ModelConfig.notebook()`."""
+
+    cell: Literal["rnn", "lstm", "gru"] = "gru"
+    input: Literal["embedding", "onehot"] = "embedding"
+    embedding_dim: int = Field(64, ge=1)
+    hidden_size: int = Field(192, ge=1)
+    num_layers: int = Field(1, ge=1)
+    bidirectional: bool = True
+    dropout: float = Field(0.25, ge=0, lt=1)
+    pooling: Literal["last", "mean_max"] = Field(
+        "mean_max", description="last: final hidden state (notebook); mean_max: pooled over all steps"
+    )
+
+    @classmethod
+    def notebook(cls) -> ModelConfig:
+        """The tutorial's CharRNN: one-hot input, nn.RNN(58, 128), last hidden state, linear."""
+        return cls(
+            cell="rnn", input="onehot", hidden_size=128, num_layers=1, bidirectional=False,
+            dropout=0.0, pooling="last",
+        )
+
+
+class TrainConfig(_Strict):
+    """The optimisation loop."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    lr_schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    patience: int = Field(6, ge=1, description="Epochs without a better validation macro-F1 before stopping")
+    class_weighting: bool = Field(True, description="Weight the loss by inverse class frequency")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    clip_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 2024
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
+    max_seconds: float | None = Field(None, gt=0, description="Stop after this much training time")
+    checkpoint_dir: Path = Path("data/checkpoints")
+    progress: bool = True
+
+
+class PipelineConfig(_Strict):
+    """The whole pipeline's settings: data, split, model, training."""
+
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def flat_params(config: BaseModel, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested settings to `section.key` pairs (MLflow params, summaries)."""
+    flat: dict[str, Any] = {}
+    for key, value in config:
+        name = f"{prefix}{key}"
+        if isinstance(value, BaseModel):
+            flat.update(flat_params(value, f"{name}."))
+        else:
+            flat[name] = str(value) if isinstance(value, Path) else value
+    return flat

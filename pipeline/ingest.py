@@ -1,0 +1,244 @@
+"""Read a source of names (folder, .zip or URL) into raw lines, with provenance.
+
+Provenance answers where, when and what: per file its origin, SHA-256, size, line count and
+modified time; per ingest the source URI, UTC load time, package version and git commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import subprocess
+import zipfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+import pyarrow as pa
+
+from pipeline import __version__
+from pipeline.atomic import atomic_path
+from pipeline.config import DataConfig
+from pipeline.errors import NamelangError
+
+ARCHIVE_NAMES_FOLDER = "data/names"  # where the tutorial's data.zip keeps its files
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One `<Language>.txt` as read: its label, where it came from, and its bytes."""
+
+    language: str
+    origin: str
+    data: bytes
+    modified_utc: str | None
+
+
+@dataclass(frozen=True)
+class FileProvenance:
+    language: str
+    path: str
+    sha256: str
+    bytes: int
+    lines: int
+    modified_utc: str | None
+    bom: bool
+    crlf: bool
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """Raw lines (`raw`, `language`, `source_file`, `line_number`) plus their provenance."""
+
+    table: pa.Table
+    files: list[FileProvenance]
+    run: dict
+
+    def provenance(self) -> dict:
+        return {"ingest": self.run, "files": [asdict(f) for f in self.files]}
+
+
+def is_url(source: str) -> bool:
+    return urlparse(str(source)).scheme in ("http", "https")
+
+
+def download(url: str, raw_dir: Path, expected_sha256: str | None = None, timeout_s: float = 60.0,
+             max_bytes: int = 512 * 1024 * 1024) -> Path:
+    """Fetch `url` into `raw_dir` through a temp file; nothing is left behind unless it is complete and verified."""
+    name = PurePosixPath(urlparse(url).path).name or "download"
+    target = Path(raw_dir) / name
+    if expected_sha256 and target.exists() and sha256_file(target) == expected_sha256.lower():
+        return target
+    digest = hashlib.sha256()
+    received = 0
+    try:
+        with atomic_path(target) as tmp, httpx.stream("GET", url, timeout=timeout_s,
+                                                      follow_redirects=True) as response:
+            if response.status_code != 200:
+                raise NamelangError(f"download failed: HTTP {response.status_code}", url)
+            declared = response.headers.get("content-length")
+            with open(tmp, "wb") as out:
+                for chunk in response.iter_bytes(1 << 20):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise NamelangError(f"download larger than the {max_bytes}-byte limit", url)
+                    digest.update(chunk)
+                    out.write(chunk)
+            if declared is not None and int(declared) != received:
+                raise NamelangError(f"download incomplete: {received} of {declared} bytes", url)
+            actual = digest.hexdigest()
+            if expected_sha256 and actual != expected_sha256.lower():
+                raise NamelangError(f"SHA-256 mismatch: expected {expected_sha256.lower()}, got {actual}", url)
+    except httpx.HTTPError as exc:
+        raise NamelangError(f"download failed after {received} bytes: {exc or type(exc).__name__}", url) from exc
+    return target
+
+
+def resolve_source(config: DataConfig) -> Path:
+    """A local path for the configured source, downloading it first when it is a URL."""
+    if not str(config.source).strip():
+        raise NamelangError("no source given: pass a folder of <Language>.txt files, a .zip or a URL")
+    if is_url(config.source):
+        return download(config.source, config.raw_dir, config.source_sha256, config.download_timeout_s,
+                        config.max_download_bytes)
+    path = Path(config.source).expanduser()
+    if not path.exists():
+        raise NamelangError("source does not exist", path)
+    if config.source_sha256 and path.is_file() and sha256_file(path) != config.source_sha256.lower():
+        raise NamelangError(f"SHA-256 mismatch: expected {config.source_sha256.lower()}", path)
+    return path
+
+
+def read_folder(folder: Path) -> list[SourceFile]:
+    files = sorted(p for p in folder.glob("*.txt") if p.is_file())
+    if not files:
+        raise NamelangError("no <Language>.txt files in this folder", folder)
+    return [
+        SourceFile(p.stem, str(p.resolve()), p.read_bytes(),
+                   datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat())
+        for p in files
+    ]
+
+
+def _check_member(archive: Path, info: zipfile.ZipInfo, max_member_bytes: int) -> None:
+    member = PurePosixPath(info.filename)
+    if member.is_absolute() or ".." in member.parts or "\\" in info.filename or ":" in info.filename:
+        raise NamelangError(f"unsafe path in archive: {info.filename!r} (path traversal refused)", archive)
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise NamelangError(f"link in archive refused: {info.filename!r}", archive)
+    if info.file_size > max_member_bytes:
+        raise NamelangError(f"archive member {info.filename!r} is {info.file_size} bytes, over the "
+                            f"{max_member_bytes}-byte limit", archive)
+
+
+def read_archive(archive: Path, max_member_bytes: int) -> list[SourceFile]:
+    """Read `<Language>.txt` members straight from the zip (nothing is extracted to disk)."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            infos = zf.infolist()
+            for info in infos:
+                _check_member(archive, info, max_member_bytes)
+            txt = [i for i in infos if not i.is_dir() and i.filename.endswith(".txt")
+                   and not i.filename.startswith("__MACOSX/")]
+            folders = sorted({str(PurePosixPath(i.filename).parent) for i in txt})
+            if ARCHIVE_NAMES_FOLDER in folders:
+                folder = ARCHIVE_NAMES_FOLDER
+            elif len(folders) == 1:
+                folder = folders[0]
+            elif not folders:
+                raise NamelangError("archive holds no <Language>.txt files", archive)
+            else:
+                raise NamelangError(f"archive holds .txt files in several folders {folders}; "
+                                    f"expected one, or {ARCHIVE_NAMES_FOLDER}/", archive)
+            chosen = sorted((i for i in txt if str(PurePosixPath(i.filename).parent) == folder),
+                            key=lambda i: i.filename)
+            return [
+                SourceFile(PurePosixPath(i.filename).stem, f"{archive.resolve()}!{i.filename}",
+                           zf.read(i), datetime(*i.date_time, tzinfo=UTC).isoformat())
+                for i in chosen
+            ]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise NamelangError(f"not a readable zip archive: {exc}", archive) from exc
+
+
+def read_source_files(path: Path, config: DataConfig) -> list[SourceFile]:
+    if path.is_dir():
+        return read_folder(path)
+    if zipfile.is_zipfile(path) or path.suffix.lower() == ".zip":
+        return read_archive(path, config.max_member_bytes)
+    raise NamelangError("source is neither a folder of <Language>.txt files nor a .zip archive", path)
+
+
+def decode_lines(file: SourceFile) -> tuple[list[str], bool, bool]:
+    """UTF-8 text split into lines (BOM and CR/LF endings removed); errors name the file and line."""
+    try:
+        text = file.data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = file.data.count(b"\n", 0, exc.start) + 1
+        raise NamelangError(f"not valid UTF-8 (byte 0x{file.data[exc.start]:02x}: {exc.reason})",
+                            file.origin, line) from exc
+    bom = text.startswith("\ufeff")
+    if bom:
+        text = text[1:]
+    crlf = "\r\n" in text
+    if crlf:
+        text = text.replace("\r\n", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline ends the last line; it does not start a new one
+    return lines, bom, crlf
+
+
+def git_commit() -> str | None:
+    """The commit of the code that ran, when it runs from a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def ingest(config: DataConfig) -> IngestResult:
+    """Resolve the source, read every `<Language>.txt`, and return raw lines with provenance."""
+    path = resolve_source(config)
+    files = read_source_files(path, config)
+    lines: list[str] = []
+    counts: list[int] = []
+    provenance: list[FileProvenance] = []
+    for file in files:
+        if not file.language.strip():
+            raise NamelangError("file name gives no language (expected <Language>.txt)", file.origin)
+        file_lines, bom, crlf = decode_lines(file)
+        lines.extend(file_lines)
+        counts.append(len(file_lines))
+        provenance.append(FileProvenance(file.language, file.origin, hashlib.sha256(file.data).hexdigest(),
+                                         len(file.data), len(file_lines), file.modified_utc, bom, crlf))
+    if not lines:
+        raise NamelangError("source holds no names (every file is empty)", path)
+    counts_np = np.asarray(counts, dtype=np.int64)
+    file_index = np.repeat(np.arange(len(files), dtype=np.int32), counts_np)
+    starts = np.repeat(np.cumsum(counts_np) - counts_np, counts_np)
+    line_number = (np.arange(len(lines), dtype=np.int64) - starts + 1).astype(np.int32)
+    table = pa.table({
+        "raw": pa.array(lines, type=pa.string()),
+        "language": pa.array([f.language for f in files], type=pa.string()).take(file_index),
+        "source_file": pa.array([f.origin for f in files], type=pa.string()).take(file_index),
+        "line_number": line_number,
+    })
+    run = {
+        "source_uri": config.source if is_url(config.source) else str(Path(config.source).resolve()),
+        "source_path": str(path.resolve()),
+        "loaded_at_utc": datetime.now(UTC).isoformat(),
+        "package_version": __version__,
+        "git_commit": git_commit(),
+    }
+    return IngestResult(table, provenance, run)
