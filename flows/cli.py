@@ -6,6 +6,9 @@ commands call `pipeline` directly and never import Prefect, so they start fast.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -56,6 +59,142 @@ def ingest(
                f"rejected: {q['rejected']['count']} {q['rejected']['by_reason'] or ''}".rstrip())
     typer.echo(f"  table: {paths['names']} (sha256 {table.sha256[:12]})")
     typer.echo(f"  report: {paths['quality_md']}")
+
+
+def _quiet_telemetry() -> None:
+    for key, value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                       "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
+        os.environ.setdefault(key, value)
+
+
+@app.command()
+def train(
+    source: SourceOption = DEFAULT_SOURCE,
+    config_file: Annotated[Path | None, typer.Option("--config", help="JSON file of PipelineConfig settings")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override train.epochs")] = None,
+    cell: Annotated[str | None, typer.Option(help="Override model.cell: rnn, lstm or gru")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+) -> None:
+    """Run the training flow once, end to end: ingest, train, evaluate, register in MLflow."""
+    _quiet_telemetry()
+    from pydantic import ValidationError
+
+    from pipeline.config import PipelineConfig
+
+    try:
+        raw = json.loads(config_file.read_text()) if config_file else {}
+        config = PipelineConfig.model_validate(raw)
+        config.data.source = source
+        for section, key, value in (("train", "epochs", epochs), ("model", "cell", cell),
+                                    ("train", "device", device), ("train", "progress", progress)):
+            if value is not None:
+                setattr(getattr(config, section), key, value)
+    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+        fail(NamelangError(f"bad configuration: {exc}", config_file))
+    from flows.training import train_name_classifier
+
+    try:
+        summary = train_name_classifier(config, resume=resume)
+    except NamelangError as exc:
+        fail(exc)
+    typer.echo("")
+    typer.echo(f"trained {summary['model']} version {summary['version']} -> alias '{summary['alias']}'")
+    typer.echo(f"  test accuracy {summary['test_accuracy']:.3f}, macro-F1 {summary['test_macro_f1']:.3f}, "
+               f"top-3 accuracy {summary['test_top3_accuracy']:.3f} ({summary['train_seconds']} s on "
+               f"{summary['device']})")
+    typer.echo(f"  data steps: {summary['data_steps']}")
+    typer.echo("next:")
+    uri = summary["mlflow_tracking_uri"]
+    ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"open {uri}"
+    typer.echo(f"  browse runs and models:  {ui}   (then http://127.0.0.1:5000)")
+    typer.echo("  predict:                 namelang predict Hinton Nakamura Schmidt")
+    typer.echo("  serve over REST:         namelang serve   (mlflow models serve -m models:/namelang@champion)")
+
+
+def _read_names(names: list[str], file: Path | None) -> list[str]:
+    collected = list(names)
+    if file is not None:
+        try:
+            collected += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NamelangError(f"cannot read names: {exc}", file) from exc
+    if not collected and not sys.stdin.isatty():
+        collected = [line.strip() for line in sys.stdin if line.strip()]
+    if not collected:
+        raise NamelangError("no names given: pass them as arguments, with --file, or on standard input")
+    return collected
+
+
+@app.command()
+def predict(
+    names: Annotated[list[str] | None, typer.Argument(help="Surnames to classify")] = None,
+    top: Annotated[int, typer.Option(help="How many languages to show per name")] = 3,
+    model: Annotated[str, typer.Option(help="Model URI")] = "models:/namelang@champion",
+    file: Annotated[Path | None, typer.Option(help="A text file, one name per line")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Which language does each surname come from? Uses the registered champion by default."""
+    _quiet_telemetry()
+    from pipeline.registry import load_model
+    from pipeline.tracking import configure
+
+    try:
+        batch = _read_names(names or [], file)
+        configure(create=False)
+        loaded = load_model(model)
+        import pandas as pd
+
+        frame = loaded.predict(pd.DataFrame({"name": batch}), params={"top_k": top})
+    except NamelangError as exc:
+        fail(exc)
+    except Exception as exc:  # MLflow's own errors (bad top_k, schema) reach the user in one line
+        fail(NamelangError(str(exc).splitlines()[0]))
+    failed = 0
+    records = []
+    for row in frame.to_dict("records"):
+        row["error"] = row["error"] if isinstance(row["error"], str) and row["error"] else None
+        ranked = [(row["language"], row["probability"])] + [
+            (row[f"language_{k}"], row[f"probability_{k}"]) for k in range(2, top + 1)]
+        records.append({"name": row["name"], "error": row["error"],
+                        "top": [] if row["error"] else [{"language": lang, "probability": round(p, 4)}
+                                                        for lang, p in ranked]})
+        failed += bool(row["error"])
+    if as_json:
+        typer.echo(json.dumps(records, ensure_ascii=False, indent=2))
+    else:
+        for rec in records:
+            if rec["error"]:
+                typer.echo(f"{rec['name']}: error: {rec['error']}")
+            else:
+                typer.echo(f"{rec['name']}: " + ", ".join(f"{t['language']} ({t['probability']:.2f})"
+                                                          for t in rec["top"]))
+    if failed:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="Model URI")] = "models:/namelang@champion",
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 5001,
+) -> None:
+    """REST endpoint: `mlflow models serve` on the champion, offline (no environment is built)."""
+    _quiet_telemetry()
+    from pipeline.registry import load_model
+    from pipeline.tracking import configure
+
+    try:
+        uri = configure(create=False)
+        load_model(model)  # fail here, in one line, if there is no such model
+    except NamelangError as exc:
+        fail(exc)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    typer.echo(f"serving {model} on http://{host}:{port}/invocations (Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+           "-h", host, "-p", str(port)]
+    raise typer.Exit(code=subprocess.call(cmd, env=env))
 
 
 def main() -> None:  # pragma: no cover - console entry point

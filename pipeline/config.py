@@ -30,6 +30,7 @@ class DataConfig(_Strict):
     source_sha256: str | None = Field(None, description="Expected SHA-256 of a downloaded archive")
     raw_dir: Path = Path("data/raw")
     processed_dir: Path = Path("data/processed")
+    cache_dir: Path = Field(Path("data/cache"), description="Where the flow persists cached step results")
     max_name_chars: int = Field(64, ge=1, description="Longer names are rejected")
     download_timeout_s: float = Field(60.0, gt=0)
     max_download_bytes: int = Field(512 * MIB, gt=0)
@@ -69,6 +70,11 @@ class ModelConfig(_Strict):
     pooling: Literal["last", "mean_max"] = Field(
         "mean_max", description="last: final hidden state (notebook); mean_max: pooled over all steps"
     )
+    ngram_buckets: int = Field(
+        0, ge=0, description="fastText-style branch: hashed char 1..ngram_max grams (0 = off)"
+    )
+    ngram_dim: int = Field(64, ge=1, description="Width of the n-gram branch's averaged embedding")
+    ngram_max: int = Field(4, ge=1, le=4, description="Longest character n-gram hashed (with word boundaries)")
 
     @classmethod
     def notebook(cls) -> ModelConfig:
@@ -89,6 +95,9 @@ class TrainConfig(_Strict):
     lr_schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     patience: int = Field(6, ge=1, description="Epochs without a better validation macro-F1 before stopping")
     class_weighting: bool = Field(True, description="Weight the loss by inverse class frequency")
+    class_weight_power: float = Field(
+        0.5, ge=0, le=1, description="Class weight = frequency^-power (1: balanced, 0.5: inverse square root)"
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     clip_grad_norm: float = Field(1.0, gt=0)
     seed: int = 2024

@@ -1,0 +1,175 @@
+"""Prefect flow `train-name-classifier`: ingest -> normalize -> tensors -> train -> evaluate -> register.
+
+Orchestration only: each task calls one function of `pipeline.workflow`. Prefect adds caching
+of the data steps (keyed on content hashes and code version), retries with backoff on the
+download and the tracking store, artifacts in the UI, and the flow-run id on the MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from prefect.filesystems import LocalFileSystem
+from prefect.runtime import flow_run
+from prefect.tasks import exponential_backoff
+
+from pipeline import features, ingest, normalize, workflow
+from pipeline.config import DataConfig, PipelineConfig, SplitConfig
+from pipeline.evaluate import Evaluation
+from pipeline.features import TensorData
+from pipeline.ingest import IngestResult
+from pipeline.normalize import NamesTable
+from pipeline.registry import model_uri
+from pipeline.tracking import MODEL_NAME, TrackedRun, tracking_uri
+from pipeline.train import TrainResult
+
+RETRY = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.2}
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+
+
+def _ingest_key(ctx: TaskRunContext, params: dict) -> str:
+    cfg: DataConfig = params["config"]
+    return "ingest-" + _key(params["fingerprint"], workflow.code_version(ingest), cfg.max_member_bytes)
+
+
+def _normalize_key(ctx: TaskRunContext, params: dict) -> str:
+    cfg: DataConfig = params["config"]
+    return "normalize-" + _key(params["fingerprint"], workflow.code_version(ingest, normalize), cfg.max_name_chars)
+
+
+def _tensors_key(ctx: TaskRunContext, params: dict) -> str:
+    split: SplitConfig = params["split"]
+    return "tensors-" + _key(params["table"].sha256, split.model_dump_json(), workflow.code_version(features))
+
+
+@task(name="fetch-source", cache_policy=NO_CACHE, **RETRY)
+def fetch_source(config: DataConfig) -> Path:
+    return workflow.fetch_source(config)
+
+
+@task(name="ingest", cache_key_fn=_ingest_key, persist_result=True)
+def ingest_source(config: DataConfig, local_source: Path, fingerprint: str) -> IngestResult:
+    return workflow.ingest_source(config, local_source)
+
+
+@task(name="normalize", cache_key_fn=_normalize_key, persist_result=True)
+def normalize_names(raw: IngestResult, config: DataConfig, fingerprint: str) -> NamesTable:
+    return workflow.normalize_names(raw, config)
+
+
+@task(name="write-table", cache_policy=NO_CACHE)
+def write_table(table: NamesTable, config: DataConfig) -> dict[str, Path]:
+    paths = workflow.write_table(table, config)
+    create_markdown_artifact(key="data-quality", markdown=normalize.quality_markdown(table.quality),
+                             description=f"Data-quality report of names table {table.sha256[:12]}")
+    return paths
+
+
+@task(name="build-tensors", cache_key_fn=_tensors_key, persist_result=True)
+def build_tensors(table: NamesTable, split: SplitConfig, processed_dir: Path) -> TensorData:
+    return workflow.build_tensors(table, split, processed_dir)
+
+
+@task(name="start-mlflow-run", cache_policy=NO_CACHE, **RETRY)
+def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
+    return workflow.start_run(config, table, tags)
+
+
+@task(name="train", cache_policy=NO_CACHE)
+def train(data: TensorData, config: PipelineConfig, run: TrackedRun, resume: bool) -> TrainResult:
+    return workflow.train(data, config, run, resume)
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate(result: TrainResult, data: TensorData, table: NamesTable, config: PipelineConfig,
+             run: TrackedRun) -> Evaluation:
+    ev, _ = workflow.evaluate_model(result, data, table, config, run)
+    rows = [{"metric": k, "value": round(v, 4)} for k, v in ev.metrics.items()]
+    create_table_artifact(key="metrics", table=rows, description="Test-split metrics of the trained model")
+    return ev
+
+
+@task(name="register", cache_policy=NO_CACHE, **RETRY)
+def register(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) -> workflow.Registration:
+    return workflow.register_model(bundle, ev, data, run)
+
+
+def result_storage(path: Path) -> str:
+    """A saved LocalFileSystem block for `path` (Prefect keeps result storage server-side)."""
+    basepath = str(path.resolve())
+    name = "namelang-cache-" + _key(basepath)[:12]
+    LocalFileSystem(basepath=basepath).save(name, overwrite=True)
+    return f"local-file-system/{name}"
+
+
+def mlflow_ui_base() -> str:
+    uri = tracking_uri()
+    return uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
+
+
+def _report_registration(reg: workflow.Registration, run: TrackedRun) -> None:
+    base = mlflow_ui_base()
+    create_link_artifact(key="mlflow-run", link=f"{base}/{run.url()}", link_text=f"MLflow run {reg.run_id}",
+                         description="The MLflow run: params, curves, dataset, reports")
+    create_link_artifact(key="model-version", link=f"{base}/#/models/{MODEL_NAME}/versions/{reg.version}",
+                         link_text=f"{MODEL_NAME} version {reg.version}")
+    d = reg.decision
+    champion = "none (first model)" if d.champion_macro_f1 is None else f"{d.champion_macro_f1:.4f} " \
+        f"(version {d.previous_champion})"
+    create_markdown_artifact(key="promotion-decision", markdown=(
+        f"# Promotion decision\n\nVersion **{reg.version}** of `{MODEL_NAME}` got the alias **{d.alias}**.\n\n"
+        f"| | macro-F1 on this run's test split |\n|---|---:|\n| new version | {d.new_macro_f1:.4f} |\n"
+        f"| champion before | {champion} |\n"))
+
+
+@flow(name="train-name-classifier", log_prints=True)
+def train_name_classifier(config: PipelineConfig = PipelineConfig(), resume: bool = False) -> dict:
+    """Train, evaluate and register a surname-language classifier; returns a summary."""
+    logger = get_run_logger()
+    storage = result_storage(Path(config.data.cache_dir))
+    cached = {t.name: t.with_options(result_storage=storage) for t in (ingest_source, normalize_names,
+                                                                       build_tensors)}
+    local = fetch_source(config.data)
+    fingerprint = workflow.source_fingerprint(Path(local))
+    states = {}
+    states["ingest"] = cached["ingest"](config.data, local, fingerprint, return_state=True)
+    states["normalize"] = cached["normalize"](states["ingest"].result(), config.data, fingerprint,
+                                              return_state=True)
+    table = states["normalize"].result()
+    write_table(table, config.data)
+    states["build-tensors"] = cached["build-tensors"](table, config.split, config.data.processed_dir,
+                                                      return_state=True)
+    data = states["build-tensors"].result()
+    data_steps = {name: "cached" if state.name == "Cached" else "ran" for name, state in states.items()}
+    logger.info("data steps: %s", data_steps)
+    run = start_run(config, table)
+    try:
+        result = train(data, config, run, resume)
+        ev = evaluate(result, data, table, config, run)
+        bundle = workflow.save_model(result, data, config)
+        registration = register(bundle, ev, data, run)
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    run.finish()
+    _report_registration(registration, run)
+    out = workflow.summary(result, ev, registration)
+    out.update(data_steps=data_steps, table_sha256=table.sha256, model_uri=model_uri(registration.decision.alias),
+               mlflow_tracking_uri=tracking_uri(), flow_run_id=str(flow_run.id or ""))
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    print(train_name_classifier())

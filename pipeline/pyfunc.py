@@ -1,0 +1,87 @@
+"""The model as users get it: an MLflow pyfunc taking DataFrame[name] and returning languages.
+
+Weights travel as a small bundle file (state dict + config + labels) loaded on CPU, so a model
+trained on a GPU predicts anywhere. The `pipeline` package travels with the model (code_paths),
+so it loads in a fresh process outside this repository.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from pipeline.atomic import atomic_path
+from pipeline.config import ModelConfig
+from pipeline.errors import NamelangError
+from pipeline.model import CharClassifier
+from pipeline.predict import TOP_K, Predictor, output_columns
+
+# We validate input ourselves (per-row errors); MLflow's type-hint validation would reject whole batches.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+BUNDLE_FORMAT = 1
+INPUT_EXAMPLE = pd.DataFrame({"name": ["Hinton", "Nakamura", "Schmidt"]})
+
+
+def save_bundle(path: str | Path, model: CharClassifier, label_names: list[str], max_name_chars: int) -> Path:
+    """Weights (on CPU), model config and labels in one file, written atomically."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": BUNDLE_FORMAT, "state_dict": state, "model_config": model.config.model_dump(),
+                    "label_names": list(label_names), "max_name_chars": max_name_chars}, tmp)
+    return Path(path)
+
+
+def load_bundle(path: str | Path) -> Predictor:
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        model = CharClassifier(ModelConfig(**raw["model_config"]), len(raw["label_names"]))
+        model.load_state_dict(raw["state_dict"])
+    except FileNotFoundError as exc:
+        raise NamelangError("model bundle not found", path) from exc
+    except Exception as exc:  # damaged or foreign file
+        raise NamelangError(f"model bundle is corrupt or unreadable ({type(exc).__name__})", path) from exc
+    model.eval()
+    return Predictor(model, raw["label_names"], raw["max_name_chars"])
+
+
+class NamelangModel(mlflow.pyfunc.PythonModel):
+    """pyfunc: DataFrame with a string column `name` in, top-k languages with probabilities out."""
+
+    def load_context(self, context) -> None:
+        torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+        self.predictor = load_bundle(context.artifacts["bundle"])
+
+    def predict(self, context, model_input, params=None):
+        if isinstance(model_input, pd.Series):
+            model_input = model_input.to_frame("name")
+        if not isinstance(model_input, pd.DataFrame) or "name" not in model_input.columns:
+            raise MlflowException("input needs a column 'name' of strings, e.g. "
+                                  '{"dataframe_split": {"columns": ["name"], "data": [["Hinton"]]}}',
+                                  error_code=INVALID_PARAMETER_VALUE)
+        top_k = int((params or {}).get("top_k", TOP_K))
+        if not 1 <= top_k <= len(self.predictor.label_names):
+            raise MlflowException(f"top_k must be between 1 and {len(self.predictor.label_names)}",
+                                  error_code=INVALID_PARAMETER_VALUE)
+        rows = self.predictor.predict(model_input["name"].tolist(), top_k)
+        return pd.DataFrame(rows, columns=output_columns(top_k))
+
+
+def signature() -> ModelSignature:
+    outputs = [ColSpec("string", "name"), ColSpec("string", "language"), ColSpec("double", "probability")]
+    for k in range(2, TOP_K + 1):
+        outputs += [ColSpec("string", f"language_{k}"), ColSpec("double", f"probability_{k}")]
+    outputs.append(ColSpec("string", "error", required=False))
+    return ModelSignature(inputs=Schema([ColSpec("string", "name")]), outputs=Schema(outputs),
+                          params=ParamSchema([ParamSpec("top_k", "long", TOP_K)]))
+
+
+def code_path() -> str:
+    return str(Path(__file__).resolve().parent)

@@ -1,0 +1,93 @@
+"""The model registry: register a logged model, and move `champion` only through the gate.
+
+The gate scores the current champion again on the *new* run's test split, so both numbers
+come from the same names: a new version becomes champion only if its macro-F1 is at least
+the champion's; otherwise it is tagged `challenger`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sklearn.metrics import f1_score
+
+from pipeline.errors import NamelangError
+from pipeline.tracking import MODEL_NAME
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    version: str
+    alias: str                       # champion | challenger
+    new_macro_f1: float
+    champion_macro_f1: float | None  # None when there was no champion
+    previous_champion: str | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def macro_f1(predicted: list[str], true: list[str]) -> float:
+    """Macro-F1 over the languages present in `true`, from language names (so label sets may differ)."""
+    return float(f1_score(np.asarray(true, dtype=object), np.asarray(predicted, dtype=object), average="macro",
+                          labels=sorted(set(true)), zero_division=0))
+
+
+def model_uri(alias: str = CHAMPION, name: str = MODEL_NAME) -> str:
+    return f"models:/{name}@{alias}"
+
+
+def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def load_model(uri: str = model_uri()):
+    """Load a pyfunc model by URI; a one-line, actionable error when there is none yet."""
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except MlflowException as exc:
+        if uri.startswith("models:/"):
+            raise NamelangError(f"no model {uri.removeprefix('models:/')!r} in the registry at "
+                                f"{mlflow.get_tracking_uri()}; train one with `make run` or "
+                                "`namelang train --source DATA`") from exc
+        raise NamelangError(f"cannot load model: {str(exc).splitlines()[0]}", uri) from exc
+
+
+def score_model(uri: str, names: list[str], true_languages: list[str]) -> float:
+    frame = load_model(uri).predict(pd.DataFrame({"name": names}))
+    return macro_f1(frame["language"].fillna("").tolist(), true_languages)
+
+
+def register(model_uri_: str, tags: dict[str, str], name: str = MODEL_NAME):
+    return mlflow.register_model(model_uri_, name, tags={k: str(v) for k, v in tags.items()})
+
+
+def promote_if_better(version: str, new_macro_f1: float, test_names: list[str], test_languages: list[str],
+                      name: str = MODEL_NAME) -> PromotionDecision:
+    """Give `version` the champion alias if it scores at least the champion on the same test names."""
+    client = MlflowClient()
+    current = get_alias_version(client, CHAMPION, name)
+    champion_f1 = None
+    if current is not None and current.version != str(version):
+        champion_f1 = score_model(f"models:/{name}/{current.version}", test_names, test_languages)
+    promote = champion_f1 is None or new_macro_f1 >= champion_f1
+    alias = CHAMPION if promote else CHALLENGER
+    client.set_registered_model_alias(name, alias, str(version))
+    decision = PromotionDecision(str(version), alias, new_macro_f1, champion_f1,
+                                 current.version if current is not None else None)
+    for key, value in {"gate.decision": "promoted to champion" if promote else "kept champion; challenger",
+                       "gate.new_macro_f1": f"{new_macro_f1:.6f}",
+                       "gate.champion_macro_f1": "" if champion_f1 is None else f"{champion_f1:.6f}",
+                       "gate.previous_champion": decision.previous_champion or ""}.items():
+        client.set_model_version_tag(name, str(version), key, value)
+    return decision

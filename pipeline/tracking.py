@@ -1,0 +1,160 @@
+"""MLflow tracking: the store, the experiment, and one run's params, curves, data and artifacts.
+
+Everything goes through `MlflowClient` with an explicit run id, so stages that run in different
+tasks or threads log into the same run without relying on MLflow's global "active run".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+from pipeline.config import PipelineConfig, flat_params
+from pipeline.errors import NamelangError
+
+EXPERIMENT = "namelang"
+MODEL_NAME = "namelang"
+DEFAULT_STORE_DIR = Path("mlruns")
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{(DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` when set (a team's server), else the embedded SQLite store in mlruns/."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def check_reachable(uri: str, attempts: int = 3, backoff_s: float = 0.5) -> None:
+    """Fail fast, after a few bounded retries, when a tracking server does not answer."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            if httpx.get(uri.rstrip("/") + "/health", timeout=5).status_code < 500:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(backoff_s * 2**attempt)
+    raise NamelangError(f"MLflow tracking server unreachable after {attempts} tries ({last})", uri)
+
+
+def configure(uri: str | None = None, create: bool = True) -> str:
+    """Point MLflow (tracking and registry) at `uri` or the default store; returns the URI used.
+
+    With `create=False` (prediction), a missing SQLite store is an error, not a new empty store.
+    """
+    uri = uri or tracking_uri()
+    if urlparse(uri).scheme == "sqlite":
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not create and not db.exists():
+            raise NamelangError("no MLflow store here, so no model to use; train one with `make run` or "
+                                "`namelang train --source DATA` (or set MLFLOW_TRACKING_URI)", db)
+        db.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        for key, value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}.items():
+            os.environ.setdefault(key, value)  # bounded retries against an unreachable server
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    uri = client._tracking_client.tracking_uri
+    if uri.startswith("sqlite:///"):  # embedded store: artifacts beside the database
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+@dataclass
+class TrackedRun:
+    """One MLflow run, addressed by id; callable as the training loop's per-epoch callback."""
+
+    client: MlflowClient
+    run_id: str
+
+    @classmethod
+    def start(cls, config: PipelineConfig, tags: dict[str, str], run_name: str | None = None) -> TrackedRun:
+        client = MlflowClient()
+        run = client.create_run(experiment_id(client), tags=tags, run_name=run_name)
+        tracked = cls(client, run.info.run_id)
+        params = [Param(k, str(v)) for k, v in flat_params(config).items()]
+        for i in range(0, len(params), 100):
+            client.log_batch(tracked.run_id, params=params[i:i + 100])
+        return tracked
+
+    def __call__(self, record: dict) -> None:
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, int(record["epoch"])) for k, v in record.items()
+                   if k != "epoch" and isinstance(v, int | float)]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, metrics: dict[str, float], prefix: str = "") -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(prefix + k, float(v), now, 0)
+                                                    for k, v in metrics.items()])
+
+    def log_dataset(self, names: pd.DataFrame, source: str, provenance: dict) -> None:
+        """The names table as the run's dataset input, with its content hash as digest."""
+        dataset = mlflow.data.from_pandas(names, source=source, name="names",
+                                          digest=provenance["content_sha256"][:36])
+        from mlflow.entities import DatasetInput, InputTag
+
+        tags = [InputTag("mlflow.data.context", "training"),
+                InputTag("namelang.source_uri", str(provenance["ingest"]["source_uri"])[:500]),
+                InputTag("namelang.content_sha256", provenance["content_sha256"])]
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+        self.client.log_dict(self.run_id, provenance, "data/provenance.json")
+
+    def log_artifacts(self, paths: dict[str, Path], folder: str) -> None:
+        for path in paths.values():
+            self.client.log_artifact(self.run_id, str(path), folder)
+
+    def log_model(self, bundle: Path, tags: dict[str, str] | None = None):
+        """Log the pyfunc model into this run; returns MLflow's ModelInfo."""
+        from pipeline.pyfunc import INPUT_EXAMPLE, NamelangModel, code_path, signature
+
+        with mlflow.start_run(run_id=self.run_id):
+            return mlflow.pyfunc.log_model(
+                name="model", python_model=NamelangModel(), artifacts={"bundle": str(bundle)},
+                code_paths=[code_path()], signature=signature(), input_example=INPUT_EXAMPLE,
+                pip_requirements=_requirements(), tags=tags,
+            )
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
+
+    def url(self) -> str:
+        run = self.client.get_run(self.run_id)
+        return f"#/experiments/{run.info.experiment_id}/runs/{self.run_id}"
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "pandas", "pyarrow", "numpy")]
+
+
+def json_tag(value: object) -> str:
+    return json.dumps(value, default=str)[:5000]

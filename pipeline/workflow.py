@@ -1,0 +1,187 @@
+"""The pipeline's stages as plain functions, in order, and `run_pipeline` that calls them all.
+
+The Prefect flow wires these same functions as tasks (adding caching, retries, artifacts);
+calling `run_pipeline` runs the identical work without Prefect (a notebook, a benchmark).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import __version__, features, ingest, normalize
+from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
+from pipeline.errors import NamelangError
+from pipeline.evaluate import Evaluation, evaluate, model_card, write_reports
+from pipeline.features import TEST, TensorData
+from pipeline.ingest import IngestResult, git_commit
+from pipeline.normalize import NamesTable
+from pipeline.pyfunc import save_bundle
+from pipeline.registry import PromotionDecision, promote_if_better, register
+from pipeline.tracking import MODEL_NAME, TrackedRun, configure
+from pipeline.train import TrainResult, run_key, train_model
+
+
+def code_version(*modules) -> str:
+    """Version of the code behind a stage: package version plus a hash of the modules' source."""
+    h = hashlib.sha256(__version__.encode())
+    for module in modules:
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()[:16]
+
+
+def source_fingerprint(path: Path) -> str:
+    """Content hash of a local source: its `.txt` files (name and bytes) or the archive's bytes."""
+    h = hashlib.sha256()
+    if path.is_dir():
+        for file in sorted(path.glob("*.txt")):
+            h.update(file.name.encode() + b"\0" + ingest.sha256_file(file).encode())
+    elif path.is_file():
+        h.update(ingest.sha256_file(path).encode())
+    else:
+        raise NamelangError("source does not exist", path)
+    return h.hexdigest()
+
+
+def fetch_source(config: DataConfig) -> Path:
+    return ingest.resolve_source(config)
+
+
+def ingest_source(config: DataConfig, local_source: Path) -> IngestResult:
+    """Read the already-fetched source (the URL, if any, stays the recorded origin)."""
+    result = ingest.ingest(config.model_copy(update={"source": str(local_source), "source_sha256": None}))
+    if ingest.is_url(config.source):
+        result.run.update(source_uri=config.source, archive=str(local_source))
+    return result
+
+
+def normalize_names(raw: IngestResult, config: DataConfig) -> NamesTable:
+    return normalize.normalize(raw, config.max_name_chars)
+
+
+def write_table(table: NamesTable, config: DataConfig) -> dict[str, Path]:
+    return normalize.write_names_table(table, config.processed_dir)
+
+
+def build_tensors(table: NamesTable, split: SplitConfig, processed_dir: Path) -> TensorData:
+    data = features.build_tensors(table.names, table.sha256, split)
+    features.save_tensors(data, Path(processed_dir) / features.TENSORS_FILE)
+    return data
+
+
+def start_run(config: PipelineConfig, table: NamesTable, tags: dict[str, str] | None = None) -> TrackedRun:
+    configure()
+    run = TrackedRun.start(config, {"namelang.data_sha256": table.sha256, "namelang.git_commit": git_commit() or "",
+                                    "namelang.version": __version__, **(tags or {})})
+    run.log_dataset(table.names.to_pandas(), str(config.data.processed_dir / normalize.NAMES_FILE),
+                    table.provenance)
+    return run
+
+
+def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = None,
+          resume: bool = False) -> TrainResult:
+    result = train_model(data, config.model, config.train, on_epoch=run, resume=resume)
+    if run is not None:
+        run.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
+                         "train_seconds": result.train_seconds})
+        run.set_tags({"namelang.device": result.device, "namelang.tensors_sha256": data.sha256})
+    return result
+
+
+def model_dir(config: PipelineConfig, data: TensorData) -> Path:
+    return Path(config.data.processed_dir).parent / "models" / run_key(data, config.model, config.train)
+
+
+def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, config: PipelineConfig,
+                   run: TrackedRun | None = None) -> tuple[Evaluation, dict[str, Path]]:
+    ev = evaluate(result.model, data, TEST)
+    card = model_card(ev, provenance=table.provenance, split_config=data.split_config,
+                      config=flat_params(config), tensors_sha256=data.sha256,
+                      train_summary={"device": result.device, "epochs_run": len(result.history),
+                                     "best_epoch": result.best_epoch,
+                                     "best_val_macro_f1": round(result.best_val_macro_f1, 4),
+                                     "train_seconds": round(result.train_seconds, 1)})
+    paths = write_reports(ev, model_dir(config, data) / "reports", card)
+    if run is not None:
+        run.log_metrics(ev.metrics, prefix="test_")
+        run.log_artifacts(paths, "evaluation")
+        quality = {k: Path(config.data.processed_dir) / v
+                   for k, v in {"json": normalize.QUALITY_JSON, "md": normalize.QUALITY_MD}.items()}
+        run.log_artifacts({k: p for k, p in quality.items() if p.exists()}, "data")
+    return ev, paths
+
+
+@dataclass(frozen=True)
+class Registration:
+    run_id: str
+    model_uri: str
+    version: str
+    decision: PromotionDecision
+    bundle: str
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "decision": self.decision.as_dict()}
+
+
+def save_model(result: TrainResult, data: TensorData, config: PipelineConfig) -> Path:
+    """The trained weights on disk first: whatever happens to the tracking store, they are kept."""
+    return save_bundle(model_dir(config, data) / "model.pt", result.model, data.label_names,
+                       config.data.max_name_chars)
+
+
+def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) -> Registration:
+    """Log the pyfunc model, register it, and pass it through the promotion gate."""
+    try:
+        info = run.log_model(bundle, tags={"namelang.tensors_sha256": data.sha256})
+        version = register(info.model_uri, {"namelang.data_sha256": data.table_sha256,
+                                            "namelang.run_id": run.run_id,
+                                            "namelang.test_macro_f1": f"{ev.metrics['macro_f1']:.6f}"})
+        test_languages = [ev.label_names[i] for i in ev.y_true]
+        decision = promote_if_better(version.version, ev.metrics["macro_f1"], ev.names, test_languages)
+    except NamelangError:
+        raise
+    except Exception as exc:
+        raise NamelangError(f"could not log or register the model in MLflow ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); the trained model is kept "
+                            f"on disk", bundle) from exc
+    run.set_tags({"namelang.model_version": version.version, "namelang.alias": decision.alias})
+    return Registration(run.run_id, info.model_uri, version.version, decision, str(bundle))
+
+
+def summary(result: TrainResult, ev: Evaluation, registration: Registration | None) -> dict:
+    out = {"model": MODEL_NAME, "test_accuracy": round(ev.metrics["accuracy"], 4),
+           "test_macro_f1": round(ev.metrics["macro_f1"], 4), "test_top3_accuracy":
+           round(ev.metrics["top3_accuracy"], 4), "train_seconds": round(result.train_seconds, 1),
+           "device": result.device}
+    if registration is not None:
+        out.update(version=registration.version, alias=registration.decision.alias,
+                   run_id=registration.run_id, champion_macro_f1=registration.decision.champion_macro_f1)
+    return out
+
+
+def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> dict:
+    """Every stage, in order, without Prefect: ingest -> normalize -> tensors -> train -> evaluate -> register."""
+    local = fetch_source(config.data)
+    table = normalize_names(ingest_source(config.data, local), config.data)
+    write_table(table, config.data)
+    data = build_tensors(table, config.split, config.data.processed_dir)
+    run = start_run(config, table, tags)
+    try:
+        result = train(data, config, run)
+        ev, _ = evaluate_model(result, data, table, config, run)
+        bundle = save_model(result, data, config)
+        registration = register_model(bundle, ev, data, run)
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    run.finish()
+    return summary(result, ev, registration)
+
+
+def dumps(obj: object) -> str:
+    return json.dumps(obj, indent=2, default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
