@@ -1,0 +1,168 @@
+"""Turn the names table into tensors: the notebook's alphabet, index sequences, labels, a split.
+
+Encoding is vectorized over Arrow's byte buffer (normalized names are pure ASCII, one byte a
+character), so there is no per-name one-hot loop as in the notebook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from pipeline.atomic import atomic_path
+from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER, SplitConfig
+from pipeline.errors import NamelangError
+
+ALPHABET = ALLOWED_CHARACTERS + OOV_CHARACTER  # the notebook's 58 symbols
+PAD = 0  # index 0 pads; symbol i of ALPHABET is index i + 1
+VOCAB_SIZE = len(ALPHABET) + 1
+TRAIN, VALIDATION, TEST = 0, 1, 2
+SPLIT_NAMES = ("train", "validation", "test")
+TENSORS_FILE = "tensors.pt"
+
+_BYTE_TO_INDEX = np.full(256, ALPHABET.index(OOV_CHARACTER) + 1, dtype=np.uint8)
+for _i, _c in enumerate(ALPHABET):
+    _BYTE_TO_INDEX[ord(_c)] = _i + 1
+
+
+def encode_names(names: pa.Array | pa.ChunkedArray | list[str], max_len: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized (ASCII) names to a padded `uint8` index matrix and their lengths."""
+    arr = pa.array(names, type=pa.string()) if isinstance(names, list) else names
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = pc.fill_null(arr, "")
+    _, offsets_buf, data_buf = arr.buffers()
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    lengths = np.diff(offsets).astype(np.int64)
+    width = int(lengths.max(initial=1)) if max_len is None else max_len
+    lengths = np.minimum(lengths, width)
+    rows = np.repeat(np.arange(len(arr)), lengths)
+    starts = np.repeat(offsets[:-1].astype(np.int64), lengths)
+    cols = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    tokens = np.zeros((len(arr), max(width, 1)), dtype=np.uint8)
+    tokens[rows, cols] = _BYTE_TO_INDEX[data[starts + cols]]
+    return torch.from_numpy(tokens), torch.from_numpy(lengths)
+
+
+def decode(tokens: torch.Tensor, length: int) -> str:
+    return "".join(ALPHABET[i - 1] for i in tokens[:length].tolist())
+
+
+def _cut(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
+    """Boundaries of train / validation / test among n shuffled items (test gets at least one if n > 1)."""
+    n_train = int(round(n * fractions[0]))
+    n_val = int(round(n * fractions[1]))
+    if n > 1 and n_train + n_val >= n:
+        n_train = min(n_train, n - 1 - n_val) if n_val else n - 1
+    return n_train, n_train + n_val
+
+
+def split_by_name(name_ascii: np.ndarray, language: np.ndarray, config: SplitConfig) -> np.ndarray:
+    """Seeded split stratified by language in which every copy of a name lands on the same side.
+
+    Hand-written because scikit-learn offers stratified *group* splitting only as k-fold
+    (StratifiedGroupKFold), which cannot express arbitrary fractions like 70/15/15.
+    A name carried by several languages is stratified under its rarest one.
+    """
+    fractions = (config.train, config.validation, config.test)
+    distinct, inverse = np.unique(name_ascii, return_inverse=True)
+    lang_codes, lang_inverse = np.unique(language, return_inverse=True)
+    lang_freq = np.bincount(lang_inverse)
+    # stratum of each distinct name: its rarest language (ties by code)
+    order = np.lexsort((lang_inverse, lang_freq[lang_inverse]))
+    stratum = np.full(len(distinct), -1, dtype=np.int64)
+    first = np.unique(inverse[order], return_index=True)[1]
+    stratum[inverse[order][first]] = lang_inverse[order][first]
+    rng = np.random.default_rng(config.seed)
+    side = np.empty(len(distinct), dtype=np.int8)
+    for code in range(len(lang_codes)):
+        members = np.flatnonzero(stratum == code)
+        members = members[rng.permutation(len(members))]
+        a, b = _cut(len(members), fractions)
+        side[members[:a]], side[members[a:b]], side[members[b:]] = TRAIN, VALIDATION, TEST
+    return side[inverse]
+
+
+def split_random_lines(n: int, config: SplitConfig) -> np.ndarray:
+    """The notebook's method: a random split of lines (copies of a name may land on both sides)."""
+    perm = np.random.default_rng(config.seed).permutation(n)
+    a, b = _cut(n, (config.train, config.validation, config.test))
+    side = np.empty(n, dtype=np.int8)
+    side[perm[:a]], side[perm[a:b]], side[perm[b:]] = TRAIN, VALIDATION, TEST
+    return side
+
+
+@dataclass
+class TensorData:
+    """Everything a model needs, traceable to the table it came from."""
+
+    tokens: torch.Tensor          # (n, max_len) uint8, 0 = padding
+    lengths: torch.Tensor         # (n,) int64
+    labels: torch.Tensor          # (n,) int64 index into label_names
+    split: torch.Tensor           # (n,) int8: 0 train, 1 validation, 2 test
+    label_names: list[str]        # sorted
+    names: list[str]              # name_ascii of each row (reports, error analysis)
+    table_sha256: str
+    split_config: dict
+
+    @property
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        for t in (self.tokens, self.lengths, self.labels, self.split):
+            h.update(t.contiguous().numpy().tobytes())
+        h.update(json.dumps([self.label_names, self.table_sha256, self.split_config]).encode())
+        return h.hexdigest()
+
+    def indices(self, side: int) -> torch.Tensor:
+        return torch.nonzero(self.split == side).flatten()
+
+    def class_counts(self, side: int = TRAIN) -> torch.Tensor:
+        return torch.bincount(self.labels[self.indices(side)], minlength=len(self.label_names))
+
+
+def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> TensorData:
+    """Encode the names table; `by_name` keeps one row per distinct (name, language) pair."""
+    table = names.select(["name_ascii", "language"])
+    if config.method == "by_name":
+        table = table.group_by(["name_ascii", "language"], use_threads=False).aggregate([])
+        table = table.sort_by([("language", "ascending"), ("name_ascii", "ascending")])
+    if table.num_rows < 3:
+        raise NamelangError(f"too few names to split into train / validation / test: {table.num_rows}")
+    name_ascii = table["name_ascii"].to_numpy(zero_copy_only=False)
+    language = table["language"].to_numpy(zero_copy_only=False)
+    label_names = sorted(set(language.tolist()))
+    labels = np.searchsorted(np.asarray(label_names, dtype=object), language)
+    if config.method == "by_name":
+        split = split_by_name(name_ascii, language, config)
+    else:
+        split = split_random_lines(len(name_ascii), config)
+    tokens, lengths = encode_names(table["name_ascii"])
+    return TensorData(tokens, lengths, torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(split),
+                      label_names, name_ascii.tolist(), table_sha256, config.model_dump())
+
+
+def save_tensors(data: TensorData, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save({**data.__dict__, "format": 1}, tmp)
+    return Path(path)
+
+
+def load_tensors(path: str | Path) -> TensorData:
+    path = Path(path)
+    if not path.exists():
+        raise NamelangError("tensors file not found; build it from the names table first", path)
+    try:
+        raw = torch.load(path, weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise NamelangError(f"tensors file is corrupt or unreadable ({type(exc).__name__})", path) from exc
+    raw.pop("format", None)
+    return TensorData(**raw)

@@ -1,0 +1,108 @@
+"""The character-level classifier: one module for RNN, LSTM and GRU cells.
+
+The notebook's CharRNN (one-hot input, nn.RNN(58, 128), last hidden state, linear) is
+`CharClassifier(ModelConfig.notebook(), n_classes)`.
+
+An optional fastText-style branch (`ngram_buckets > 0`) averages embeddings of the name's
+hashed character 1..4-grams, computed from the same token tensor inside `forward`, and joins
+them to the recurrent features before the linear head: the n-grams learn fast and carry the
+spelling statistics, the RNN adds order and context beyond four characters.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from pipeline.config import ModelConfig
+from pipeline.features import PAD, VOCAB_SIZE
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+_BOS, _EOS = VOCAB_SIZE, VOCAB_SIZE + 1  # word-boundary markers of the n-gram branch
+_BASE = 64  # > every symbol index, so an n-gram's code is unique before hashing
+_UPPER_FIRST, _UPPER_LAST = 27, 52  # indices of 'A'..'Z' (ALPHABET is a-z then A-Z)
+_GOLDEN = 0x9E3779B1  # Fibonacci hashing multiplier
+
+
+def hashed_ngrams(tokens: torch.Tensor, lengths: torch.Tensor, n_max: int, buckets: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bucket ids (B, M) of every character 1..n_max-gram of each name, lowercased and framed by
+    boundary markers, with a (B, M) validity mask; pure tensor ops, no Python loop over names."""
+    t = tokens.long()
+    t = torch.where((t >= _UPPER_FIRST) & (t <= _UPPER_LAST), t - (_UPPER_FIRST - 1), t)
+    batch, width = t.shape
+    ext = torch.zeros(batch, width + 2, dtype=torch.long, device=t.device)
+    ext[:, 0] = _BOS
+    ext[:, 1:width + 1] = t
+    ext.scatter_(1, (lengths.to(t.device).clamp(max=width) + 1)[:, None], _EOS)
+    span = lengths.to(t.device).clamp(max=width)[:, None] + 2  # symbols incl. both markers
+    ids, masks = [], []
+    positions = torch.arange(width + 2, device=t.device)
+    for n in range(1, n_max + 1):
+        count = width + 3 - n
+        code = torch.zeros(batch, count, dtype=torch.long, device=t.device)
+        for k in range(n):
+            code = code * _BASE + ext[:, k:k + count]
+        # n-grams of different n never collide: the leading digit is a non-zero symbol
+        ids.append(((code * _GOLDEN) >> 16) % buckets)
+        masks.append(positions[:count][None, :] + n <= span)
+    return torch.cat(ids, 1), torch.cat(masks, 1)
+
+
+class CharClassifier(nn.Module):
+    """Characters in, language logits out; variable lengths handled by packing."""
+
+    def __init__(self, config: ModelConfig, n_classes: int):
+        super().__init__()
+        self.config = config
+        if config.input == "embedding":
+            self.embedding: nn.Embedding | None = nn.Embedding(VOCAB_SIZE, config.embedding_dim, padding_idx=PAD)
+            input_size = config.embedding_dim
+        else:
+            self.embedding = None
+            input_size = VOCAB_SIZE - 1  # one-hot over the 58 symbols; padding is all zeros
+        self.rnn = CELLS[config.cell](
+            input_size, config.hidden_size, num_layers=config.num_layers, batch_first=True,
+            bidirectional=config.bidirectional, dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        directions = 2 if config.bidirectional else 1
+        features = config.hidden_size * directions * (2 if config.pooling == "mean_max" else 1)
+        self.ngrams: nn.EmbeddingBag | None = None
+        if config.ngram_buckets:
+            self.ngrams = nn.EmbeddingBag(config.ngram_buckets, config.ngram_dim, mode="sum")
+            nn.init.normal_(self.ngrams.weight, std=0.1)
+            features += config.ngram_dim
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(features, n_classes)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.long()
+        if self.embedding is not None:
+            return self.embedding(tokens)
+        return F.one_hot(tokens, VOCAB_SIZE)[..., 1:].float()
+
+    def ngram_features(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        ids, mask = hashed_ngrams(tokens, lengths, self.config.ngram_max, self.config.ngram_buckets)
+        weights = mask.float() / mask.sum(1, keepdim=True).clamp(min=1)  # mean over the name's n-grams
+        return self.ngrams(ids, per_sample_weights=weights)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embed(tokens)
+        lengths = lengths.clamp(min=1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, hidden = self.rnn(packed)
+        if self.config.pooling == "last":
+            h = hidden[0] if isinstance(hidden, tuple) else hidden  # LSTM returns (h, c)
+            layer = h.view(self.config.num_layers, -1, h.shape[-2], h.shape[-1])[-1]  # (dirs, B, H)
+            features = torch.cat(list(layer), dim=-1)
+        else:
+            steps, _ = pad_packed_sequence(out, batch_first=True)  # (B, T, dirs*H)
+            mask = (torch.arange(steps.shape[1]) < lengths[:, None]).to(steps.device).unsqueeze(-1)
+            mean = (steps * mask).sum(1) / lengths.to(steps.device, steps.dtype)[:, None]
+            peak = steps.masked_fill(~mask, float("-inf")).amax(1)
+            features = torch.cat([mean, peak], dim=-1)
+        if self.ngrams is not None:
+            features = torch.cat([features, self.ngram_features(tokens, lengths).to(features.dtype)], dim=-1)
+        return self.head(self.dropout(features))
