@@ -190,7 +190,9 @@ def serve(
         load_model(model)  # fail here, in one line, if there is no such model
     except NamelangError as exc:
         fail(exc)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # mlflow starts `uvicorn` by name: put this interpreter's bin folder (the virtualenv) on PATH
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
     typer.echo(f"serving {model} on http://{host}:{port}/invocations (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]

@@ -30,6 +30,7 @@ from pipeline.registry import model_uri
 from pipeline.tracking import MODEL_NAME, TrackedRun, tracking_uri
 from pipeline.train import TrainResult
 
+DEFAULT_CONFIG = PipelineConfig()
 RETRY = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.2}
 
 
@@ -134,13 +135,17 @@ def _report_registration(reg: workflow.Registration, run: TrackedRun) -> None:
 
 
 @flow(name="train-name-classifier", log_prints=True)
-def train_name_classifier(config: PipelineConfig = PipelineConfig(), resume: bool = False) -> dict:
+def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool = False) -> dict:
     """Train, evaluate and register a surname-language classifier; returns a summary."""
     logger = get_run_logger()
     storage = result_storage(Path(config.data.cache_dir))
     cached = {t.name: t.with_options(result_storage=storage) for t in (ingest_source, normalize_names,
                                                                        build_tensors)}
-    local = fetch_source(config.data)
+    local = fetch_source.with_options(
+        retries=config.data.download_retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=config.data.retry_backoff_s)(
+            config.data.download_retries) if config.data.download_retries else 0,
+    )(config.data)
     fingerprint = workflow.source_fingerprint(Path(local))
     states = {}
     states["ingest"] = cached["ingest"](config.data, local, fingerprint, return_state=True)

@@ -33,6 +33,8 @@ class DataConfig(_Strict):
     cache_dir: Path = Field(Path("data/cache"), description="Where the flow persists cached step results")
     max_name_chars: int = Field(64, ge=1, description="Longer names are rejected")
     download_timeout_s: float = Field(60.0, gt=0)
+    download_retries: int = Field(3, ge=0, description="Retries of a failed download (flow only)")
+    retry_backoff_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each retry")
     max_download_bytes: int = Field(512 * MIB, gt=0)
     max_member_bytes: int = Field(64 * MIB, gt=0, description="Largest file accepted inside an archive")
 
@@ -75,6 +77,10 @@ class ModelConfig(_Strict):
     )
     ngram_dim: int = Field(64, ge=1, description="Width of the n-gram branch's averaged embedding")
     ngram_max: int = Field(4, ge=1, le=4, description="Longest character n-gram hashed (with word boundaries)")
+    members: int = Field(
+        1, ge=1, le=8, description="Ensemble size: members trained side by side, each on its own loss; "
+        "prediction averages their log-probabilities"
+    )
 
     @classmethod
     def notebook(cls) -> ModelConfig:

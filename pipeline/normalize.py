@@ -6,8 +6,10 @@ name: that is what makes a million names a second possible.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import string
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.atomic import atomic_path
 from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER
 from pipeline.errors import NamelangError
 from pipeline.ingest import IngestResult
@@ -41,12 +43,64 @@ def normalization_spec(max_name_chars: int) -> dict:
     }
 
 
-def to_ascii(names: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """The notebook's unicodeToAscii, except that unknown characters become '_' instead of vanishing."""
+_ALLOWED_BYTES = np.frombuffer(ALLOWED_CHARACTERS.encode("ascii"), dtype=np.uint8)
+# ASCII bytes through the notebook's alphabet: kept when in it, OOV_CHARACTER otherwise
+_ASCII_MAP = np.full(256, ord(OOV_CHARACTER), dtype=np.uint8)
+_ASCII_MAP[_ALLOWED_BYTES] = _ALLOWED_BYTES
+_LETTER = np.zeros(256, dtype=bool)
+_LETTER[np.frombuffer(string.ascii_letters.encode("ascii"), dtype=np.uint8)] = True
+_C0_CONTROL = np.zeros(256, dtype=bool)  # U+0000-U+001F and U+007F; C1 (U+0080-U+009F) is C2 80-9F
+_C0_CONTROL[:0x20] = True
+_C0_CONTROL[0x7F] = True
+
+
+def _offsets_and_data(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's value offsets (its slice only) and its whole data buffer, as numpy views."""
+    offsets_buf, data_buf = arr.buffers()[1:3]
+    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
+def _chunkwise(values: pa.Array | pa.ChunkedArray, fn) -> pa.Array | pa.ChunkedArray:
+    if isinstance(values, pa.ChunkedArray):
+        return pa.chunked_array([fn(chunk) for chunk in values.chunks], type=pa.string())
+    return fn(values)
+
+
+def _to_ascii_unicode(names: pa.Array) -> pa.Array:
+    """The general path: NFD, drop combining marks (Mn), anything else outside the alphabet -> '_'."""
     decomposed = pc.utf8_normalize(names, form="NFD")
     unmarked = pc.replace_substring_regex(decomposed, pattern=r"\p{Mn}", replacement="")
     allowed = "".join("\\" + c if c in r"\]^-[" else c for c in ALLOWED_CHARACTERS)
     return pc.replace_substring_regex(unmarked, pattern=f"[^{allowed}]", replacement=OOV_CHARACTER)
+
+
+def _to_ascii_array(names: pa.Array) -> pa.Array:
+    """ASCII rows (nearly all of them) map byte by byte through a table; the rest take the general path.
+
+    For ASCII text NFD changes nothing and there are no combining marks, so the byte map gives the
+    same result as `_to_ascii_unicode`, at memory speed.
+    """
+    if names.type != pa.string():
+        names = names.cast(pa.string())
+    if len(names) == 0:
+        return names
+    offsets, data = _offsets_and_data(names)
+    mapped = np.array(data, copy=True)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    mapped[lo:hi] = _ASCII_MAP[data[lo:hi]]
+    fast = pa.StringArray.from_buffers(len(names), names.buffers()[1], pa.py_buffer(mapped),
+                                       names.buffers()[0], names.null_count, names.offset)
+    non_ascii = pc.invert(pc.fill_null(pc.string_is_ascii(names), True))
+    if not pc.any(non_ascii).as_py():
+        return fast
+    return pc.replace_with_mask(fast, non_ascii, _to_ascii_unicode(names.filter(non_ascii)))
+
+
+def to_ascii(names: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """The notebook's unicodeToAscii, except that unknown characters become '_' instead of vanishing."""
+    return _chunkwise(names, _to_ascii_array)
 
 
 def ascii_name(name: str) -> str:
@@ -54,37 +108,141 @@ def ascii_name(name: str) -> str:
     return to_ascii(pa.array([name.strip()], type=pa.string()))[0].as_py()
 
 
-def rejection_reasons(name: pa.ChunkedArray, name_ascii: pa.ChunkedArray, max_chars: int) -> pa.Array:
-    """Why each row is unusable (null where it is fine), first matching reason wins."""
+def _rows_with(arr: pa.Array, byte_set: np.ndarray) -> np.ndarray:
+    """Per row of a string array: does any of its bytes fall in `byte_set` (a 256-entry bool table)?"""
+    offsets, data = _offsets_and_data(arr)
+    lo = int(offsets[0])
+    hits = byte_set[data[lo:int(offsets[-1])]]
+    found = np.zeros(len(arr), dtype=bool)
+    non_empty = offsets[1:] > offsets[:-1]
+    if hits.size:
+        # logical_or.reduceat over each row's bytes; empty rows are skipped (reduceat needs non-empty)
+        starts = (offsets[:-1] - lo)[non_empty]
+        found[non_empty] = np.logical_or.reduceat(hits, starts)
+    return found
+
+
+def _rows_with_control(arr: pa.Array) -> np.ndarray:
+    """Rows holding a Unicode control character (category Cc: U+0000-U+001F, U+007F-U+009F)."""
+    offsets, data = _offsets_and_data(arr)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    window = data[lo:hi]
+    positions = np.flatnonzero(_C0_CONTROL[window])
+    lead = np.flatnonzero(window[:-1] == 0xC2) if window.size > 1 else np.zeros(0, np.int64)
+    c1 = lead[(window[lead + 1] >= 0x80) & (window[lead + 1] <= 0x9F)] if lead.size else lead
+    positions = np.concatenate((positions, c1)) + lo
+    found = np.zeros(len(arr), dtype=bool)
+    found[np.searchsorted(offsets, positions, side="right") - 1] = True
+    return found
+
+
+def _as_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous array (chunks combined; a dictionary's chunks share one dictionary)."""
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _as_strings(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    values = _as_array(values)
+    return values.cast(pa.string()) if values.type != pa.string() else values
+
+
+def rejection_codes(name: pa.Array | pa.ChunkedArray, name_ascii: pa.Array | pa.ChunkedArray,
+                    max_chars: int) -> np.ndarray:
+    """Per row: 0 when fine, else 1 + the index of its reason in REJECTION_REASONS (first match wins)."""
+    name, name_ascii = _as_strings(name), _as_strings(name_ascii)
+    if len(name) == 0:
+        return np.zeros(0, dtype=np.int8)
+    offsets, _ = _offsets_and_data(name)
+    ascii_offsets, _ = _offsets_and_data(name_ascii)
     conditions = [
-        pc.equal(name, ""),
-        pc.match_substring_regex(name, r"\p{Cc}"),
-        pc.greater(pc.utf8_length(name), max_chars),
-        pc.equal(name_ascii, ""),
-        pc.invert(pc.match_substring_regex(name_ascii, "[A-Za-z]")),
+        offsets[1:] == offsets[:-1],                                              # blank
+        _rows_with_control(name),                                                 # control_characters
+        pc.greater(pc.utf8_length(name), max_chars).to_numpy(zero_copy_only=False),  # too_long
+        ascii_offsets[1:] == ascii_offsets[:-1],                                  # empty_after_normalization
+        ~_rows_with(name_ascii, _LETTER),                                         # no_latin_letters
     ]
-    cond = pc.make_struct(*conditions, field_names=list(REJECTION_REASONS))
-    return pc.case_when(cond, *[pa.scalar(r) for r in REJECTION_REASONS])
+    return np.select(conditions, np.arange(1, len(conditions) + 1, dtype=np.int8), 0).astype(np.int8)
+
+
+def rejection_reasons(name: pa.Array | pa.ChunkedArray, name_ascii: pa.Array | pa.ChunkedArray,
+                      max_chars: int) -> pa.Array:
+    """Why each row is unusable (null where it is fine), first matching reason wins."""
+    codes = rejection_codes(name, name_ascii, max_chars)
+    return _reasons_from_codes(codes)
+
+
+def _reasons_from_codes(codes: np.ndarray) -> pa.Array:
+    indices = pa.array(codes.astype(np.int32) - 1, mask=codes == 0)
+    return pa.DictionaryArray.from_arrays(indices, pa.array(REJECTION_REASONS)).cast(pa.string())
+
+
+@dataclass(frozen=True)
+class NameLanguageIndex:
+    """Which (name_ascii, language) pairs occur: the basis of n_languages and the quality counts."""
+
+    names: pa.Array             # distinct name_ascii values
+    languages: pa.Array         # distinct languages
+    name_idx: np.ndarray        # per row, index into `names`
+    lang_idx: np.ndarray        # per row, index into `languages`
+    pair_name: np.ndarray       # distinct pairs, sorted by name then language
+    pair_lang: np.ndarray
+
+    @classmethod
+    def build(cls, name_ascii: pa.Array | pa.ChunkedArray, language: pa.Array | pa.ChunkedArray):
+        names, langs = (_as_array(pc.dictionary_encode(v)) for v in (name_ascii, language))
+        name_idx = names.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        lang_idx = langs.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        n_langs = max(len(langs.dictionary), 1)
+        codes = name_idx * n_langs + lang_idx
+        space = len(names.dictionary) * n_langs
+        if space <= 1 << 26:  # a bitmap over every possible pair: no sort needed
+            seen = np.zeros(space, dtype=bool)
+            seen[codes] = True
+            pairs = np.flatnonzero(seen)
+        else:
+            pairs = np.unique(codes)
+        return cls(names.dictionary, langs.dictionary, name_idx, lang_idx,
+                   pairs // n_langs, pairs % n_langs)
+
+    def languages_per_name(self) -> np.ndarray:
+        return np.bincount(self.pair_name, minlength=len(self.names))
 
 
 def count_languages_per_name(name_ascii: pa.ChunkedArray, language: pa.ChunkedArray) -> np.ndarray:
     """For each row, how many distinct languages carry its `name_ascii` (order preserved)."""
-    names = pc.dictionary_encode(name_ascii).combine_chunks()
-    langs = pc.dictionary_encode(language).combine_chunks()
-    name_idx = names.indices.to_numpy().astype(np.int64)
-    lang_idx = langs.indices.to_numpy().astype(np.int64)
-    pairs = np.unique(name_idx * len(langs.dictionary) + lang_idx)
-    per_name = np.bincount(pairs // len(langs.dictionary), minlength=len(names.dictionary))
-    return per_name[name_idx].astype(np.int16)
+    index = NameLanguageIndex.build(name_ascii, language)
+    return index.languages_per_name()[index.name_idx].astype(np.int16)
+
+
+class _HashingSink:
+    """A write-only file that hashes what is written instead of keeping it."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def table_sha256(table: pa.Table) -> str:
-    """Content hash of a table's columns and values (schema metadata excluded)."""
-    sink = pa.BufferOutputStream()
+    """Content hash of a table's columns and values (schema metadata excluded).
+
+    The SHA-256 of the table's Arrow IPC stream, hashed as it is written (never held in memory).
+    """
+    sink = _HashingSink()
     plain = table.replace_schema_metadata(None).combine_chunks()
-    with pa.ipc.new_stream(sink, plain.schema) as writer:
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), plain.schema) as writer:
         writer.write_table(plain)
-    return hashlib.sha256(sink.getvalue()).hexdigest()
+    return sink.digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -103,22 +261,33 @@ class NamesTable:
 
 def normalize(result: IngestResult, max_name_chars: int = 64) -> NamesTable:
     raw = result.table
-    name = pc.utf8_trim_whitespace(raw["raw"])
+    name = _as_strings(pc.utf8_trim_whitespace(raw["raw"]))
     name_ascii = to_ascii(name)
-    reason = rejection_reasons(name, name_ascii, max_name_chars)
-    ok = pc.is_null(reason)
+    codes = rejection_codes(name, name_ascii, max_name_chars)
+    ok = codes == 0
+    all_ok = bool(ok.all())
+    if len(ok) and not ok.any():
+        first = 0
+        raise NamelangError(f"no usable names: all {len(ok)} lines were rejected (this one: "
+                            f"{REJECTION_REASONS[codes[first] - 1]})", raw["source_file"][first].as_py(),
+                            raw["line_number"][first].as_py())
     keep = pa.table({
         "name": name, "name_ascii": name_ascii, "language": raw["language"],
         "source_file": raw["source_file"], "line_number": raw["line_number"],
-    }).filter(ok)
-    names = keep.append_column("n_languages", pa.array(count_languages_per_name(keep["name_ascii"],
-                                                                                keep["language"])))
+    })
+    if not all_ok:
+        keep = keep.filter(pa.array(ok))
+    index = NameLanguageIndex.build(keep["name_ascii"], keep["language"])
+    n_languages = index.languages_per_name()[index.name_idx].astype(np.int16)
+    names = keep.append_column("n_languages", pa.array(n_languages))
+    bad = np.flatnonzero(~ok)
     rejected = pa.table({
-        "name": raw["raw"], "language": raw["language"], "source_file": raw["source_file"],
-        "line_number": raw["line_number"], "reason": reason,
-    }).filter(pc.invert(ok))
+        "name": raw["raw"].take(bad), "language": raw["language"].take(bad),
+        "source_file": raw["source_file"].take(bad), "line_number": raw["line_number"].take(bad),
+        "reason": _reasons_from_codes(codes[bad]),
+    })
     digest = table_sha256(names)
-    quality = quality_report(names, rejected, raw, digest)
+    quality = quality_report(names, rejected, raw, digest, index=index)
     provenance = {
         **result.provenance(),
         "normalization": normalization_spec(max_name_chars),
@@ -130,33 +299,64 @@ def normalize(result: IngestResult, max_name_chars: int = 64) -> NamesTable:
                       provenance, quality)
 
 
-def quality_report(names: pa.Table, rejected: pa.Table, raw: pa.Table, digest: str) -> dict:
+def _value_counts(values: pa.Array | pa.ChunkedArray) -> dict:
+    counts = pc.value_counts(values)
+    return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+
+
+def _language_sets(index: NameLanguageIndex, shared: np.ndarray) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """For the names flagged in `shared`, an id of their language set per name, and the sets (sorted)."""
+    in_shared = shared[index.pair_name]
+    pair_name, pair_lang = index.pair_name[in_shared], index.pair_lang[in_shared]
+    if not len(pair_name):
+        return np.zeros(0, dtype=np.int64), []
+    starts = np.flatnonzero(np.r_[True, pair_name[1:] != pair_name[:-1]])
+    languages = index.languages.to_pylist()
+    if len(languages) <= 62:  # each set as a bit mask: grouping is one np.unique
+        masks = np.bitwise_or.reduceat(np.left_shift(1, pair_lang).astype(np.int64), starts)
+        unique, set_id = np.unique(masks, return_inverse=True)
+        sets = [tuple(sorted(languages[b] for b in range(len(languages)) if int(m) >> b & 1)) for m in unique]
+        return set_id, sets
+    groups = [tuple(sorted(languages[i] for i in g)) for g in np.split(pair_lang, starts[1:])]
+    sets = sorted(set(groups))
+    lookup = {g: i for i, g in enumerate(sets)}
+    return np.array([lookup[g] for g in groups], dtype=np.int64), sets
+
+
+def quality_report(names: pa.Table, rejected: pa.Table, raw: pa.Table, digest: str,
+                   index: NameLanguageIndex | None = None) -> dict:
     """Counts a user should see before training: duplicates, shared names, imbalance, rejections."""
-    by_lang = names.group_by("language").aggregate([("name_ascii", "count"), ("name_ascii", "count_distinct")])
-    lines_by_lang = dict(zip(*raw.group_by("language").aggregate([("raw", "count")])
-                             .select(["language", "raw_count"]).to_pydict().values(), strict=True))
-    rej_by_lang = dict(zip(*rejected.group_by("language").aggregate([("reason", "count")])
-                           .select(["language", "reason_count"]).to_pydict().values(), strict=True)) \
-        if rejected.num_rows else {}
+    if index is None:
+        index = NameLanguageIndex.build(names["name_ascii"], names["language"])
+    languages = index.languages.to_pylist()
+    rows_by_lang = np.bincount(index.lang_idx, minlength=len(languages))
+    distinct_by_lang = np.bincount(index.pair_lang, minlength=len(languages))
+    lines_by_lang = _value_counts(raw["language"])
+    rej_by_lang = _value_counts(rejected["language"]) if rejected.num_rows else {}
     per_language = []
-    for lang, rows, distinct in sorted(zip(*by_lang.select(
-            ["language", "name_ascii_count", "name_ascii_count_distinct"]).to_pydict().values(), strict=True)):
+    for i in sorted(range(len(languages)), key=languages.__getitem__):
+        lang, rows, distinct = languages[i], int(rows_by_lang[i]), int(distinct_by_lang[i])
         per_language.append({"language": lang, "lines": lines_by_lang.get(lang, 0), "rows": rows,
                              "distinct_names": distinct, "duplicate_lines": rows - distinct,
                              "rejected": rej_by_lang.get(lang, 0)})
-    for lang in sorted(set(lines_by_lang) - {p["language"] for p in per_language}):
+    for lang in sorted(set(lines_by_lang) - set(languages)):
         per_language.append({"language": lang, "lines": lines_by_lang[lang], "rows": 0, "distinct_names": 0,
                              "duplicate_lines": 0, "rejected": rej_by_lang.get(lang, 0)})
-    shared = names.filter(pc.greater(names["n_languages"], 1)).select(["name_ascii", "language"])
-    shared_groups = shared.group_by("name_ascii").aggregate([("language", "distinct")]).to_pylist()
-    pair_counts: dict[str, int] = {}
-    for group in shared_groups:
-        key = " + ".join(sorted(group["language_distinct"]))
-        pair_counts[key] = pair_counts.get(key, 0) + 1
-    examples = sorted(shared_groups, key=lambda g: g["name_ascii"])[:MAX_EXAMPLES]
+    shared = index.languages_per_name() > 1
+    shared_ids = np.flatnonzero(shared)
+    set_id, sets = _language_sets(index, shared)
+    set_sizes = np.bincount(set_id, minlength=len(sets))
+    pair_counts = {" + ".join(sets[i]): int(set_sizes[i])
+                   for i in sorted(range(len(sets)), key=lambda i: (-set_sizes[i], sets[i]))}
+    examples = []
+    if len(shared_ids):
+        shared_names = index.names.take(shared_ids)
+        first = pc.select_k_unstable(shared_names, k=min(MAX_EXAMPLES, len(shared_ids)),
+                                     sort_keys=[("name_ascii", "ascending")]).to_pylist()
+        examples = [{"name_ascii": value, "languages": list(sets[set_id[i]])}
+                    for value, i in sorted((shared_names[i].as_py(), i) for i in first)]
     row_counts = [p["rows"] for p in per_language if p["rows"]]
-    reasons = rejected.group_by("reason").aggregate([("reason", "count")]).to_pydict() if rejected.num_rows \
-        else {"reason": [], "reason_count": []}
+    by_reason = _value_counts(rejected["reason"]) if rejected.num_rows else {}
     rejected_rows = rejected.slice(0, 1000).to_pylist()
     for row in rejected_rows:
         row["name"] = row["name"][:80] + ("…" if len(row["name"]) > 80 else "")
@@ -164,20 +364,19 @@ def quality_report(names: pa.Table, rejected: pa.Table, raw: pa.Table, digest: s
         "content_sha256": digest,
         "lines": raw.num_rows,
         "rows": names.num_rows,
-        "distinct_names": pc.count_distinct(names["name_ascii"]).as_py(),
+        "distinct_names": len(index.names),
         "duplicate_lines": sum(p["duplicate_lines"] for p in per_language),
         "languages": len(per_language),
         "class_imbalance_ratio": round(max(row_counts) / min(row_counts), 2) if row_counts else None,
         "per_language": per_language,
         "multi_language_names": {
-            "count": len(shared_groups),
-            "by_languages": dict(sorted(pair_counts.items(), key=lambda kv: -kv[1])),
-            "examples": [{"name_ascii": g["name_ascii"], "languages": sorted(g["language_distinct"])}
-                         for g in examples],
+            "count": len(shared_ids),
+            "by_languages": pair_counts,
+            "examples": examples,
         },
         "rejected": {
             "count": rejected.num_rows,
-            "by_reason": dict(zip(reasons["reason"], reasons["reason_count"], strict=True)),
+            "by_reason": {r: by_reason[r] for r in REJECTION_REASONS if r in by_reason},
             "rows": rejected_rows,
             "rows_truncated": rejected.num_rows > len(rejected_rows),
         },
@@ -188,7 +387,8 @@ def quality_markdown(quality: dict) -> str:
     lines = [
         "# Data-quality report", "",
         f"- table content SHA-256: `{quality['content_sha256']}`",
-        f"- lines read: {quality['lines']}, rows kept: {quality['rows']}, rejected: {quality['rejected']['count']}",
+        f"- lines read: {quality['lines']}, rows kept: {quality['rows']}, "
+        f"rejected: {quality['rejected']['count']}",
         f"- distinct names: {quality['distinct_names']}, duplicate lines: {quality['duplicate_lines']}",
         f"- languages: {quality['languages']}, class-imbalance ratio (largest / smallest): "
         f"{quality['class_imbalance_ratio']}",
@@ -214,15 +414,23 @@ def quality_markdown(quality: dict) -> str:
 
 
 def write_names_table(table: NamesTable, out_dir: str | Path) -> dict[str, Path]:
-    """Write names, rejected rows and the quality report; each file atomically."""
+    """Write names, rejected rows and the quality report, all or nothing.
+
+    Every file is first written in full to a temp file beside it; only when all four are written
+    do they replace the old ones (names.parquet last), so a failure leaves the previous files as
+    they were.
+    """
     out = Path(out_dir)
     paths = {"names": out / NAMES_FILE, "rejected": out / REJECTED_FILE,
              "quality_json": out / QUALITY_JSON, "quality_md": out / QUALITY_MD}
-    for key, data in (("rejected", table.rejected), ("names", table.names)):
-        with atomic_path(paths[key]) as tmp:
-            pq.write_table(data, tmp, compression="zstd")
-    write_text_atomic(paths["quality_json"], json.dumps(table.quality, indent=2, ensure_ascii=False))
-    write_text_atomic(paths["quality_md"], quality_markdown(table.quality))
+    with contextlib.ExitStack() as stack:
+        # temp files replace their targets when the stack unwinds: in reverse order, names last
+        tmp = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
+        pq.write_table(table.names, tmp["names"], compression="zstd")
+        pq.write_table(table.rejected, tmp["rejected"], compression="zstd")
+        quality_json = json.dumps(table.quality, indent=2, ensure_ascii=False)
+        tmp["quality_json"].write_text(quality_json, encoding="utf-8")
+        tmp["quality_md"].write_text(quality_markdown(table.quality), encoding="utf-8")
     return paths
 
 

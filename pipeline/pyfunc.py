@@ -71,7 +71,17 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
             raise MlflowException(f"top_k must be between 1 and {len(self.predictor.label_names)}",
                                   error_code=INVALID_PARAMETER_VALUE)
         rows = self.predictor.predict(model_input["name"].tolist(), top_k)
-        return pd.DataFrame(rows, columns=output_columns(top_k))
+        return predictions_frame(rows, top_k)
+
+
+def predictions_frame(rows: list[dict], top_k: int = TOP_K) -> pd.DataFrame:
+    """Object columns, so a missing language, probability or error is None (JSON null), never NaN."""
+    def value(row: dict, col: str):
+        v = row[col]
+        return None if isinstance(v, float) and v != v else v
+
+    return pd.DataFrame({col: pd.Series([value(r, col) for r in rows], dtype=object)
+                         for col in output_columns(top_k)})
 
 
 def signature() -> ModelSignature:

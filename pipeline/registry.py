@@ -78,13 +78,13 @@ def promote_if_better(version: str, new_macro_f1: float, test_names: list[str], 
     client = MlflowClient()
     current = get_alias_version(client, CHAMPION, name)
     champion_f1 = None
-    if current is not None and current.version != str(version):
+    if current is not None and str(current.version) != str(version):
         champion_f1 = score_model(f"models:/{name}/{current.version}", test_names, test_languages)
     promote = champion_f1 is None or new_macro_f1 >= champion_f1
     alias = CHAMPION if promote else CHALLENGER
     client.set_registered_model_alias(name, alias, str(version))
     decision = PromotionDecision(str(version), alias, new_macro_f1, champion_f1,
-                                 current.version if current is not None else None)
+                                 str(current.version) if current is not None else None)
     for key, value in {"gate.decision": "promoted to champion" if promote else "kept champion; challenger",
                        "gate.new_macro_f1": f"{new_macro_f1:.6f}",
                        "gate.champion_macro_f1": "" if champion_f1 is None else f"{champion_f1:.6f}",

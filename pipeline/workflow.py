@@ -142,15 +142,15 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
                                             "namelang.run_id": run.run_id,
                                             "namelang.test_macro_f1": f"{ev.metrics['macro_f1']:.6f}"})
         test_languages = [ev.label_names[i] for i in ev.y_true]
-        decision = promote_if_better(version.version, ev.metrics["macro_f1"], ev.names, test_languages)
+        decision = promote_if_better(str(version.version), ev.metrics["macro_f1"], ev.names, test_languages)
     except NamelangError:
         raise
     except Exception as exc:
         raise NamelangError(f"could not log or register the model in MLflow ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}); the trained model is kept "
                             f"on disk", bundle) from exc
-    run.set_tags({"namelang.model_version": version.version, "namelang.alias": decision.alias})
-    return Registration(run.run_id, info.model_uri, version.version, decision, str(bundle))
+    run.set_tags({"namelang.model_version": str(version.version), "namelang.alias": decision.alias})
+    return Registration(run.run_id, info.model_uri, str(version.version), decision, str(bundle))
 
 
 def summary(result: TrainResult, ev: Evaluation, registration: Registration | None) -> dict:

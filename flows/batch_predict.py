@@ -1,0 +1,47 @@
+"""Prefect flow `batch-predict`: the champion (or any model URI) over a file of names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow import MlflowClient
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from pipeline.batch import predict_file
+from pipeline.registry import load_model, model_uri
+from pipeline.tracking import MODEL_NAME, configure
+
+TRACKING_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8]}
+
+
+@task(name="resolve-model", cache_policy=NO_CACHE, **TRACKING_RETRY)
+def resolve_version(uri: str) -> str:
+    """The concrete version behind an alias URI, recorded beside every prediction."""
+    configure(create=False)
+    if uri.startswith(f"models:/{MODEL_NAME}@"):
+        alias = uri.split("@", 1)[1]
+        return str(MlflowClient().get_model_version_by_alias(MODEL_NAME, alias).version)
+    return uri
+
+
+@task(name="predict-file", cache_policy=NO_CACHE)
+def predict(uri: str, version: str, input_path: Path, output_path: Path, column: str, chunk_size: int) -> dict:
+    model = load_model(f"models:/{MODEL_NAME}/{version}" if version.isdigit() else uri)
+    return predict_file(model, input_path, output_path, version, column, chunk_size)
+
+
+@flow(name="batch-predict", log_prints=True)
+def batch_predict(input_path: str, output_path: str | None = None, model: str = model_uri(),
+                  column: str = "name", chunk_size: int = 50_000) -> dict:
+    """Read names from Parquet, CSV or text; write Parquet with top-3 languages and the model version."""
+    source = Path(input_path)
+    target = Path(output_path) if output_path else source.with_name(f"{source.stem}.predictions.parquet")
+    version = resolve_version(model)
+    stats = predict(model, version, source, target, column, chunk_size)
+    create_markdown_artifact(key="batch-predictions", markdown=(
+        f"# Batch prediction\n\n- input: `{stats['input']}`\n- output: `{stats['output']}`\n"
+        f"- rows: {stats['rows']} ({stats['errors']} with an error)\n- model version: {stats['model_version']}\n"))
+    print(f"wrote {stats['rows']} predictions to {stats['output']} (model version {stats['model_version']})")
+    return stats

@@ -1,0 +1,52 @@
+"""Deployments served by one long-running process: `python -m flows.serve`.
+
+- `train-name-classifier/scheduled-retrain`: weekly retraining on a cron schedule (change it
+  with --cron); a new version becomes champion only through the promotion gate.
+- `batch-predict/on-demand`: predictions for a file, started with `prefect deployment run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
+
+from flows.batch_predict import batch_predict
+from flows.training import train_name_classifier
+from pipeline.config import DEFAULT_SOURCE, DataConfig, PipelineConfig
+
+DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
+RETRAIN, ON_DEMAND = "scheduled-retrain", "on-demand"
+
+
+def deployments(cron: str = DEFAULT_CRON, source: str = DEFAULT_SOURCE, timezone: str = "UTC"
+                ) -> list[RunnerDeployment]:
+    config = PipelineConfig(data=DataConfig(source=source))
+    config.train.progress = False  # logs, not a terminal
+    retrain = train_name_classifier.to_deployment(
+        name=RETRAIN, schedule=Cron(cron, timezone=timezone), parameters={"config": config.model_dump(mode="json")},
+        description="Retrain on the configured source; the champion alias moves only through the gate.",
+        tags=["namelang", "training"],
+    )
+    on_demand = batch_predict.to_deployment(name=ON_DEMAND, tags=["namelang", "prediction"],
+                                            description="Predict languages for a file of names.")
+    return [retrain, on_demand]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cron", default=os.environ.get("NAMELANG_RETRAIN_CRON", DEFAULT_CRON),
+                        help=f"retraining schedule (default: {DEFAULT_CRON!r}, env NAMELANG_RETRAIN_CRON)")
+    parser.add_argument("--source", default=os.environ.get("NAMELANG_SOURCE", DEFAULT_SOURCE),
+                        help="default data source of scheduled runs (env NAMELANG_SOURCE)")
+    parser.add_argument("--timezone", default="UTC")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    serve(*deployments(args.cron, args.source, args.timezone))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,78 @@
+"""Batch prediction over a file of names, in chunks, so memory stays bounded for any file size."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from pipeline.atomic import atomic_path
+from pipeline.errors import NamelangError
+
+
+def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> Iterator[list]:
+    """Names from a Parquet, CSV or plain-text file (one name per line), `chunk_size` at a time."""
+    if not path.exists():
+        raise NamelangError("input file not found", path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            pf = pq.ParquetFile(path)
+            if column not in pf.schema_arrow.names:
+                raise NamelangError(f"no column {column!r} (columns: {pf.schema_arrow.names})", path)
+            for batch in pf.iter_batches(batch_size=chunk_size, columns=[column]):
+                yield batch.column(0).to_pylist()
+        elif suffix == ".csv":
+            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22),
+                                    convert_options=pacsv.ConvertOptions(column_types={column: pa.string()}))
+            if column not in reader.schema.names:
+                raise NamelangError(f"no column {column!r} (columns: {reader.schema.names})", path)
+            for batch in reader:
+                names = batch.column(batch.schema.get_field_index(column)).to_pylist()
+                for i in range(0, len(names), chunk_size):
+                    yield names[i:i + chunk_size]
+        else:
+            with open(path, encoding="utf-8-sig") as fh:
+                chunk: list = []
+                for line_number, line in enumerate(fh, 1):  # noqa: B007 - read in the error message
+                    chunk.append(line.rstrip("\r\n"))
+                    if len(chunk) >= chunk_size:
+                        yield chunk
+                        chunk = []
+                if chunk:
+                    yield chunk
+    except UnicodeDecodeError as exc:
+        raise NamelangError(f"not valid UTF-8 text ({exc.reason})", path, locals().get("line_number")) from exc
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise NamelangError(f"cannot read names: {str(exc).splitlines()[0]}", path) from exc
+
+
+def predict_file(model, input_path: str | Path, output_path: str | Path, model_version: str,
+                 column: str = "name", chunk_size: int = 50_000) -> dict:
+    """Predict every name of `input_path` with a pyfunc `model`; write Parquet atomically."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    rows = failed = 0
+    writer = None
+    with atomic_path(output_path) as tmp:
+        try:
+            for chunk in iter_names(input_path, column, chunk_size):
+                frame = model.predict(pd.DataFrame({"name": pd.Series(chunk, dtype=object)}))
+                frame.insert(0, "row", range(rows, rows + len(frame)))
+                frame["model_version"] = model_version
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+                rows += len(frame)
+                failed += int(frame["error"].notna().sum())
+            if writer is None:
+                raise NamelangError("input holds no names", input_path)
+        finally:
+            if writer is not None:
+                writer.close()
+    return {"input": str(input_path), "output": str(output_path), "rows": rows, "errors": failed,
+            "model_version": model_version}

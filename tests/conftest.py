@@ -1,0 +1,25 @@
+"""Shared test set-up: nothing phones home, and where the development data lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# ../shared/data/names beside the checkout (CI clones the repo next to shared/ too); read-only.
+SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared/data/names"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["DO_NOT_TRACK"] = "1"
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+
+@pytest.fixture(scope="session")
+def shared_names() -> Path:
+    """The tutorial's 18 `<Language>.txt` files (never write there)."""
+    if not SHARED_NAMES.is_dir():
+        pytest.fail(f"development data not found at {SHARED_NAMES} (expected ../shared beside the repo)")
+    return SHARED_NAMES

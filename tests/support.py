@@ -1,0 +1,57 @@
+"""Small real data and tiny configurations shared by the tracking, serving and flow tests."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from pipeline.config import DataConfig, ModelConfig, PipelineConfig, SplitConfig, TrainConfig
+
+SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared/data/names"
+SMALL_LANGUAGES = ("Arabic", "Chinese", "Japanese", "Russian", "Greek", "Italian")
+
+
+def small_names_folder(root: Path, per_language: int = 60, languages: tuple[str, ...] = SMALL_LANGUAGES) -> Path:
+    """The first `per_language` lines of a few real files: learnable in seconds."""
+    folder = root / "names"
+    folder.mkdir(parents=True, exist_ok=True)
+    for language in languages:
+        lines = (SHARED_NAMES / f"{language}.txt").read_text(encoding="utf-8").splitlines()[:per_language]
+        (folder / f"{language}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder
+
+
+def tiny_config(root: Path, source: Path | str, epochs: int = 3, **train: object) -> PipelineConfig:
+    """Every path under `root`; a model small enough to train in a second or two."""
+    return PipelineConfig(
+        data=DataConfig(source=str(source), raw_dir=root / "data/raw", processed_dir=root / "data/processed",
+                        cache_dir=root / "data/cache", download_retries=0),
+        split=SplitConfig(seed=7),
+        model=ModelConfig(embedding_dim=16, hidden_size=32),
+        train=TrainConfig(**{"epochs": epochs, "batch_size": 32, "learning_rate": 1e-2, "progress": False,
+                             "checkpoint_dir": root / "checkpoints", **train}),
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout_s: float = 90.0, proc=None) -> None:
+    """Poll `url` until it answers 200 (or the process dies, or time runs out)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout_s} s")

@@ -1,0 +1,141 @@
+"""`namelang ingest`: what a user sees, in-process (CliRunner) and as a real command."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import string
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from flows.cli import app
+
+runner = CliRunner()
+
+
+def folded(name: str) -> str:
+    """The notebook's unicodeToAscii, with '_' for characters outside its alphabet."""
+    alphabet = string.ascii_letters + " .,;'"
+    return "".join(c if c in alphabet else "_" for c in unicodedata.normalize("NFD", name.strip())
+                   if unicodedata.category(c) != "Mn")
+
+
+def expected_counts(folder: Path) -> dict:
+    """Lines, languages and duplicate lines (same folded name, same language) from the files, with pandas."""
+    frames = []
+    for path in sorted(folder.glob("*.txt")):
+        lines = path.read_bytes().decode("utf-8").split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        frames.append(pd.DataFrame({"name": [folded(x) for x in lines], "language": path.stem}))
+    df = pd.concat(frames, ignore_index=True)
+    kept = df[df["name"] != ""]
+    return {"lines": len(df), "languages": df["language"].nunique(),
+            "duplicates": int(kept.duplicated(["language", "name"]).sum())}
+
+
+def test_ingest_shared_data(shared_names, tmp_path):
+    out = tmp_path / "processed"
+    result = runner.invoke(app, ["ingest", "--source", str(shared_names), "--out", str(out),
+                                 "--raw-dir", str(tmp_path / "raw")])
+    assert result.exit_code == 0, result.output
+    expected = expected_counts(shared_names)
+    stdout = result.stdout
+    assert f"ingested {expected['lines']} lines from {shared_names}" in stdout
+    rows = pq.read_metadata(out / "names.parquet").num_rows
+    assert f"rows kept: {rows} in {expected['languages']} languages" in stdout
+    assert f"{expected['duplicates']} duplicate lines" in stdout
+    rejected = pq.read_metadata(out / "rejected.parquet").num_rows
+    assert re.search(rf"rejected: {rejected}\b", stdout)
+    assert rows + rejected == expected["lines"]
+    provenance = json.loads(pq.read_schema(out / "names.parquet").metadata[b"namelang.provenance"])
+    assert f"table: {out / 'names.parquet'} (sha256 {provenance['content_sha256'][:12]})" in stdout
+    assert f"report: {out / 'quality.md'}" in stdout
+    assert result.stderr == ""
+
+
+def test_ingest_bad_utf8_is_one_error_line(tmp_path):
+    source = tmp_path / "names"
+    source.mkdir()
+    (source / "English.txt").write_text("Smith\nJones\n")
+    (source / "German.txt").write_bytes(b"Weber\nSchmidt\nM\xfcller\n")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["ingest", "--source", str(source), "--out", str(out)])
+    assert result.exit_code != 0
+    german = (source / "German.txt").resolve()
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"error: {german}:3: not valid UTF-8")
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_ingest_missing_source_and_empty_folder(tmp_path):
+    missing = tmp_path / "missing"
+    result = runner.invoke(app, ["ingest", "--source", str(missing), "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert result.stderr == f"error: {missing}: source does not exist\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["ingest", "--source", str(empty), "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert result.stderr.startswith(f"error: {empty}: no <Language>.txt files")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_failed_ingest_leaves_the_previous_table(shared_names, tmp_path):
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["ingest", "--source", str(shared_names), "--out", str(out)]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"not a zip at all")
+    result = runner.invoke(app, ["ingest", "--source", str(bad), "--out", str(out)])
+    assert result.exit_code != 0 and result.stderr.startswith(f"error: {bad}: not a readable zip archive")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def namelang_command() -> list[str]:
+    """The installed console script beside this Python, else the module behind it."""
+    script = Path(sys.executable).parent / "namelang"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+
+
+def test_real_command_success_and_error(shared_names, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = tmp_path / "out"
+    done = subprocess.run([*namelang_command(), "ingest", "--source", str(shared_names), "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = expected_counts(shared_names)
+    assert f"ingested {expected['lines']} lines" in done.stdout
+    assert f"table: {out / 'names.parquet'}" in done.stdout
+    assert pq.read_metadata(out / "names.parquet").num_rows > 0
+    assert not (tmp_path / "data").exists()  # nothing written to the default folders
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "French.txt").write_bytes(b"Dupont\r\n\r\n\xe9lise\r\n")
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--source", str(bad),
+                           "--out", str(tmp_path / "out2")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode != 0
+    assert done.stderr.startswith(f"error: {(bad / 'French.txt').resolve()}:3: not valid UTF-8")
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_ingest_where_every_line_is_rejected_fails_and_writes_nothing(tmp_path):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    (folder / "Russian.txt").write_text("Иванов\n\nПетров\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["ingest", "--source", str(folder), "--out", str(out)])
+    assert result.exit_code == 2
+    assert re.search(r"Russian\.txt:1: no usable names: all 3 lines were rejected", result.output)
+    assert not (out / "names.parquet").exists()

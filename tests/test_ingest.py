@@ -1,0 +1,647 @@
+"""Ingest + normalize + write, on the real tutorial data and on every kind of bad input.
+
+Expected values are computed here from the files themselves (never hard-coded counts), with small
+independent reference implementations: line splitting with a regex, the notebook's unicodeToAscii,
+the rejection rules one name at a time, n_languages with pandas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import re
+import stat
+import string
+import threading
+import unicodedata
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import __version__
+from pipeline.config import DataConfig
+from pipeline.errors import NamelangError
+from pipeline.ingest import SourceFile, decode_lines, ingest, split_lines
+from pipeline.normalize import (
+    NAMES_FILE,
+    PROVENANCE_KEY,
+    QUALITY_JSON,
+    QUALITY_MD,
+    REJECTED_FILE,
+    NamesTable,
+    normalize,
+    read_provenance,
+    table_sha256,
+    write_names_table,
+)
+
+ALPHABET = string.ascii_letters + " .,;'"
+BOM = b"\xef\xbb\xbf"
+
+
+# ---------------------------------------------------------------- independent reference code
+
+
+def notebook_ascii(s: str) -> str:
+    """The tutorial notebook's unicodeToAscii, verbatim."""
+    return "".join(c for c in unicodedata.normalize("NFD", s)
+                   if unicodedata.category(c) != "Mn" and c in ALPHABET)
+
+
+def reference_ascii(s: str) -> str:
+    """Ours: like the notebook, but a character outside the alphabet becomes '_' instead of vanishing."""
+    return "".join(c if c in ALPHABET else "_" for c in unicodedata.normalize("NFD", s)
+                   if unicodedata.category(c) != "Mn")
+
+
+def mappable(s: str) -> bool:
+    return all(c in ALPHABET for c in unicodedata.normalize("NFD", s) if unicodedata.category(c) != "Mn")
+
+
+def reference_lines(data: bytes) -> list[str]:
+    """Lines of a UTF-8 file: BOM dropped, split on LF or CRLF, a final newline starts no line."""
+    text = data.decode("utf-8")
+    text = text.removeprefix("\ufeff")
+    lines = re.split(r"\r?\n", text)
+    return lines[:-1] if lines[-1] == "" else lines
+
+
+def reference_reason(raw: str, max_chars: int = 64) -> str | None:
+    name = raw.strip()
+    if name == "":
+        return "blank"
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return "control_characters"
+    if len(name) > max_chars:
+        return "too_long"
+    ascii_ = reference_ascii(name)
+    if ascii_ == "":
+        return "empty_after_normalization"
+    if not any(c in string.ascii_letters for c in ascii_):
+        return "no_latin_letters"
+    return None
+
+
+def make_source(folder: Path, files: dict[str, bytes | str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for language, content in files.items():
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        (folder / f"{language}.txt").write_bytes(data)
+    return folder
+
+
+def run(source: Path | str, tmp_path: Path, **settings) -> NamesTable:
+    config = DataConfig(source=str(source), raw_dir=tmp_path / "raw", **settings)
+    return normalize(ingest(config), config.max_name_chars)
+
+
+def make_zip(members: dict[str, bytes | str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return buffer.getvalue()
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
+
+
+# ---------------------------------------------------------------- the real data
+
+
+@pytest.fixture(scope="module")
+def shared_run(shared_names: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("shared")
+    config = DataConfig(source=str(shared_names), raw_dir=tmp / "raw", processed_dir=tmp / "out")
+    result = ingest(config)
+    table = normalize(result, config.max_name_chars)
+    paths = write_names_table(table, config.processed_dir)
+    files = {p.stem: p.read_bytes() for p in sorted(shared_names.glob("*.txt"))}
+    lines = {language: reference_lines(data) for language, data in files.items()}
+    return {"result": result, "table": table, "paths": paths, "files": files, "lines": lines,
+            "dir": shared_names}
+
+
+def test_shared_counts_are_the_files_line_counts(shared_run):
+    files, lines = shared_run["files"], shared_run["lines"]
+    table, result = shared_run["table"], shared_run["result"]
+    assert len(files) == 18
+    for language, data in files.items():  # the reference split agrees with a plain newline count
+        assert len(lines[language]) == data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    per_language = {p["language"]: p for p in table.quality["per_language"]}
+    assert sorted(per_language) == sorted(files)
+    expected_rejected = {lang: sum(reference_reason(x) is not None for x in ls) for lang, ls in lines.items()}
+    for language, ls in lines.items():
+        assert per_language[language]["lines"] == len(ls)
+        assert per_language[language]["rejected"] == expected_rejected[language]
+        assert per_language[language]["rows"] == len(ls) - expected_rejected[language]
+    total = sum(len(ls) for ls in lines.values())
+    assert result.table.num_rows == total == table.quality["lines"] == table.provenance["counts"]["lines"]
+    assert table.names.num_rows + table.rejected.num_rows == total
+    assert table.names.num_rows == total - sum(expected_rejected.values())
+    assert table.provenance["counts"]["languages"] == table.quality["languages"] == 18
+    by_file = {f.language: f for f in result.files}
+    assert {lang: f.lines for lang, f in by_file.items()} == {lang: len(ls) for lang, ls in lines.items()}
+    # the raw table holds each file's lines, in order, numbered from 1
+    raw = result.table.to_pydict()
+    for language, ls in lines.items():
+        got = [(n, r) for r, lang, n in zip(raw["raw"], raw["language"], raw["line_number"], strict=True)
+               if lang == language]
+        assert got == list(enumerate(ls, start=1))
+
+
+def test_shared_rows_point_back_to_their_file_and_line(shared_run):
+    names = pq.read_table(shared_run["paths"]["names"]).to_pydict()
+    by_path = {str((shared_run["dir"] / f"{lang}.txt").resolve()): ls
+               for lang, ls in shared_run["lines"].items()}
+    for name, language, source_file, line in zip(names["name"], names["language"], names["source_file"],
+                                                 names["line_number"], strict=True):
+        assert Path(source_file).stem == language
+        assert by_path[source_file][line - 1].strip() == name
+
+
+def test_shared_provenance_hashes_match_hashlib_and_names_sha256(shared_run):
+    listed = {}
+    for row in (shared_run["dir"].parent / "names.sha256").read_text().splitlines():
+        digest, name = row.split()
+        listed[Path(name).stem] = digest
+    assert len(listed) == 18
+    for f in shared_run["result"].files:
+        data = shared_run["files"][f.language]
+        assert f.sha256 == hashlib.sha256(data).hexdigest() == listed[f.language]
+        assert f.bytes == len(data)
+        assert f.path == str((shared_run["dir"] / f"{f.language}.txt").resolve())
+        assert f.bom is data.startswith(BOM)
+        assert f.crlf is (b"\r\n" in data)
+
+
+def test_shared_parquet_metadata_carries_the_provenance(shared_run):
+    path, table = shared_run["paths"]["names"], shared_run["table"]
+    provenance = json.loads(pq.read_schema(path).metadata[b"namelang.provenance"])
+    assert PROVENANCE_KEY == b"namelang.provenance"
+    assert {"ingest", "files", "normalization", "counts", "content_sha256"} <= set(provenance)
+    assert provenance == read_provenance(path) == json.loads(json.dumps(table.provenance))
+    run_info = provenance["ingest"]
+    assert run_info["source_uri"] == str(shared_run["dir"].resolve())
+    assert run_info["package_version"] == __version__
+    loaded = datetime.fromisoformat(run_info["loaded_at_utc"])
+    assert loaded.tzinfo is not None and abs((datetime.now(UTC) - loaded).total_seconds()) < 600
+    assert {f["language"]: f["sha256"] for f in provenance["files"]} == {
+        lang: hashlib.sha256(data).hexdigest() for lang, data in shared_run["files"].items()}
+    assert provenance["normalization"]["unicode_form"] == "NFD"
+    assert provenance["normalization"]["alphabet"] == ALPHABET
+    n_lines = sum(len(ls) for ls in shared_run["lines"].values())
+    assert provenance["counts"] == {"lines": n_lines, "rows": pq.read_metadata(path).num_rows,
+                                    "rejected": pq.read_metadata(shared_run["paths"]["rejected"]).num_rows,
+                                    "languages": 18}
+    # the recorded content hash is the hash of what is in the file
+    on_disk = pq.read_table(path)
+    assert provenance["content_sha256"] == table_sha256(on_disk) == table.sha256
+    quality = json.loads(shared_run["paths"]["quality_json"].read_text())
+    assert quality["content_sha256"] == table.sha256
+    assert table.sha256 in shared_run["paths"]["quality_md"].read_text()
+
+
+def test_shared_n_languages_agrees_with_pandas(shared_run):
+    df = pq.read_table(shared_run["paths"]["names"]).to_pandas()
+    expected = df.groupby("name_ascii")["language"].transform("nunique")
+    assert (df["n_languages"] == expected).all()
+    # from the files themselves: names written in both English.txt and Scottish.txt
+    english = {reference_ascii(x.strip()) for x in shared_run["lines"]["English"]}
+    scottish = {reference_ascii(x.strip()) for x in shared_run["lines"]["Scottish"]}
+    both = english & scottish
+    assert both
+    shared_rows = df[df["name_ascii"].isin(both)]
+    assert set(shared_rows["name_ascii"]) == both
+    assert (shared_rows["n_languages"] >= 2).all()
+    per_file = {lang: {reference_ascii(x.strip()) for x in ls} for lang, ls in shared_run["lines"].items()}
+    for name, n in shared_rows.groupby("name_ascii")["n_languages"].first().items():
+        assert n == sum(name in s for s in per_file.values())
+    quality = shared_run["table"].quality
+    languages_per_name = df.groupby("name_ascii")["language"].nunique()
+    assert quality["multi_language_names"]["count"] == int((languages_per_name > 1).sum())
+    assert quality["distinct_names"] == df["name_ascii"].nunique()
+    distinct = df.groupby("language")["name_ascii"].nunique()
+    for p in quality["per_language"]:
+        assert p["distinct_names"] == distinct[p["language"]]
+        assert p["duplicate_lines"] == p["rows"] - distinct[p["language"]]
+    assert quality["duplicate_lines"] == sum(p["duplicate_lines"] for p in quality["per_language"]) > 0
+
+
+def test_shared_normalization_matches_the_notebook(shared_run):
+    names = shared_run["table"].names.to_pydict()
+    checked = 0
+    for name, ascii_ in zip(names["name"], names["name_ascii"], strict=True):
+        if mappable(name):
+            assert ascii_ == notebook_ascii(name), name
+            checked += 1
+        else:
+            assert ascii_ == reference_ascii(name) and "_" in ascii_, name
+    assert checked > 0.99 * len(names["name"])
+    pairs = dict(zip(names["name"], names["name_ascii"], strict=True))
+    assert pairs["Groß"] == "Gro_"
+    assert pairs["Ślusarczyk"] == "Slusarczyk"
+    assert any(not n.isascii() and mappable(n) for n in names["name"])  # accents really were folded
+
+
+# ---------------------------------------------------------------- line-level problems
+
+
+CASES = {
+    # id: (file bytes, kept {line: (name, name_ascii)}, rejected {line: reason})
+    "blank_lines": (b"Smith\n\nJones\n   \n\t\n", {1: ("Smith", "Smith"), 3: ("Jones", "Jones")},
+                    {2: "blank", 4: "blank", 5: "blank"}),
+    "trailing_spaces": (b"Smith  \n  Jones\t\nO'Neil \xc2\xa0\n",
+                        {1: ("Smith", "Smith"), 2: ("Jones", "Jones"), 3: ("O'Neil", "O'Neil")}, {}),
+    "crlf": (b"Smith\r\nJones\r\n\r\nBrown", {1: ("Smith", "Smith"), 2: ("Jones", "Jones"),
+                                              4: ("Brown", "Brown")}, {3: "blank"}),
+    "bom": (BOM + b"Smith\nJones\n", {1: ("Smith", "Smith"), 2: ("Jones", "Jones")}, {}),
+    "non_latin_script": ("Smith\nИванов\nΠαπαδόπουλος\n".encode(), {1: ("Smith", "Smith")},
+                         {2: "no_latin_letters", 3: "no_latin_letters"}),
+    "too_long": (("Smith\n" + "a" * 10_000 + "\nJones\n").encode(),
+                 {1: ("Smith", "Smith"), 3: ("Jones", "Jones")}, {2: "too_long"}),
+    "control_character": (b"Smith\nAb\x07cd\nEf\x7fgh\nIj\xc2\x85kl\n", {1: ("Smith", "Smith")},
+                          {2: "control_characters", 3: "control_characters", 4: "control_characters"}),
+    "only_combining_marks": ("Smith\n\u0301\u0308\n".encode(), {1: ("Smith", "Smith")},
+                             {2: "empty_after_normalization"}),
+    "accents_and_unknown_characters": ("Ślusàrski\nGroß\nMüller-Lüdenscheidt\n".encode(),
+                                       {1: ("Ślusàrski", "Slusarski"), 2: ("Groß", "Gro_"),
+                                        3: ("Müller-Lüdenscheidt", "Muller_Ludenscheidt")}, {}),
+    "no_final_newline": (b"Smith\nJones", {1: ("Smith", "Smith"), 2: ("Jones", "Jones")}, {}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_line_problems_are_kept_cleaned_or_rejected_with_file_and_line(case, tmp_path):
+    data, kept, rejected = CASES[case]
+    source = make_source(tmp_path / "names", {"English": data, "Scottish": b"MacDonald\n"})
+    table = run(source, tmp_path)
+    english = str((source / "English.txt").resolve())
+    names = [r for r in table.names.to_pylist() if r["language"] == "English"]
+    assert {r["line_number"]: (r["name"], r["name_ascii"]) for r in names} == kept
+    assert all(r["source_file"] == english for r in names)
+    # the rejections, as written to rejected.parquet: file, line and reason
+    paths = write_names_table(table, tmp_path / "out")
+    on_disk = pq.read_table(paths["rejected"]).to_pylist()
+    assert {r["line_number"]: r["reason"] for r in on_disk} == rejected
+    assert all(r["source_file"] == english and r["language"] == "English" for r in on_disk)
+    lines = reference_lines(data)
+    for r in on_disk:
+        assert r["name"] == lines[r["line_number"] - 1]  # the raw line, as it was
+        assert reference_reason(r["name"]) == r["reason"]
+    assert table.quality["rejected"]["by_reason"] == {
+        reason: list(rejected.values()).count(reason) for reason in sorted(set(rejected.values()))}
+    reported = {(r["line_number"], r["reason"]) for r in table.quality["rejected"]["rows"]}
+    assert reported == set(rejected.items())
+    provenance = {f.language: f for f in ingest(DataConfig(source=str(source))).files}
+    assert provenance["English"].lines == len(lines)
+    assert provenance["English"].bom is data.startswith(BOM)
+    assert provenance["English"].crlf is (b"\r\n" in data)
+    assert provenance["Scottish"].bom is False and provenance["Scottish"].crlf is False
+    assert json.loads(pq.read_schema(paths["names"]).metadata[PROVENANCE_KEY])["files"][0]["bom"] is \
+        data.startswith(BOM)
+
+
+def test_too_long_limit_is_the_configured_one(tmp_path):
+    source = make_source(tmp_path / "names", {"English": "Smith\nAbcdefghij\n"})
+    table = run(source, tmp_path, max_name_chars=5)
+    assert table.names.column("name").to_pylist() == ["Smith"]
+    assert table.rejected.to_pylist()[0]["reason"] == "too_long"
+    assert table.provenance["normalization"]["max_name_chars"] == 5
+
+
+def test_fast_line_splitting_equals_the_reference_on_random_bytes():
+    rng = np.random.default_rng(7)
+    pieces = [b"a", b"Zz", b" ", b"\n", b"\r\n", b"\r", b"\xc3\xa9", b"\xe2\x80\x83", b"\t", b"\n\n"]
+    for i in range(400):
+        data = b"".join(pieces[k] for k in rng.integers(0, len(pieces), size=rng.integers(0, 30)))
+        if i % 3 == 0:
+            data = BOM + data
+        file = SourceFile("X", "x.txt", data, None)
+        buf, lengths, bom, crlf = split_lines(file)
+        offsets = np.concatenate(([0], np.cumsum(lengths)))
+        lines = [bytes(buf[a:b]).decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        expected = reference_lines(data)
+        assert lines == expected, data
+        assert (lines, bom, crlf) == decode_lines(file), data
+        assert bom is data.startswith(BOM)
+        assert crlf is (b"\r\n" in data.removeprefix(BOM))
+
+
+# ---------------------------------------------------------------- file-level problems
+
+
+def test_not_utf8_names_the_file_and_line(tmp_path):
+    source = make_source(tmp_path / "names",
+                         {"English": "Smith\n", "German": b"Schmidt\r\nWeber\r\nM\xfcller\r\n"})
+    with pytest.raises(NamelangError) as info:
+        run(source, tmp_path)
+    german = str((source / "German.txt").resolve())
+    assert info.value.file == german
+    assert info.value.line == 3
+    assert str(info.value).startswith(f"{german}:3: not valid UTF-8")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("bad", "line"), [
+    (b"Smith\nJones\nM\xfcller\n", 3),                 # Latin-1
+    (b"Smith\n\xed\xa0\x80bc\n", 2),                   # an encoded surrogate
+    (b"\xc0\x80Smith\n", 1),                            # an overlong encoding
+    (b"Smith\r\nJones\r\n\r\nAb\xf4\x90\x80\x80\r\n", 4),  # beyond U+10FFFF, CRLF lines
+    (b"Smith\nJones\nAb\xe2\x82", 3),                  # cut off in the middle of a character
+])
+def test_invalid_utf8_variants_name_the_exact_line(bad, line, tmp_path):
+    source = make_source(tmp_path / "names", {"Czech": bad})
+    with pytest.raises(NamelangError, match="not valid UTF-8") as info:
+        run(source, tmp_path)
+    assert (info.value.file, info.value.line) == (str((source / "Czech.txt").resolve()), line)
+
+
+def test_not_utf8_after_a_bom_and_on_the_first_line(tmp_path):
+    source = make_source(tmp_path / "names", {"French": BOM + b"\xe9lise\nDupont\n"})
+    with pytest.raises(NamelangError) as info:
+        run(source, tmp_path)
+    assert info.value.line == 1 and info.value.file.endswith("French.txt")
+
+
+def test_missing_source(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(NamelangError, match="does not exist") as info:
+        run(missing, tmp_path)
+    assert info.value.file == str(missing)
+    with pytest.raises(NamelangError, match="no source given"):
+        run("  ", tmp_path)
+
+
+def test_empty_folder_and_folder_without_txt_files(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(NamelangError, match=r"no <Language>\.txt files") as info:
+        run(empty, tmp_path)
+    assert info.value.file == str(empty)
+    other = make_source(tmp_path / "other", {})
+    (other / "README.md").write_text("names go here\n")
+    (other / "English.csv").write_text("Smith\n")
+    with pytest.raises(NamelangError, match=r"no <Language>\.txt files"):
+        run(other, tmp_path)
+
+
+def test_only_empty_files(tmp_path):
+    source = make_source(tmp_path / "names", {"English": b"", "French": b""})
+    with pytest.raises(NamelangError, match="holds no names"):
+        run(source, tmp_path)
+
+
+def test_a_plain_file_is_not_a_source(tmp_path):
+    path = tmp_path / "English.txt"
+    path.write_text("Smith\n")
+    with pytest.raises(NamelangError, match="neither a folder"):
+        run(path, tmp_path)
+
+
+# ---------------------------------------------------------------- archives
+
+
+def tutorial_zip(files: dict[str, str]) -> bytes:
+    members = {"data/eng-fra.txt": "not a name file\n"}  # the tutorial zip has other data beside names/
+    members.update({f"data/names/{lang}.txt": text for lang, text in files.items()})
+    return make_zip(members)
+
+
+def test_zip_in_the_tutorial_layout(tmp_path):
+    archive = tmp_path / "data.zip"
+    archive.write_bytes(tutorial_zip({"English": "Smith\nJones\n", "Polish": "Ślusàrski\n"}))
+    table = run(archive, tmp_path)
+    rows = table.names.to_pylist()
+    assert [(r["language"], r["name_ascii"], r["line_number"]) for r in rows] == [
+        ("English", "Smith", 1), ("English", "Jones", 2), ("Polish", "Slusarski", 1)]
+    assert rows[0]["source_file"] == f"{archive.resolve()}!data/names/English.txt"
+    assert not (tmp_path / "data").exists()  # read in memory, nothing extracted
+
+
+def test_zip_member_not_utf8_names_member_and_line(tmp_path):
+    archive = tmp_path / "data.zip"
+    archive.write_bytes(make_zip({"data/names/German.txt": b"Weber\nM\xfcller\n"}))
+    with pytest.raises(NamelangError) as info:
+        run(archive, tmp_path)
+    assert info.value.file == f"{archive.resolve()}!data/names/German.txt" and info.value.line == 2
+
+
+def test_corrupt_zip(tmp_path):
+    garbage = tmp_path / "garbage.zip"
+    garbage.write_bytes(b"PK\x03\x04 this is not really a zip file" * 10)
+    with pytest.raises(NamelangError, match="not a readable zip") as info:
+        run(garbage, tmp_path)
+    assert info.value.file == str(garbage)
+    truncated = tmp_path / "truncated.zip"
+    whole = tutorial_zip({"English": "Smith\n" * 1000})
+    truncated.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(NamelangError, match="not a readable zip"):
+        run(truncated, tmp_path)
+
+
+def test_zip_with_parent_directory_members_is_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    archive.write_bytes(make_zip({"data/names/English.txt": "Smith\n",
+                                  "data/names/../../../escaped.txt": "x\n"}))
+    with pytest.raises(NamelangError, match="path traversal") as info:
+        run(archive, tmp_path)
+    assert info.value.file == str(archive) and "../" in str(info.value)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    absolute = tmp_path / "absolute.zip"
+    absolute.write_bytes(make_zip({"/etc/English.txt": "Smith\n"}))
+    with pytest.raises(NamelangError, match="path traversal"):
+        run(absolute, tmp_path)
+
+
+def test_zip_with_a_symlink_member_is_refused(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("data/names/English.txt", "Smith\n")
+        link = zipfile.ZipInfo("data/names/Scottish.txt")
+        link.create_system = 3  # unix
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc/passwd")
+    archive = tmp_path / "links.zip"
+    archive.write_bytes(buffer.getvalue())
+    with pytest.raises(NamelangError, match="link in archive refused") as info:
+        run(archive, tmp_path)
+    assert "Scottish.txt" in str(info.value)
+
+
+def test_oversize_zip_member_is_refused(tmp_path):
+    archive = tmp_path / "big.zip"
+    archive.write_bytes(tutorial_zip({"English": "Smith\n" * 100}))  # 600 bytes, compresses well
+    with pytest.raises(NamelangError, match="over the 100-byte limit") as info:
+        run(archive, tmp_path, max_member_bytes=100)
+    assert "English.txt" in str(info.value)
+    assert run(archive, tmp_path, max_member_bytes=600).names.num_rows == 100
+
+
+def test_zip_sha256_is_checked(tmp_path):
+    archive = tmp_path / "data.zip"
+    archive.write_bytes(tutorial_zip({"English": "Smith\n"}))
+    with pytest.raises(NamelangError, match="SHA-256 mismatch"):
+        run(archive, tmp_path, source_sha256="0" * 64)
+    good = hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert run(archive, tmp_path, source_sha256=good.upper()).names.num_rows == 1
+
+
+# ---------------------------------------------------------------- downloads from a real local server
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        route = self.server.routes.get(self.path)
+        if route is None:
+            self.send_error(404, "Not Found")
+            return
+        body, declared_length = route
+        self.send_response(200)
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Length", str(declared_length))
+        self.end_headers()
+        self.wfile.write(body)  # a body shorter than declared: the connection then just closes
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server():
+    """A real HTTP server on 127.0.0.1 (free port); `server.routes[path] = (body, content_length)`."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.routes = {}
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server, f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_for_loopback(monkeypatch):
+    # environment settings, not a mock: a proxy configured on the machine must not intercept loopback
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+
+ZIP_FILES = {"English": "Smith\nJones\nSmith\n", "Scottish": "Smith\nMacDonald\n",
+             "Russian": "Иванов\nIvanov\n"}
+
+
+def test_download_success(http_server, tmp_path):
+    server, base = http_server
+    body = tutorial_zip(ZIP_FILES)
+    server.routes["/tutorial/data.zip"] = (body, len(body))
+    url = f"{base}/tutorial/data.zip"
+    raw_dir = tmp_path / "raw"
+    digest = hashlib.sha256(body).hexdigest()
+    table = run(url, tmp_path, source_sha256=digest)
+    assert table.provenance["ingest"]["source_uri"] == url
+    assert [p.name for p in raw_dir.iterdir()] == ["data.zip"]
+    assert (raw_dir / "data.zip").read_bytes() == body
+    expected_lines = sum(len(reference_lines(t.encode())) for t in ZIP_FILES.values())
+    assert table.quality["lines"] == expected_lines
+    assert table.rejected.to_pylist()[0]["reason"] == "no_latin_letters"
+    smith = [r for r in table.names.to_pylist() if r["name"] == "Smith"]
+    assert len(smith) == 3 and {r["n_languages"] for r in smith} == {2}
+    assert {f["path"].split("!")[-1] for f in table.provenance["files"]} == {
+        f"data/names/{lang}.txt" for lang in ZIP_FILES}
+    # without an expected hash it downloads again and still works
+    assert run(url, tmp_path).names.num_rows == table.names.num_rows
+
+
+def test_download_with_wrong_sha256_leaves_nothing(http_server, tmp_path):
+    server, base = http_server
+    body = tutorial_zip(ZIP_FILES)
+    server.routes["/data.zip"] = (body, len(body))
+    raw_dir = tmp_path / "raw"
+    with pytest.raises(NamelangError, match="SHA-256 mismatch") as info:
+        run(f"{base}/data.zip", tmp_path, source_sha256="ab" * 32)
+    assert info.value.file == f"{base}/data.zip"
+    assert hashlib.sha256(body).hexdigest() in str(info.value)
+    assert snapshot(raw_dir) == {}  # neither the file nor a temp file
+
+
+def test_download_that_breaks_midway_leaves_nothing(http_server, tmp_path):
+    server, base = http_server
+    body = tutorial_zip({"English": "".join(f"Name{i}\n" for i in range(20_000))})
+    server.routes["/data.zip"] = (body[: len(body) // 2], len(body))
+    raw_dir = tmp_path / "raw"
+    with pytest.raises(NamelangError, match="download") as info:
+        run(f"{base}/data.zip", tmp_path)
+    assert info.value.file == f"{base}/data.zip"
+    assert "\n" not in str(info.value)
+    assert snapshot(raw_dir) == {}
+
+
+def test_download_http_404(http_server, tmp_path):
+    _, base = http_server
+    with pytest.raises(NamelangError, match="HTTP 404") as info:
+        run(f"{base}/missing.zip", tmp_path)
+    assert info.value.file == f"{base}/missing.zip"
+    assert snapshot(tmp_path / "raw") == {}
+
+
+def test_download_larger_than_the_limit_leaves_nothing(http_server, tmp_path):
+    server, base = http_server
+    body = tutorial_zip({"English": "".join(f"Name{i}\n" for i in range(20_000))})
+    server.routes["/data.zip"] = (body, len(body))
+    with pytest.raises(NamelangError, match="larger than the 1000-byte limit"):
+        run(f"{base}/data.zip", tmp_path, max_download_bytes=1000)
+    assert snapshot(tmp_path / "raw") == {}
+
+
+def test_download_nobody_listening(tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(NamelangError, match="download failed"):
+        run(f"http://127.0.0.1:{port}/data.zip", tmp_path, download_timeout_s=5)
+    assert snapshot(tmp_path / "raw") == {}
+
+
+# ---------------------------------------------------------------- previous outputs survive failures
+
+
+def test_failed_ingest_keeps_the_previous_table(shared_names, tmp_path):
+    out = tmp_path / "out"
+    write_names_table(run(shared_names, tmp_path), out)
+    before = snapshot(out)
+    assert set(before) == {NAMES_FILE, REJECTED_FILE, QUALITY_JSON, QUALITY_MD}
+    bad = make_source(tmp_path / "bad", {"English": b"Smith\n\xff\xfe\n"})
+    with pytest.raises(NamelangError):
+        write_names_table(run(bad, tmp_path), out)
+    assert snapshot(out) == before
+
+
+def test_a_write_that_fails_midway_changes_no_file(shared_names, tmp_path):
+    out = tmp_path / "out"
+    good = run(shared_names, tmp_path)
+    write_names_table(good, out)
+    before = snapshot(out)
+    other = run(make_source(tmp_path / "other", {"English": "Smith\n"}), tmp_path)
+    # a real table whose report cannot be serialised: the parquet files are written, then JSON fails
+    broken = NamesTable(other.names, other.rejected, other.provenance, {**other.quality, "oops": object()})
+    with pytest.raises(TypeError):
+        write_names_table(broken, out)
+    assert snapshot(out) == before  # no new parquet beside an old report, no temp files
+    write_names_table(other, out)
+    assert pq.read_table(out / NAMES_FILE).column("name").to_pylist() == ["Smith"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)

@@ -1,0 +1,223 @@
+"""Tracking, packaging, registry gate, CLI prediction and REST serving, against a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from typer.testing import CliRunner
+
+from flows.cli import app
+from pipeline import workflow
+from pipeline.errors import NamelangError
+from pipeline.registry import CHALLENGER, CHAMPION, load_model
+from pipeline.tracking import MODEL_NAME, configure
+from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A temporary SQLite tracking store with one trained, registered champion."""
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.chdir(root)
+        configure()
+        config = tiny_config(root, small_names_folder(root), epochs=6)
+        summary = workflow.run_pipeline(config)
+        labels = ["Arabic", "Chinese", "Greek", "Italian", "Japanese", "Russian"]
+        champion = load_model("models:/namelang@champion")
+        top = dict(zip(["Nakamura", "Papadopoulos", "Tanaka"], champion.predict(pd.DataFrame(
+            {"name": ["Nakamura", "Papadopoulos", "Tanaka"]}))["language"], strict=True))
+        yield {"root": root, "uri": uri, "config": config, "summary": summary, "labels": labels, "top": top}
+
+
+def test_run_logs_params_curves_dataset_and_artifacts(store):
+    client = MlflowClient()
+    run = client.get_run(store["summary"]["run_id"])
+    assert run.data.params["train.epochs"] == "6"
+    assert run.data.params["model.cell"] == store["config"].model.cell
+    history = client.get_metric_history(run.info.run_id, "val_macro_f1")
+    assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) >= 2
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == len(history)
+    assert run.data.metrics["test_macro_f1"] == pytest.approx(store["summary"]["test_macro_f1"], abs=1e-4)
+    assert run.data.tags["namelang.data_sha256"] == store["summary"].get("table_sha256", run.data.tags[
+        "namelang.data_sha256"])
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == run.data.tags["namelang.data_sha256"][:36]
+    artifacts = {a.path for folder in ("evaluation", "data") for a in client.list_artifacts(run.info.run_id, folder)}
+    for name in ("evaluation/confusion_matrix.png", "evaluation/model_card.md", "evaluation/per_language.csv",
+                 "evaluation/misclassified.csv", "data/provenance.json", "data/quality.md"):
+        assert name in artifacts
+
+
+def test_first_model_is_champion_with_gate_tags(store):
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    assert str(version.version) == store["summary"]["version"] == "1"
+    assert version.tags["gate.decision"] == "promoted to champion"
+    assert float(version.tags["gate.new_macro_f1"]) == pytest.approx(store["summary"]["test_macro_f1"], abs=1e-4)
+
+
+def test_gate_keeps_champion_when_new_model_is_worse(store):
+    root = store["root"]
+    worse = tiny_config(root, store["config"].data.source, epochs=1, learning_rate=1e-6)
+    worse.train.class_weighting = False
+    summary = workflow.run_pipeline(worse)
+    client = MlflowClient()
+    assert summary["alias"] == CHALLENGER
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == "1"
+    new = client.get_model_version(MODEL_NAME, summary["version"])
+    assert CHALLENGER in new.aliases
+    assert float(new.tags["gate.champion_macro_f1"]) > float(new.tags["gate.new_macro_f1"])
+    assert new.tags["gate.previous_champion"] == "1"
+
+
+def test_champion_loads_and_predicts_in_fresh_process_outside_repo(store, tmp_path):
+    script = textwrap.dedent("""
+        import json, sys, mlflow, pandas as pd
+        model = mlflow.pyfunc.load_model("models:/namelang@champion")
+        out = model.predict(pd.DataFrame({"name": ["Nakamura", "Ślusàrski", ""]}))
+        print(json.dumps({"modules": sorted(m for m in sys.modules if m.startswith("pipeline")),
+                          "rows": out.to_dict("records")}, default=str))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(MLFLOW_TRACKING_URI=store["uri"], CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = result["rows"]
+    expected = load_model("models:/namelang@champion").predict(pd.DataFrame({"name": ["Nakamura"]}))
+    assert rows[0]["language"] == expected["language"][0]
+    assert rows[0]["probability"] == pytest.approx(expected["probability"][0], abs=1e-6)
+    assert rows[0]["language_2"] and rows[0]["language_3"]
+    assert rows[1]["error"] in (None, "None", "nan") and rows[1]["language"]
+    assert rows[2]["error"] == "empty name"
+
+
+def test_pyfunc_bad_input_gives_per_row_errors(store):
+    model = load_model("models:/namelang@champion")
+    out = model.predict(pd.DataFrame({"name": ["Иванов", "x" * 10_000, "   ", "___", "Tanaka"]}))
+    assert list(out["error"][:4]) == ["no Latin letters after normalization",
+                                      "name longer than 64 characters (10000)", "empty name",
+                                      "no Latin letters after normalization"]
+    assert out["language"][:4].isna().all() and out["language"][4] in store["labels"]
+    with pytest.raises(MlflowException, match=r"missing inputs \['name'\]"):
+        model.predict(pd.DataFrame({"surname": ["Tanaka"]}))
+    with pytest.raises(MlflowException, match="name"):
+        model.predict(pd.DataFrame({"name": [12]}))
+
+
+def test_cli_predict_prints_top_languages_and_json(store):
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", "Nakamura", "Papadopoulos", "--top", "2"])
+    assert result.exit_code == 0, result.output
+    first = result.output.splitlines()[0]
+    assert first.startswith(f"Nakamura: {store['top']['Nakamura']} (") and first.count("(") == 2
+    result = runner.invoke(app, ["predict", "--json"], input="Nakamura\n\n  Tanaka\n")
+    records = json.loads(result.output)
+    assert [r["name"] for r in records] == ["Nakamura", "Tanaka"]
+    assert len(records[0]["top"]) == 3 and records[0]["top"][0]["language"] == store["top"]["Nakamura"]
+    assert sum(t["probability"] for t in records[1]["top"]) <= 1.0001
+    names = store["root"] / "names.txt"
+    names.write_text("Nakamura\n\nИванов\n", encoding="utf-8")
+    result = runner.invoke(app, ["predict", "--file", str(names)])
+    assert result.exit_code == 1  # one name could not be classified
+    assert "Иванов: error: no Latin letters after normalization" in result.output
+
+
+def test_cli_predict_unknown_alias_is_one_line(store):
+    result = CliRunner().invoke(app, ["predict", "Smith", "--model", "models:/namelang@nosuchalias"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "namelang@nosuchalias" in lines[0] and "namelang train" in lines[0]
+
+
+def test_no_store_yet_tells_how_to_train(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["predict", "Smith"])
+    assert result.exit_code == 2 and "make run" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_unreachable_tracking_server_fails_clearly_and_keeps_model(store, monkeypatch):
+    port = free_port()  # nothing listens here
+    with pytest.raises(NamelangError, match="unreachable after 3 tries"):
+        configure(f"http://127.0.0.1:{port}")
+    # the store goes away after training: the model stays on disk, and the error says where
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    config = store["config"]
+    from pipeline import features
+    from pipeline.normalize import read_names_table
+
+    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
+    data = features.build_tensors(names, provenance["content_sha256"], config.split)
+    table = workflow.NamesTable(names, names.slice(0, 0), provenance, {})
+    run = workflow.start_run(config, table)
+    result = workflow.train(data, config, run)
+    ev, _ = workflow.evaluate_model(result, data, table, config, run)
+    bundle = workflow.save_model(result, data, config)
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
+    try:
+        with pytest.raises(NamelangError) as info:
+            workflow.register_model(bundle, ev, data, run)
+    finally:
+        mlflow.set_tracking_uri(store["uri"])
+        mlflow.set_registry_uri(store["uri"])
+    assert str(bundle) in str(info.value) and "kept on disk" in str(info.value)
+    assert bundle.exists() and bundle.stat().st_size > 0
+
+
+def test_mlflow_models_serve_answers_invocations(store):
+    port = free_port()
+    # mlflow starts `uvicorn` by name: the virtualenv's bin must be on PATH, as `namelang serve` ensures
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"],
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/namelang@champion",
+                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", proc=proc)
+        url = f"http://127.0.0.1:{port}/invocations"
+        ok = httpx.post(url, json={"dataframe_split": {"columns": ["name"], "data": [["Hinton"], ["Nakamura"]]}},
+                        timeout=30)
+        assert ok.status_code == 200, ok.text
+        predictions = ok.json()["predictions"]
+        assert len(predictions) == 2 and predictions[1]["language"] == store["top"]["Nakamura"]
+        assert {"language", "probability", "language_2", "probability_2", "language_3"} <= set(predictions[0])
+        bad_row = httpx.post(url, json={"dataframe_split": {"columns": ["name"], "data": [[""]]}}, timeout=30)
+        assert bad_row.status_code == 200 and bad_row.json()["predictions"][0]["error"] == "empty name"
+        assert "NaN" not in bad_row.text  # strict JSON: missing values are null
+        not_text = httpx.post(url, json={"dataframe_split": {"columns": ["name"], "data": [[12]]}}, timeout=30)
+        assert (400 <= not_text.status_code < 500
+                or not_text.json()["predictions"][0]["error"] == "name must be a string, got int")
+        for payload in ({"dataframe_split": {"columns": ["surname"], "data": [["Hinton"]]}}, {"nonsense": 1}):
+            answer = httpx.post(url, json=payload, timeout=30)
+            assert 400 <= answer.status_code < 500, (payload, answer.status_code, answer.text)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+
+
+def test_predict_through_serve_wrapper_fails_cleanly_without_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = CliRunner().invoke(app, ["serve", "--port", str(free_port())])
+    assert result.exit_code == 2 and "train" in result.output
+
+
