@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["DO_NOT_TRACK"] = "1"
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    # Prefect keeps its database and cached results in PREFECT_HOME: one fresh home per session,
+    # and never a developer's running server.
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="namelang-prefect-home-")
+    os.environ.pop("PREFECT_API_URL", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")

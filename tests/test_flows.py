@@ -1,0 +1,199 @@
+"""Prefect flows for real: the training flow under prefect_test_harness, caching, retries,
+batch prediction, and deployments served against a real `prefect server` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.batch_predict import batch_predict
+from flows.training import train_name_classifier
+from pipeline.errors import NamelangError
+from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
+
+pytestmark = pytest.mark.slow
+PREFECT = str(Path(sys.executable).parent / "prefect")
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    root = tmp_path_factory.mktemp("flows")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+        mp.chdir(root)
+        with prefect_test_harness(server_startup_timeout=120):
+            yield {"root": root, "source": small_names_folder(root)}
+
+
+@pytest.fixture(scope="module")
+def first_run(harness):
+    config = tiny_config(harness["root"], harness["source"], epochs=4)
+    return config, train_name_classifier(config)
+
+
+def test_flow_trains_and_registers_a_model(first_run):
+    config, summary = first_run
+    assert summary["version"] == "1" and summary["alias"] == "champion"
+    assert summary["data_steps"] == {"ingest": "ran", "normalize": "ran", "build-tensors": "ran"}
+    assert (config.data.processed_dir / "names.parquet").exists()
+    run = MlflowClient().get_run(summary["run_id"])
+    assert run.data.tags["prefect.flow_run_id"] == summary["flow_run_id"] != ""
+    assert run.info.status == "FINISHED"
+
+
+def test_flow_publishes_artifacts(first_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    keys = ["data-quality", "metrics", "mlflow-run", "model-version", "promotion-decision"]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    assert {a.key for a in found} == set(keys)
+    decision = next(a for a in found if a.key == "promotion-decision")
+    assert "champion" in decision.data
+
+
+def test_rerun_on_unchanged_data_uses_cache(first_run):
+    config, _ = first_run
+    summary = train_name_classifier(config)
+    assert summary["data_steps"] == {"ingest": "cached", "normalize": "cached", "build-tensors": "cached"}
+    assert summary["version"] == "2"
+    assert (config.data.cache_dir).is_dir() and any(config.data.cache_dir.iterdir())
+
+
+def test_changed_data_is_not_served_from_cache(first_run, harness, tmp_path):
+    config, _ = first_run
+    source = small_names_folder(tmp_path, per_language=50)
+    summary = train_name_classifier(config.model_copy(update={"data": config.data.model_copy(
+        update={"source": str(source)})}))
+    assert summary["data_steps"]["ingest"] == "ran" and summary["data_steps"]["normalize"] == "ran"
+
+
+class _Failing(BaseHTTPRequestHandler):
+    hits = 0
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        type(self).hits += 1
+        self.send_error(500, "server exploded")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_failing_download_is_retried_then_fails_clearly(harness):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/data.zip"
+        config = tiny_config(harness["root"] / "failing", url)
+        config.data.download_retries, config.data.retry_backoff_s = 2, 0.05
+        with pytest.raises(NamelangError, match="HTTP 500") as info:
+            train_name_classifier(config)
+    finally:
+        server.shutdown()
+    assert _Failing.hits == 3  # the first try and two retries
+    assert url in str(info.value)
+    assert not any((harness["root"] / "failing" / "data" / "raw").glob("*")) if (
+        harness["root"] / "failing" / "data" / "raw").exists() else True
+
+
+@pytest.mark.parametrize("kind", ["csv", "txt", "parquet"])
+def test_batch_predict_writes_one_row_per_name(first_run, tmp_path, kind):
+    names = ["Nakamura", "", "Papadopoulos", "Иванов", "Rossi"]
+    path = tmp_path / f"names.{kind}"
+    if kind == "csv":
+        pd.DataFrame({"id": range(len(names)), "name": names}).to_csv(path, index=False)
+    elif kind == "txt":
+        path.write_text("\n".join(names) + "\n", encoding="utf-8")
+    else:
+        pd.DataFrame({"name": names}).to_parquet(path)
+    stats = batch_predict(str(path), str(tmp_path / "out.parquet"), chunk_size=2)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert stats["rows"] == len(out) == len(names)
+    assert list(out["row"]) == list(range(len(names)))
+    assert {"language", "probability", "language_2", "probability_2", "language_3", "probability_3",
+            "model_version", "error"} <= set(out.columns)
+    assert (out["model_version"] == MlflowClient().get_model_version_by_alias("namelang", "champion").version
+            .__str__()).all()
+    errors = out["error"].tolist()
+    assert pd.isna(errors[0]) and errors[3] == "no Latin letters after normalization"
+    assert errors[1] == "empty name" or (kind == "csv" and not pd.isna(errors[1]))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_batch_predict_missing_column_is_clear(first_run, tmp_path):
+    path = tmp_path / "people.csv"
+    pd.DataFrame({"surname": ["Rossi"]}).to_csv(path, index=False)
+    with pytest.raises(NamelangError, match="no column 'name'"):
+        batch_predict(str(path), str(tmp_path / "out.parquet"))
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+
+
+def test_deployment_run_on_a_real_prefect_server(tmp_path):
+    """prefect server start -> python -m flows.serve -> prefect deployment run --watch -> new model version."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_TRACKING_URI": store,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    work = tmp_path / "work"
+    work.mkdir()
+    source = small_names_folder(tmp_path)
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("server", "serve")}  # noqa: SIM115
+    server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-ui"], env=env, stdout=logs["server"], stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    serve = None
+    try:
+        wait_for_http(f"{api}/health", timeout_s=120, proc=server)
+        serve = subprocess.Popen([sys.executable, "-m", "flows.serve", "--source", str(source)], cwd=work,
+                                 env=env, stdout=logs["serve"], stderr=subprocess.STDOUT, start_new_session=True)
+        name = "train-name-classifier/scheduled-retrain"
+        for _ in range(120):
+            inspect = subprocess.run([PREFECT, "deployment", "inspect", name], env=env, capture_output=True,
+                                     text=True, timeout=60)
+            if inspect.returncode == 0:
+                break
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            import time
+
+            time.sleep(1)
+        assert inspect.returncode == 0, inspect.stdout + inspect.stderr
+        assert "0 3 * * 1" in inspect.stdout  # the weekly cron schedule
+        assert subprocess.run([PREFECT, "deployment", "inspect", "batch-predict/on-demand"], env=env,
+                              capture_output=True, timeout=60).returncode == 0
+        params = {"config": tiny_config(work, source, epochs=2).model_dump(mode="json")}
+        run = subprocess.run([PREFECT, "deployment", "run", name, "--params", json.dumps(params), "--watch",
+                              "--watch-timeout", "400"], env=env, capture_output=True, text=True, timeout=450)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + (tmp_path / "serve.log").read_text()[
+            -3000:]
+        assert "Completed" in run.stdout
+        mlflow_client = MlflowClient(tracking_uri=store, registry_uri=store)
+        assert len(mlflow_client.search_model_versions("name='namelang'")) == 1
+        assert str(mlflow_client.get_model_version_by_alias("namelang", "champion").version) == "1"
+    finally:
+        if serve is not None:
+            _kill(serve)
+        _kill(server)
+        for log in logs.values():
+            log.close()
