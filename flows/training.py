@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +107,15 @@ def register(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) ->
     return workflow.register_model(bundle, ev, data, run)
 
 
-def result_storage(path: Path) -> str:
-    """A saved LocalFileSystem block for `path` (Prefect keeps result storage server-side)."""
+def result_storage(path: Path) -> LocalFileSystem:
+    """A saved LocalFileSystem block for `path` (Prefect keeps result storage server-side).
+
+    The saved instance, not its slug, goes to the tasks: a slug is looked up again by every task.
+    """
     basepath = str(path.resolve())
-    name = "namelang-cache-" + _key(basepath)[:12]
-    LocalFileSystem(basepath=basepath).save(name, overwrite=True)
-    return f"local-file-system/{name}"
+    block = LocalFileSystem(basepath=basepath)
+    block.save("namelang-cache-" + _key(basepath)[:12], overwrite=True)
+    return block
 
 
 def mlflow_ui_base() -> str:
@@ -141,6 +145,7 @@ def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool 
     storage = result_storage(Path(config.data.cache_dir))
     cached = {t.name: t.with_options(result_storage=storage) for t in (ingest_source, normalize_names,
                                                                        build_tensors)}
+    started = time.perf_counter()
     local = fetch_source.with_options(
         retries=config.data.download_retries,
         retry_delay_seconds=exponential_backoff(backoff_factor=config.data.retry_backoff_s)(
@@ -157,6 +162,7 @@ def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool 
                                                       return_state=True)
     data = states["build-tensors"].result()
     data_steps = {name: "cached" if state.name == "Cached" else "ran" for name, state in states.items()}
+    data_steps_s = time.perf_counter() - started
     logger.info("data steps: %s", data_steps)
     run = start_run(config, table)
     try:
@@ -170,7 +176,7 @@ def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool 
     run.finish()
     _report_registration(registration, run)
     out = workflow.summary(result, ev, registration)
-    out.update(data_steps=data_steps, table_sha256=table.sha256, model_uri=model_uri(registration.decision.alias),
+    out.update(data_steps=data_steps, data_steps_s=round(data_steps_s, 3), table_sha256=table.sha256, model_uri=model_uri(registration.decision.alias),
                mlflow_tracking_uri=tracking_uri(), flow_run_id=str(flow_run.id or ""))
     return out
 

@@ -6,7 +6,6 @@ treats a name the same way.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,33 +53,31 @@ class Predictor:
         tokens, lengths = encode_names(names_ascii)
         return torch.softmax(predict_logits(self.model, tokens, lengths), dim=1).numpy()
 
-    def predict(self, names: list[Any], top_k: int = TOP_K) -> list[dict]:
-        """One dict per input with top-k languages and probabilities, or an `error` for that row."""
+    def predict(self, names: list[Any], top_k: int = TOP_K) -> dict[str, list]:
+        """Columns (see `output_columns`) with the top-k languages and probabilities of each name,
+        or, for a name that cannot be classified, None there and the reason in `error`."""
         top_k = max(1, min(top_k, len(self.label_names)))
         strings = [v.strip() if isinstance(v, str) else "" for v in names]
-        too_long = [len(s) > self.max_name_chars for s in strings]
-        ascii_names = to_ascii(pa.array([s if not long else "" for s, long in zip(strings, too_long,
-                                                                                      strict=True)],
-                                        type=pa.string())).to_pylist()
+        short = [s if len(s) <= self.max_name_chars else "" for s in strings]
+        ascii_names = to_ascii(pa.array(short, type=pa.string())).to_pylist()
         problems = [_problem(v, a, self.max_name_chars) for v, a in zip(names, ascii_names, strict=True)]
-        ok = [i for i, p in enumerate(problems) if p is None]
-        rows: list[dict] = []
-        for value, problem in zip(names, problems, strict=True):
-            row: dict[str, Any] = {"name": value if isinstance(value, str) else repr(value)}
-            row.update({c: None for c in output_columns(top_k)[1:]})
-            row["error"] = problem
-            rows.append(row)
-        if ok:
+        ok = np.flatnonzero(np.array([p is None for p in problems], dtype=bool))
+        n = len(names)
+        columns: dict[str, list] = {"name": [v if isinstance(v, str) else repr(v) for v in names]}
+        for k in range(top_k):
+            suffix = "" if k == 0 else f"_{k + 1}"
+            columns[f"language{suffix}"] = [None] * n
+            columns[f"probability{suffix}"] = [None] * n
+        columns["error"] = problems
+        if len(ok):
             probs = self.probabilities([ascii_names[i] for i in ok])
             top = np.argsort(-probs, axis=1)[:, :top_k]
-            for j, i in enumerate(ok):
-                for k in range(top_k):
-                    suffix = "" if k == 0 else f"_{k + 1}"
-                    rows[i][f"language{suffix}"] = self.label_names[top[j, k]]
-                    rows[i][f"probability{suffix}"] = float(probs[j, top[j, k]])
-        for row in rows:
-            for key, value in row.items():
-                if key.startswith("probability") and value is None:
-                    row[key] = math.nan
-        return rows
-
+            top_p = np.take_along_axis(probs, top, axis=1).astype(float)
+            labels = np.asarray(self.label_names, dtype=object)
+            for k in range(top_k):
+                suffix = "" if k == 0 else f"_{k + 1}"
+                lang_col, prob_col = columns[f"language{suffix}"], columns[f"probability{suffix}"]
+                for j, (lang, p) in enumerate(zip(labels[top[:, k]].tolist(), top_p[:, k].tolist(), strict=True)):
+                    lang_col[ok[j]] = lang
+                    prob_col[ok[j]] = p
+        return columns

@@ -22,7 +22,7 @@ from pipeline.atomic import atomic_path
 from pipeline.config import ModelConfig
 from pipeline.errors import NamelangError
 from pipeline.model import CharClassifier
-from pipeline.predict import TOP_K, Predictor, output_columns
+from pipeline.predict import TOP_K, Predictor
 
 # We validate input ourselves (per-row errors); MLflow's type-hint validation would reject whole batches.
 warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
@@ -70,18 +70,9 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
         if not 1 <= top_k <= len(self.predictor.label_names):
             raise MlflowException(f"top_k must be between 1 and {len(self.predictor.label_names)}",
                                   error_code=INVALID_PARAMETER_VALUE)
-        rows = self.predictor.predict(model_input["name"].tolist(), top_k)
-        return predictions_frame(rows, top_k)
-
-
-def predictions_frame(rows: list[dict], top_k: int = TOP_K) -> pd.DataFrame:
-    """Object columns, so a missing language, probability or error is None (JSON null), never NaN."""
-    def value(row: dict, col: str):
-        v = row[col]
-        return None if isinstance(v, float) and v != v else v
-
-    return pd.DataFrame({col: pd.Series([value(r, col) for r in rows], dtype=object)
-                         for col in output_columns(top_k)})
+        columns = self.predictor.predict(model_input["name"].tolist(), top_k)
+        # object columns, so a missing language, probability or error is None (JSON null), never NaN
+        return pd.DataFrame({col: pd.Series(values, dtype=object) for col, values in columns.items()})
 
 
 def signature() -> ModelSignature:

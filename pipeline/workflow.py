@@ -65,6 +65,16 @@ def normalize_names(raw: IngestResult, config: DataConfig) -> NamesTable:
 
 
 def write_table(table: NamesTable, config: DataConfig) -> dict[str, Path]:
+    """Write the tables and reports, unless the same content (by hash) is already there."""
+    out = Path(config.processed_dir)
+    paths = {"names": out / normalize.NAMES_FILE, "rejected": out / normalize.REJECTED_FILE,
+             "quality_json": out / normalize.QUALITY_JSON, "quality_md": out / normalize.QUALITY_MD}
+    if all(p.exists() for p in paths.values()):
+        try:
+            if normalize.read_provenance(paths["names"]).get("content_sha256") == table.sha256:
+                return paths
+        except (NamelangError, OSError, ValueError):
+            pass  # unreadable or foreign: rewrite it
     return normalize.write_names_table(table, config.processed_dir)
 
 

@@ -1,0 +1,103 @@
+"""Orchestration overhead: the Prefect training flow next to the same pipeline functions called
+directly (`pipeline.workflow.run_pipeline`), on the shared data, with the default configuration.
+
+Runs, in one process and against one temporary MLflow store and Prefect server:
+1. direct: every stage called as a plain function (data steps timed on their own);
+2. flow, first run: the data steps run;
+3. flow, second run on unchanged data: the data steps come from the cache.
+The Prefect server is started (and warmed by a tiny flow) before timing, as a user's would be.
+Last line: {"flow_s", "direct_s", "overhead", "data_steps_first_s", "data_steps_cached_s"}.
+
+    python bench/flow.py [--source ../shared/data/names] [--epochs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WORK = Path(tempfile.mkdtemp(prefix="namelang-bench-flow-"))
+os.environ.update(PREFECT_HOME=str(WORK / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+                  DO_NOT_TRACK="1", MLFLOW_DISABLE_TELEMETRY="true",
+                  MLFLOW_TRACKING_URI=f"sqlite:///{WORK / 'mlruns' / 'mlflow.db'}")
+os.environ.pop("PREFECT_API_URL", None)
+
+from prefect import flow  # noqa: E402
+
+from flows.training import train_name_classifier  # noqa: E402
+from pipeline import workflow  # noqa: E402
+from pipeline.config import DataConfig, PipelineConfig  # noqa: E402
+
+
+@flow
+def warm_up() -> int:
+    return 1
+
+
+def direct_data_steps(config: PipelineConfig):
+    local = workflow.fetch_source(config.data)
+    table = workflow.normalize_names(workflow.ingest_source(config.data, local), config.data)
+    workflow.write_table(table, config.data)
+    return table, workflow.build_tensors(table, config.split, config.data.processed_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default=str(ROOT.parent / "shared/data/names"))
+    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs (default: the default)")
+    args = parser.parse_args()
+    config = PipelineConfig(data=DataConfig(source=args.source, raw_dir=WORK / "raw",
+                                            processed_dir=WORK / "processed", cache_dir=WORK / "cache"))
+    config.train.progress = False
+    config.train.checkpoint_dir = WORK / "checkpoints"
+    if args.epochs:
+        config.train.epochs = args.epochs
+    os.chdir(WORK)
+
+    t0 = time.perf_counter()
+    warm_up()
+    server_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    table, data = direct_data_steps(config)
+    direct_data_s = time.perf_counter() - t0
+    run = workflow.start_run(config, table)
+    result = workflow.train(data, config, run)
+    ev, _ = workflow.evaluate_model(result, data, table, config, run)
+    workflow.register_model(workflow.save_model(result, data, config), ev, data, run)
+    run.finish()
+    direct_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    first = train_name_classifier(config)
+    flow_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    second = train_name_classifier(config)
+    cached_flow_s = time.perf_counter() - t0
+
+    figures = {"flow_s": round(flow_s, 2), "direct_s": round(direct_s, 2),
+               "overhead": round((flow_s - direct_s) / flow_s, 4),
+               "data_steps_first_s": first["data_steps_s"], "data_steps_cached_s": second["data_steps_s"]}
+    print(f"shared data: {args.source}; model {config.model.cell}, {config.train.epochs} epochs max; "
+          f"temporary Prefect server start {server_s:.1f} s (not counted)")
+    print(f"{'run':<34}{'total s':>10}{'data steps s':>14}{'train s':>10}  data steps")
+    print(f"{'direct (pipeline functions)':<34}{direct_s:>10.2f}{direct_data_s:>14.3f}"
+          f"{result.train_seconds:>10.2f}  ran")
+    print(f"{'Prefect flow, first run':<34}{flow_s:>10.2f}{first['data_steps_s']:>14.3f}"
+          f"{first['train_seconds']:>10.2f}  {first['data_steps']}")
+    print(f"{'Prefect flow, unchanged data':<34}{cached_flow_s:>10.2f}{second['data_steps_s']:>14.3f}"
+          f"{second['train_seconds']:>10.2f}  {second['data_steps']}")
+    print(f"orchestration overhead: {figures['overhead']:.1%} of the flow run (target < 15%); cached data steps "
+          f"{first['data_steps_s'] / max(second['data_steps_s'], 1e-9):.1f}x cheaper (target >= 5x)")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
