@@ -85,4 +85,10 @@ def signature() -> ModelSignature:
 
 
 def code_path() -> str:
+    """The `pipeline` package folder: copied into the model so it loads outside this repository."""
     return str(Path(__file__).resolve().parent)
+
+
+def entry_point() -> str:
+    """The model-from-code file that MLflow runs to build the model at load time."""
+    return str(Path(__file__).resolve().with_name("pyfunc_entry.py"))

@@ -133,11 +133,11 @@ class TrackedRun:
 
     def log_model(self, bundle: Path, tags: dict[str, str] | None = None):
         """Log the pyfunc model into this run; returns MLflow's ModelInfo."""
-        from pipeline.pyfunc import INPUT_EXAMPLE, NamelangModel, code_path, signature
+        from pipeline.pyfunc import INPUT_EXAMPLE, code_path, entry_point, signature
 
         with mlflow.start_run(run_id=self.run_id):
             return mlflow.pyfunc.log_model(
-                name="model", python_model=NamelangModel(), artifacts={"bundle": str(bundle)},
+                name="model", python_model=entry_point(), artifacts={"bundle": str(bundle)},
                 code_paths=[code_path()], signature=signature(), input_example=INPUT_EXAMPLE,
                 pip_requirements=_requirements(), tags=tags,
             )
