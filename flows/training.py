@@ -176,8 +176,9 @@ def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool 
     run.finish()
     _report_registration(registration, run)
     out = workflow.summary(result, ev, registration)
-    out.update(data_steps=data_steps, data_steps_s=round(data_steps_s, 3), table_sha256=table.sha256, model_uri=model_uri(registration.decision.alias),
-               mlflow_tracking_uri=tracking_uri(), flow_run_id=str(flow_run.id or ""))
+    out.update(data_steps=data_steps, data_steps_s=round(data_steps_s, 3), table_sha256=table.sha256,
+               model_uri=model_uri(registration.decision.alias), mlflow_tracking_uri=tracking_uri(),
+               flow_run_id=str(flow_run.id or ""))
     return out
 
 

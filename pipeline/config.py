@@ -65,18 +65,20 @@ class ModelConfig(_Strict):
     cell: Literal["rnn", "lstm", "gru"] = "gru"
     input: Literal["embedding", "onehot"] = "embedding"
     embedding_dim: int = Field(64, ge=1)
-    hidden_size: int = Field(192, ge=1)
+    hidden_size: int = Field(128, ge=1)
     num_layers: int = Field(1, ge=1)
     bidirectional: bool = True
-    dropout: float = Field(0.25, ge=0, lt=1)
+    dropout: float = Field(0.4, ge=0, lt=1)
     pooling: Literal["last", "mean_max"] = Field(
         "mean_max", description="last: final hidden state (notebook); mean_max: pooled over all steps"
     )
     ngram_buckets: int = Field(
-        0, ge=0, description="fastText-style branch: hashed char 1..ngram_max grams (0 = off)"
+        65536, ge=0, description="fastText-style branch: hashed char 1..ngram_max grams (0 = off)"
     )
     ngram_dim: int = Field(64, ge=1, description="Width of the n-gram branch's averaged embedding")
     ngram_max: int = Field(4, ge=1, le=4, description="Longest character n-gram hashed (with word boundaries)")
+    char_dropout: float = Field(0.0, ge=0, lt=1, description="Training only: chance a character is masked as OOV")
+    ngram_dropout: float = Field(0.0, ge=0, lt=1, description="Training only: chance an n-gram is left out")
     members: int = Field(
         1, ge=1, le=8, description="Ensemble size: members trained side by side, each on its own loss; "
         "prediction averages their log-probabilities"
@@ -87,16 +89,16 @@ class ModelConfig(_Strict):
         """The tutorial's CharRNN: one-hot input, nn.RNN(58, 128), last hidden state, linear."""
         return cls(
             cell="rnn", input="onehot", hidden_size=128, num_layers=1, bidirectional=False,
-            dropout=0.0, pooling="last",
+            dropout=0.0, pooling="last", ngram_buckets=0, members=1,
         )
 
 
 class TrainConfig(_Strict):
     """The optimisation loop."""
 
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(3e-3, gt=0)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(5e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     lr_schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     patience: int = Field(6, ge=1, description="Epochs without a better validation macro-F1 before stopping")

@@ -20,6 +20,7 @@ from pipeline.config import ModelConfig
 from pipeline.features import PAD, VOCAB_SIZE
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+_OOV = VOCAB_SIZE - 1  # index of "_", the last symbol of ALPHABET
 _BOS, _EOS = VOCAB_SIZE, VOCAB_SIZE + 1  # word-boundary markers of the n-gram branch
 _BASE = 64  # > every symbol index, so an n-gram's code is unique before hashing
 _UPPER_FIRST, _UPPER_LAST = 27, 52  # indices of 'A'..'Z' (ALPHABET is a-z then A-Z)
@@ -51,6 +52,13 @@ def hashed_ngrams(tokens: torch.Tensor, lengths: torch.Tensor, n_max: int, bucke
     return torch.cat(ids, 1), torch.cat(masks, 1)
 
 
+def combine(member_logits: list[torch.Tensor]) -> torch.Tensor:
+    """An ensemble's logits: mean log-probability of its members (a geometric-mean vote)."""
+    if len(member_logits) == 1:
+        return member_logits[0]
+    return torch.stack([F.log_softmax(z.float(), dim=-1) for z in member_logits]).mean(0)
+
+
 class CharClassifier(nn.Module):
     """Characters in, language logits out; variable lengths handled by packing."""
 
@@ -76,6 +84,9 @@ class CharClassifier(nn.Module):
             features += config.ngram_dim
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(features, n_classes)
+        # further ensemble members: same architecture, own initialisation, own loss in training
+        single = config.model_copy(update={"members": 1})
+        self.others = nn.ModuleList(CharClassifier(single, n_classes) for _ in range(config.members - 1))
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = tokens.long()
@@ -85,10 +96,25 @@ class CharClassifier(nn.Module):
 
     def ngram_features(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         ids, mask = hashed_ngrams(tokens, lengths, self.config.ngram_max, self.config.ngram_buckets)
+        if self.training and self.config.ngram_dropout > 0:
+            mask = mask & (torch.rand(mask.shape, device=mask.device) >= self.config.ngram_dropout)
         weights = mask.float() / mask.sum(1, keepdim=True).clamp(min=1)  # mean over the name's n-grams
         return self.ngrams(ids, per_sample_weights=weights)
 
+    def member_logits(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Each ensemble member's logits (one entry when `members` is 1); training puts a loss on each."""
+        return [self._logits(tokens, lengths)] + [m._logits(tokens, lengths) for m in self.others]
+
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits (B, n_classes); for an ensemble, the mean of the members' log-probabilities."""
+        if not len(self.others):
+            return self._logits(tokens, lengths)
+        return combine(self.member_logits(tokens, lengths))
+
+    def _logits(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.training and self.config.char_dropout > 0:
+            hit = (torch.rand(tokens.shape, device=tokens.device) < self.config.char_dropout) & (tokens != PAD)
+            tokens = torch.where(hit, torch.full_like(tokens, _OOV), tokens)
         x = self.embed(tokens)
         lengths = lengths.clamp(min=1).cpu()
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)

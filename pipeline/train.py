@@ -24,7 +24,7 @@ from pipeline.atomic import atomic_path
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.errors import NamelangError
 from pipeline.features import TRAIN, VALIDATION, TensorData
-from pipeline.model import CharClassifier
+from pipeline.model import CharClassifier, combine
 
 EpochCallback = Callable[[dict], None]
 # Settings that change how a run is carried out, not what it computes: not part of its identity.
@@ -123,8 +123,14 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                on_epoch: EpochCallback | None = None, resume: bool = False) -> TrainResult:
-    """Train on the train split, early-stop on validation macro-F1, return the best weights."""
+                on_epoch: EpochCallback | None = None, resume: bool = False,
+                extra_metrics: Callable[[nn.Module], dict] | None = None) -> TrainResult:
+    """Train on the train split, early-stop on validation macro-F1, return the best weights.
+
+    `on_epoch(record)` is called after every epoch (and its checkpoint) with that epoch's figures;
+    `extra_metrics(model)`, if given, adds to the record (e.g. test accuracy for a benchmark's
+    learning curve) and its time is kept off the training clock.
+    """
     device = resolve_device(train_cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(train_cfg.num_threads or os.cpu_count() or 1)
@@ -134,7 +140,8 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     train_idx = data.indices(TRAIN)
     if len(train_idx) == 0:
         raise NamelangError("the train split is empty")
-    weight = class_weights(data.class_counts(TRAIN), train_cfg.class_weight_power) if train_cfg.class_weighting else None
+    counts = data.class_counts(TRAIN)
+    weight = class_weights(counts, train_cfg.class_weight_power) if train_cfg.class_weighting else None
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None,
                                   label_smoothing=train_cfg.label_smoothing)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.learning_rate,
@@ -175,8 +182,9 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                 width = int(lengths[batch].max())
                 x, n, y = tokens[batch, :width].to(device), lengths[batch], labels[batch].to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    logits = model(x, n)
-                    loss = loss_fn(logits.float(), y)
+                    outputs = model.member_logits(x, n)
+                    loss = torch.stack([loss_fn(z.float(), y) for z in outputs]).mean()
+                    logits = combine(outputs)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_grad_norm)
@@ -189,6 +197,12 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
             record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
                       "val_loss": val.get("loss"), "val_acc": val.get("acc"), "val_macro_f1": val.get("macro_f1"),
                       "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
+            if extra_metrics is not None:
+                t_extra = time.perf_counter()
+                record.update(extra_metrics(model))
+                model.train()
+                started += time.perf_counter() - t_extra  # off the clock
+            record["elapsed_s"] = time.perf_counter() - started
             state["history"].append(record)
             score = val["macro_f1"] if has_validation else -record["train_loss"]
             if score > state["best_f1"]:
@@ -197,7 +211,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch
-            state["elapsed"] = time.perf_counter() - started
+            state["elapsed"] = record["elapsed_s"]
             if has_validation and state["bad_epochs"] >= train_cfg.patience:
                 state["finished"], state["stopped_early"] = True, True
             if train_cfg.max_seconds and state["elapsed"] >= train_cfg.max_seconds:

@@ -1,0 +1,101 @@
+"""The char n-gram baseline the default model has to beat.
+
+TF-IDF over character 1-4 grams within word boundaries (`char_wb`) and a logistic regression,
+with a small fair grid (C x class_weight) chosen on the VALIDATION split's macro-F1.
+Run alone: `python bench/ngram.py` prints the grid and the chosen model's test figures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from pipeline.features import TEST, TRAIN, VALIDATION, TensorData
+
+GRID_C = (1.0, 10.0, 30.0)
+GRID_CLASS_WEIGHT = (None, "balanced")
+
+
+@dataclass
+class NgramResult:
+    model: Pipeline
+    C: float
+    class_weight: str | None
+    train_s: float          # fitting the chosen configuration once
+    grid_s: float           # the whole grid search
+    val_macro_f1: float
+    grid: list[dict]
+
+
+def _texts(data: TensorData, side: int) -> tuple[list[str], np.ndarray]:
+    idx = data.indices(side).numpy()
+    return [data.names[i] for i in idx], data.labels[idx].numpy()
+
+
+def make_model(C: float, class_weight: str | None) -> Pipeline:
+    return make_pipeline(
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), lowercase=True, sublinear_tf=True),
+        LogisticRegression(C=C, class_weight=class_weight, max_iter=2000),
+    )
+
+
+def scores(y: np.ndarray, pred: np.ndarray) -> dict:
+    return {"acc": float(accuracy_score(y, pred)),
+            "macro_f1": float(f1_score(y, pred, average="macro", labels=np.unique(y), zero_division=0))}
+
+
+def fit_ngram(data: TensorData) -> NgramResult:
+    """Grid over C x class_weight, chosen on validation macro-F1, refit timing reported alone."""
+    x_train, y_train = _texts(data, TRAIN)
+    x_val, y_val = _texts(data, VALIDATION)
+    grid, best = [], None
+    t_grid = time.perf_counter()
+    for C in GRID_C:
+        for cw in GRID_CLASS_WEIGHT:
+            t0 = time.perf_counter()
+            model = make_model(C, cw).fit(x_train, y_train)
+            fit_s = time.perf_counter() - t0
+            row = {"C": C, "class_weight": cw, "fit_s": fit_s, **{f"val_{k}": v for k, v in
+                                                                   scores(y_val, model.predict(x_val)).items()}}
+            grid.append(row)
+            if best is None or row["val_macro_f1"] > best[0]["val_macro_f1"]:
+                best = (row, model)
+    grid_s = time.perf_counter() - t_grid
+    row, model = best
+    return NgramResult(model, row["C"], row["class_weight"], row["fit_s"], grid_s, row["val_macro_f1"], grid)
+
+
+def evaluate(result: NgramResult, data: TensorData, side: int = TEST) -> dict:
+    x, y = _texts(data, side)
+    t0 = time.perf_counter()
+    pred = result.model.predict(x)
+    seconds = time.perf_counter() - t0
+    return {**scores(y, pred), "names_per_s": len(x) / max(seconds, 1e-9)}
+
+
+def main() -> None:
+    import argparse
+
+    from bench.train import load_data
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default=None, help="folder of <Language>.txt files")
+    args = parser.parse_args()
+    data = load_data(args.source)
+    result = fit_ngram(data)
+    for row in result.grid:
+        print(f"C={row['C']:<5g} class_weight={row['class_weight']!s:<9} fit {row['fit_s']:5.1f}s  "
+              f"val acc {row['val_acc']:.3f}  val macro-F1 {row['val_macro_f1']:.3f}")
+    test = evaluate(result, data)
+    print(f"chosen C={result.C:g} class_weight={result.class_weight}: test acc {test['acc']:.3f} "
+          f"macro-F1 {test['macro_f1']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

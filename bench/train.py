@@ -1,0 +1,228 @@
+"""Benchmark: the notebook's method vs a char n-gram baseline vs our default model.
+
+    .venv/bin/python bench/train.py [--source DIR] [--seed-budget-s 135] [--seed-epochs 27]
+
+All three run in one process on the same leakage-free split (by distinct name, stratified,
+70/15/15; test rows are distinct (name, language) pairs):
+
+(a) seed    - a faithful re-implementation of the tutorial's method: one-hot input, nn.RNN(58, 128)
+              reading a name one character tensor at a time (seq, 1, 58), last hidden state, linear,
+              LogSoftmax; trained as the notebook does: batches of 64 names fed one at a time,
+              summed NLLLoss, backward, clip_grad_norm_(3), SGD lr 0.15, 27 epochs or until
+              --seed-budget-s runs out (checked after each batch);
+(b) ngram   - TF-IDF char_wb 1-4 grams + logistic regression, C x class_weight chosen on validation
+              macro-F1 (bench/ngram.py); train_s is the chosen configuration's single fit;
+(c) default - `train_model` with the default ModelConfig / TrainConfig.
+
+speedup_to_seed_acc = seconds (a) trained to reach its final test accuracy / seconds (c) trained
+until its test accuracy (evaluated after every epoch through train_model's callback, off the clock)
+first reached that accuracy. Targets: (c) >= (b) + 3 points accuracy and + 0.05 macro-F1;
+speedup >= 3.
+
+The last line of output is one JSON object:
+{"seed": {...}, "ngram": {...}, "default": {...}, "speedup_to_seed_acc": x}
+with train_s, acc, macro_f1, names_per_s in each inner object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.ngram import evaluate as ngram_evaluate  # noqa: E402
+from bench.ngram import fit_ngram, scores  # noqa: E402
+from pipeline.config import DataConfig, ModelConfig, SplitConfig, TrainConfig  # noqa: E402
+from pipeline.features import ALPHABET, TEST, TRAIN, TensorData, build_tensors  # noqa: E402
+from pipeline.train import predict_logits, split_metrics, train_model  # noqa: E402
+
+SHARED_NAMES = ROOT.parent / "shared" / "data" / "names"
+
+
+def load_data(source: str | None = None) -> TensorData:
+    """Ingest, normalize and split the names (scratch folders in a temp dir)."""
+    from pipeline.ingest import ingest
+    from pipeline.normalize import normalize
+
+    source = source or (str(SHARED_NAMES) if SHARED_NAMES.exists() else DataConfig().source)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = normalize(ingest(DataConfig(source=source, raw_dir=Path(tmp) / "raw",
+                                            processed_dir=Path(tmp) / "processed")))
+    return build_tensors(table.names, table.sha256, SplitConfig())
+
+
+# --- (a) the notebook's method --------------------------------------------------------------
+
+class NotebookCharRNN(nn.Module):
+    """The tutorial's CharRNN, verbatim: nn.RNN over (seq, 1, 58) one-hot, h2o on hidden[0]."""
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int):
+        super().__init__()
+        self.rnn = nn.RNN(input_size, hidden_size)
+        self.h2o = nn.Linear(hidden_size, output_size)
+        self.softmax = nn.LogSoftmax(dim=1)
+
+    def forward(self, line_tensor: torch.Tensor) -> torch.Tensor:
+        _, hidden = self.rnn(line_tensor)
+        return self.softmax(self.h2o(hidden[0]))
+
+
+def line_tensors(data: TensorData, idx: torch.Tensor) -> list[torch.Tensor]:
+    """The notebook's lineToTensor for each name: a (len, 1, 58) one-hot tensor."""
+    eye = torch.eye(len(ALPHABET))
+    out = []
+    for i in idx.tolist():
+        n = max(int(data.lengths[i]), 1)
+        out.append(eye[data.tokens[i, :n].long().clamp(min=1) - 1].unsqueeze(1))
+    return out
+
+
+def seed_predict(model: nn.Module, lines: list[torch.Tensor]) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return np.array([int(model(t).argmax(1)) for t in lines])
+
+
+def run_seed(data: TensorData, budget_s: float, epochs: int, seed: int = 2024) -> dict:
+    """The notebook's training loop, one name at a time inside batches of 64."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    train_idx = data.indices(TRAIN)
+    train_lines = line_tensors(data, train_idx)
+    train_labels = [data.labels[i].view(1) for i in train_idx.tolist()]
+    test_idx = data.indices(TEST)
+    test_lines, test_y = line_tensors(data, test_idx), data.labels[test_idx].numpy()
+    model = NotebookCharRNN(len(ALPHABET), 128, len(data.label_names))
+    criterion = nn.NLLLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.15)
+    n_batch_size = 64
+    trained, done_epochs, out_of_time = 0.0, 0, False
+    for _ in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        batches = list(range(len(train_lines)))
+        random.shuffle(batches)
+        batches = np.array_split(batches, len(batches) // n_batch_size)
+        for batch in batches:
+            batch_loss = 0
+            for i in batch:
+                output = model(train_lines[i])
+                batch_loss = batch_loss + criterion(output, train_labels[i])
+            batch_loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 3)
+            optimizer.step()
+            optimizer.zero_grad()
+            if trained + time.perf_counter() - t0 >= budget_s:
+                out_of_time = True
+                break
+        trained += time.perf_counter() - t0
+        done_epochs += 1
+        print(f"  seed epoch {done_epochs}: {trained:.1f}s", flush=True)
+        if out_of_time:
+            break
+    t0 = time.perf_counter()
+    pred = seed_predict(model, test_lines)
+    predict_s = time.perf_counter() - t0
+    return {"train_s": trained, "epochs": done_epochs, "s_per_epoch": trained / max(done_epochs, 1),
+            **scores(test_y, pred), "names_per_s": len(test_lines) / predict_s}
+
+
+# --- (c) the default model ----------------------------------------------------------------
+
+def run_default(data: TensorData, checkpoint_dir: Path) -> dict:
+    model_cfg = ModelConfig()
+    train_cfg = TrainConfig(checkpoint_dir=checkpoint_dir, progress=False)
+    curve: list[tuple[float, float]] = []  # (training seconds so far, test accuracy) per epoch
+    holder: dict = {}
+
+    def on_epoch(record: dict) -> None:
+        curve.append((record["elapsed_s"], record["test_acc"]))
+        print(f"  default epoch {record['epoch']}: {record['elapsed_s']:.1f}s val macro-F1 "
+              f"{record['val_macro_f1']:.3f} test acc {record['test_acc']:.3f}", flush=True)
+
+    result = train_model(data, model_cfg, train_cfg, on_epoch=on_epoch,
+                         extra_metrics=lambda model: {"test_acc": split_metrics(model, data, TEST)["acc"]})
+    holder["model"] = result.model
+    test = split_metrics(result.model, data, TEST)
+    idx = data.indices(TEST)
+    tokens, lengths = data.tokens[idx], data.lengths[idx]
+    predict_logits(result.model, tokens[:64], lengths[:64])  # warm-up
+    t0 = time.perf_counter()
+    predict_logits(result.model, tokens, lengths)
+    predict_s = time.perf_counter() - t0
+    epochs = len(result.history)
+    return {"train_s": result.train_seconds, "epochs": epochs, "s_per_epoch": result.train_seconds / epochs,
+            "acc": test["acc"], "macro_f1": test["macro_f1"], "names_per_s": len(idx) / predict_s,
+            "best_epoch": result.best_epoch, "curve": curve}
+
+
+def first_reach(curve: list[tuple[float, float]], target: float) -> float | None:
+    return next((s for s, acc in curve if acc >= target), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default=None, help="folder of <Language>.txt files (default: shared data)")
+    parser.add_argument("--seed-budget-s", type=float, default=135.0, help="training time of the notebook method")
+    parser.add_argument("--seed-epochs", type=int, default=27)
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    data = load_data(args.source)
+    sizes = {s: len(data.indices(i)) for i, s in enumerate(("train", "validation", "test"))}
+    print(f"data: {sizes} rows, {len(data.label_names)} languages, split by distinct name", flush=True)
+
+    print("(a) seed: the notebook's method", flush=True)
+    seed = run_seed(data, args.seed_budget_s, args.seed_epochs)
+    print("(b) ngram: TF-IDF char_wb 1-4 + logistic regression, grid on validation macro-F1", flush=True)
+    ngram_fit = fit_ngram(data)
+    ngram = {"train_s": ngram_fit.train_s, "epochs": 1, "s_per_epoch": ngram_fit.train_s,
+             **ngram_evaluate(ngram_fit, data)}
+    print(f"  chosen C={ngram_fit.C:g} class_weight={ngram_fit.class_weight} (grid {ngram_fit.grid_s:.0f}s)")
+    print("(c) default: train_model with the default config", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        default = run_default(data, Path(tmp))
+
+    reach = first_reach(default["curve"], seed["acc"])
+    speedup = seed["train_s"] / reach if reach else 0.0
+    rows = (("seed (a)", seed), ("ngram (b)", ngram), ("default (c)", default))
+    print()
+    print(f"{'method':<12} {'train_s':>8} {'s/epoch':>8} {'epochs':>6} {'test acc':>9} {'macro-F1':>9} "
+          f"{'names/s':>10}")
+    for label, r in rows:
+        print(f"{label:<12} {r['train_s']:>8.1f} {r['s_per_epoch']:>8.2f} {r['epochs']:>6} {r['acc']:>9.4f} "
+              f"{r['macro_f1']:>9.4f} {r['names_per_s']:>10.0f}")
+    print()
+    for label, base in (("seed (a)", seed), ("ngram (b)", ngram)):
+        print(f"default vs {label:<10}: acc {default['acc'] - base['acc']:+.4f}  "
+              f"macro-F1 {default['macro_f1'] - base['macro_f1']:+.4f}  "
+              f"train time x{default['train_s'] / base['train_s']:.2f}  "
+              f"throughput x{default['names_per_s'] / base['names_per_s']:.1f}")
+    print(f"seed reached its final test acc {seed['acc']:.4f} after {seed['train_s']:.1f}s; default first "
+          f"reached it after {reach if reach is not None else float('nan'):.1f}s of training (per-epoch test "
+          f"accuracy via the on_epoch callback) -> speedup_to_seed_acc {speedup:.1f}x")
+    ok_acc = default["acc"] - ngram["acc"] >= 0.03
+    ok_f1 = default["macro_f1"] - ngram["macro_f1"] >= 0.05
+    print(f"targets: +3 pts acc over ngram {'met' if ok_acc else 'MISSED'}; +0.05 macro-F1 over ngram "
+          f"{'met' if ok_f1 else 'MISSED'}; >= 3x to seed accuracy {'met' if speedup >= 3 else 'MISSED'}")
+    keep = ("train_s", "acc", "macro_f1", "names_per_s")
+    print(json.dumps({"seed": {k: round(seed[k], 4) for k in keep},
+                      "ngram": {k: round(ngram[k], 4) for k in keep},
+                      "default": {k: round(default[k], 4) for k in keep},
+                      "speedup_to_seed_acc": round(speedup, 2)}))
+
+
+if __name__ == "__main__":
+    main()

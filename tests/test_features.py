@@ -1,0 +1,142 @@
+"""Tensors: the notebook's alphabet, vectorized encoding, sorted labels, leakage-free split, one file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from pipeline.config import DataConfig, SplitConfig
+from pipeline.errors import NamelangError
+from pipeline.features import (
+    ALPHABET,
+    PAD,
+    TEST,
+    TRAIN,
+    VALIDATION,
+    VOCAB_SIZE,
+    build_tensors,
+    decode,
+    encode_names,
+    load_tensors,
+    save_tensors,
+)
+
+SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared/data/names"
+
+
+def names_table(rows: list[tuple[str, str]]) -> pa.Table:
+    return pa.table({"name_ascii": [r[0] for r in rows], "language": [r[1] for r in rows]})
+
+
+def synthetic_rows(seed: int = 0) -> list[tuple[str, str]]:
+    """Six languages of different sizes, many names repeated, some names in two languages."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, (language, n) in enumerate({"Zulu": 12, "Alpha": 200, "Beta": 60, "Gamma": 30, "Delta": 7,
+                                       "Omega": 90}.items()):
+        for i in range(n):
+            name = f"{language[:2]}{chr(97 + i % 26)}{i // 26}"
+            rows += [(name, language)] * int(rng.integers(1, 4))  # duplicates, as in the tutorial files
+        rows.append((f"Shared{k % 3}", language))  # a name carried by several languages
+    return rows
+
+
+def test_alphabet_is_the_notebooks_58_symbols_plus_padding():
+    assert len(ALPHABET) == 58 and VOCAB_SIZE == 59 and PAD == 0
+    assert ALPHABET.startswith("abcdefghijklmnopqrstuvwxyzABC") and ALPHABET.endswith(" .,;'_")
+
+
+def test_encode_matches_a_per_character_loop_and_maps_unknowns_to_oov():
+    names = ["Abe", "", "O'Neil", "de la Cruz", "Ng", "x#y"]
+    tokens, lengths = encode_names(names)
+    assert tokens.dtype == torch.uint8 and tokens.shape == (6, 10)
+    assert lengths.tolist() == [len(n) for n in names]
+    for row, name in zip(tokens, names, strict=True):
+        expected = [ALPHABET.index(c if c in ALPHABET else "_") + 1 for c in name]
+        assert row[:len(name)].tolist() == expected
+        assert (row[len(name):] == PAD).all()
+    assert decode(tokens[2], 6) == "O'Neil" and decode(tokens[5], 3) == "x_y"
+
+
+def test_encode_truncates_to_max_len_and_reads_sliced_arrow_arrays():
+    arr = pa.array(["skip", "Abcdefgh", "Xy"])[1:]
+    tokens, lengths = encode_names(arr, max_len=4)
+    assert tokens.shape == (2, 4) and lengths.tolist() == [4, 2]
+    assert decode(tokens[0], 4) == "Abcd"
+
+
+def test_labels_are_sorted_and_rows_are_distinct_pairs():
+    data = build_tensors(names_table(synthetic_rows()), "sha", SplitConfig())
+    assert data.label_names == sorted(data.label_names)
+    pairs = list(zip(data.names, data.labels.tolist(), strict=True))
+    assert len(pairs) == len(set(pairs))
+    assert [data.label_names[i] for i in data.labels[:3]] == ["Alpha"] * 3  # sorted by language, then name
+
+
+def test_by_name_split_keeps_every_copy_of_a_name_on_one_side_and_is_stratified():
+    data = build_tensors(names_table(synthetic_rows()), "sha", SplitConfig())
+    side_of: dict[str, set[int]] = {}
+    for name, side in zip(data.names, data.split.tolist(), strict=True):
+        side_of.setdefault(name, set()).add(side)
+    assert all(len(sides) == 1 for sides in side_of.values())
+    for label in range(len(data.label_names)):
+        sides = data.split[data.labels == label]
+        assert {TRAIN, TEST} <= set(sides.tolist())  # every language is tested, even the rarest (7 names)
+    share = (data.split == TRAIN).float().mean().item()
+    assert 0.6 < share < 0.8
+
+
+def test_split_is_seeded():
+    table = names_table(synthetic_rows())
+    a = build_tensors(table, "sha", SplitConfig(seed=1))
+    b = build_tensors(table, "sha", SplitConfig(seed=1))
+    c = build_tensors(table, "sha", SplitConfig(seed=2))
+    assert torch.equal(a.split, b.split) and a.sha256 == b.sha256
+    assert not torch.equal(a.split, c.split)
+
+
+def test_random_lines_is_the_notebooks_split_of_every_line():
+    rows = synthetic_rows()
+    data = build_tensors(names_table(rows), "sha", SplitConfig(method="random_lines"))
+    assert len(data.names) == len(rows)  # duplicates kept, as the notebook's dataset does
+    counts = torch.bincount(data.split.long(), minlength=3).tolist()
+    assert counts == [round(len(rows) * 0.70), round(len(rows) * 0.15), len(rows) - round(len(rows) * 0.70)
+                      - round(len(rows) * 0.15)]
+
+
+def test_too_few_rows_is_a_clear_error():
+    with pytest.raises(NamelangError, match="too few names"):
+        build_tensors(names_table([("Abe", "X"), ("Abe", "X")]), "sha", SplitConfig())
+
+
+def test_tensors_file_round_trips_and_a_corrupt_one_is_a_clear_error(tmp_path):
+    data = build_tensors(names_table(synthetic_rows()), "sha", SplitConfig())
+    path = save_tensors(data, tmp_path / "tensors.pt")
+    assert list(tmp_path.iterdir()) == [path]  # written atomically: no temp file left
+    back = load_tensors(path)
+    assert back.sha256 == data.sha256 and back.label_names == data.label_names and back.names == data.names
+    assert back.table_sha256 == "sha" and back.split_config == SplitConfig().model_dump()
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(NamelangError, match="corrupt") as err:
+        load_tensors(path)
+    assert str(path) in str(err.value)
+    with pytest.raises(NamelangError, match="not found"):
+        load_tensors(tmp_path / "missing.pt")
+
+
+def test_shared_data_split_has_no_name_on_two_sides(tmp_path):
+    from pipeline.ingest import ingest
+    from pipeline.normalize import normalize
+
+    table = normalize(ingest(DataConfig(source=str(SHARED_NAMES), raw_dir=tmp_path / "raw",
+                                        processed_dir=tmp_path / "processed")))
+    data = build_tensors(table.names, table.sha256, SplitConfig())
+    names = np.asarray(data.names, dtype=object)
+    sides = [set(names[(data.split == s).numpy()]) for s in (TRAIN, VALIDATION, TEST)]
+    assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
+    assert len(data.label_names) == 18
+    assert all(len(data.indices(s)) > 2000 for s in (VALIDATION, TEST))

@@ -1,0 +1,167 @@
+"""Training: every cell learns, seeds reproduce, resume continues, bad checkpoints are clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+
+from pipeline.config import DataConfig, ModelConfig, SplitConfig, TrainConfig
+from pipeline.errors import NamelangError
+from pipeline.features import TEST, TRAIN, build_tensors
+from pipeline.train import (
+    class_weights,
+    length_batches,
+    load_checkpoint,
+    resolve_device,
+    run_key,
+    split_metrics,
+    train_model,
+)
+
+SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared/data/names"
+LANGUAGES = ("Arabic", "Chinese", "Japanese", "Russian", "Greek", "Italian")
+TINY = ModelConfig(embedding_dim=16, hidden_size=24, ngram_buckets=256, ngram_dim=16)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    """The first 80 distinct names of six real languages: learnable in a second."""
+    rows = []
+    for language in LANGUAGES:
+        lines = (SHARED_NAMES / f"{language}.txt").read_text(encoding="utf-8").splitlines()
+        rows += [(name, language) for name in dict.fromkeys(lines[:400])][:80]
+    table = pa.table({"name_ascii": [r[0] for r in rows], "language": [r[1] for r in rows]})
+    return build_tensors(table, "small", SplitConfig(seed=7))
+
+
+def tiny_train(tmp_path: Path, **overrides) -> TrainConfig:
+    settings = {"epochs": 4, "batch_size": 32, "learning_rate": 1e-2, "progress": False, "device": "cpu",
+                "checkpoint_dir": tmp_path / "checkpoints", **overrides}
+    return TrainConfig(**settings)
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_each_cell_trains_and_its_loss_falls(small_data, tmp_path, cell):
+    result = train_model(small_data, TINY.model_copy(update={"cell": cell}), tiny_train(tmp_path, patience=10))
+    losses = [r["train_loss"] for r in result.history]
+    assert len(losses) == 4 and losses[-1] < 0.7 * losses[0]
+    assert result.best_epoch == max(range(1, 5), key=lambda e: result.history[e - 1]["val_macro_f1"])
+    assert result.device == "cpu" and result.checkpoint.exists() and result.label_names == sorted(LANGUAGES)
+    assert split_metrics(result.model, small_data, TEST)["acc"] > 0.4
+    assert {"epoch", "train_loss", "val_macro_f1", "lr", "epoch_seconds", "elapsed_s"} <= result.history[0].keys()
+
+
+def test_same_seed_gives_bit_identical_weights_on_cpu(small_data, tmp_path):
+    config = TINY.model_copy(update={"members": 2})
+    a = train_model(small_data, config, tiny_train(tmp_path / "a", epochs=2))
+    b = train_model(small_data, config, tiny_train(tmp_path / "b", epochs=2))
+    c = train_model(small_data, config, tiny_train(tmp_path / "c", epochs=2, seed=1))
+    assert_same_weights(weights(a.model), weights(b.model))
+    assert not torch.equal(a.model.head.weight, c.model.head.weight)
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+
+
+def test_best_weights_are_restored_when_validation_stops_improving(small_data, tmp_path):
+    result = train_model(small_data, TINY, tiny_train(tmp_path, epochs=12, patience=1, learning_rate=5e-2,
+                                                      lr_schedule="constant"))
+    assert result.stopped_early and len(result.history) < 12
+    assert result.best_epoch == len(result.history) - 1
+    metrics = split_metrics(result.model, small_data, 1)
+    assert metrics["macro_f1"] == pytest.approx(result.best_val_macro_f1)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_from_the_checkpoint_of_an_interrupted_run(small_data, tmp_path):
+    config = tiny_train(tmp_path / "interrupted", epochs=5, patience=10)
+    full = train_model(small_data, TINY, config.model_copy(update={"checkpoint_dir": tmp_path / "full"}))
+
+    def stop_after_two(record: dict) -> None:
+        if record["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_model(small_data, TINY, config, on_epoch=stop_after_two)
+    seen: list[int] = []
+    resumed = train_model(small_data, TINY, config, on_epoch=lambda r: seen.append(r["epoch"]), resume=True)
+    assert resumed.resumed_from_epoch == 2 and seen == [3, 4, 5]
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
+    assert_same_weights(weights(resumed.model), weights(full.model))
+    # resuming a finished run trains nothing more
+    again = train_model(small_data, TINY, config, on_epoch=lambda r: seen.append(r["epoch"]), resume=True)
+    assert seen == [3, 4, 5] and again.best_epoch == full.best_epoch
+
+
+def test_a_corrupted_checkpoint_is_a_clear_error(small_data, tmp_path):
+    config = tiny_train(tmp_path, epochs=1)
+    result = train_model(small_data, TINY, config)
+    result.checkpoint.write_bytes(result.checkpoint.read_bytes()[:64])
+    with pytest.raises(NamelangError, match="checkpoint is corrupt or unreadable") as err:
+        train_model(small_data, TINY, config, resume=True)
+    assert str(result.checkpoint) in str(err.value) and "--resume" in str(err.value)
+    with pytest.raises(NamelangError, match="corrupt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_the_notebook_configuration_trains(small_data, tmp_path):
+    result = train_model(small_data, ModelConfig.notebook(), tiny_train(tmp_path, epochs=3, class_weighting=False))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+
+
+def test_run_identity_ignores_where_and_how_fast(small_data, tmp_path):
+    a = run_key(small_data, TINY, tiny_train(tmp_path / "a", progress=True, num_threads=1))
+    assert a == run_key(small_data, TINY, tiny_train(tmp_path / "b"))
+    assert a != run_key(small_data, TINY, tiny_train(tmp_path, epochs=5))
+
+
+def test_length_batches_cover_every_row_once_with_similar_lengths():
+    lengths = torch.randint(1, 20, (1000,))
+    batches = length_batches(lengths, 64, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    assert max(int(lengths[b].max() - lengths[b].min()) for b in batches) <= 2
+
+
+def test_class_weights_have_mean_one_and_favour_rare_classes():
+    counts = torch.tensor([1000, 100, 10])
+    for power in (0.5, 1.0):
+        w = class_weights(counts, power)
+        assert w.mean().item() == pytest.approx(1.0) and w[0] < w[1] < w[2]
+    assert (class_weights(counts, 1.0) * counts).std() < 1e-3  # "balanced": every class weighs the same
+    assert torch.equal(class_weights(counts, 0.0), torch.ones(3))
+
+
+def test_device_auto_falls_back_to_cpu_and_missing_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(NamelangError, match="cuda"):
+        resolve_device("cuda")
+
+
+@pytest.mark.slow
+def test_short_default_run_on_the_shared_data_learns(tmp_path):
+    from pipeline.ingest import ingest
+    from pipeline.normalize import normalize
+
+    table = normalize(ingest(DataConfig(source=str(SHARED_NAMES), raw_dir=tmp_path / "raw",
+                                        processed_dir=tmp_path / "processed")))
+    data = build_tensors(table.names, table.sha256, SplitConfig())
+    result = train_model(data, ModelConfig(), TrainConfig(epochs=2, progress=False, checkpoint_dir=tmp_path / "ck"))
+    assert len(result.history) == 2 and result.history[1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.history[-1]["val_acc"] > 0.6 and len(data.indices(TRAIN)) > 10000
