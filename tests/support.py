@@ -30,7 +30,7 @@ def tiny_config(root: Path, source: Path | str, epochs: int = 3, **train: object
         data=DataConfig(source=str(source), raw_dir=root / "data/raw", processed_dir=root / "data/processed",
                         cache_dir=root / "data/cache", download_retries=0),
         split=SplitConfig(seed=7),
-        model=ModelConfig(embedding_dim=16, hidden_size=32),
+        model=ModelConfig(embedding_dim=16, hidden_size=32, ngram_buckets=2048, ngram_dim=16),
         train=TrainConfig(**{"epochs": epochs, "batch_size": 32, "learning_rate": 1e-2, "progress": False,
                              "checkpoint_dir": root / "checkpoints", **train}),
     )
