@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +139,16 @@ def _report_registration(reg: workflow.Registration, run: TrackedRun) -> None:
         f"| champion before | {champion} |\n"))
 
 
-@flow(name="train-name-classifier", log_prints=True)
-def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool = False) -> dict:
-    """Train, evaluate and register a surname-language classifier; returns a summary."""
-    logger = get_run_logger()
+@dataclass
+class PreparedData:
+    table: NamesTable
+    data: TensorData
+    steps: dict[str, str]  # step -> "ran" | "cached"
+    seconds: float
+
+
+def prepare_data(config: PipelineConfig) -> PreparedData:
+    """The data steps as tasks, inside the calling flow: fetch, ingest, normalize, write, tensors."""
     storage = result_storage(Path(config.data.cache_dir))
     cached = {t.name: t.with_options(result_storage=storage) for t in (ingest_source, normalize_names,
                                                                        build_tensors)}
@@ -161,9 +168,16 @@ def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool 
     states["build-tensors"] = cached["build-tensors"](table, config.split, config.data.processed_dir,
                                                       return_state=True)
     data = states["build-tensors"].result()
-    data_steps = {name: "cached" if state.name == "Cached" else "ran" for name, state in states.items()}
-    data_steps_s = time.perf_counter() - started
-    logger.info("data steps: %s", data_steps)
+    steps = {name: "cached" if state.name == "Cached" else "ran" for name, state in states.items()}
+    return PreparedData(table, data, steps, time.perf_counter() - started)
+
+
+@flow(name="train-name-classifier", log_prints=True)
+def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool = False) -> dict:
+    """Train, evaluate and register a surname-language classifier; returns a summary."""
+    prepared = prepare_data(config)
+    table, data = prepared.table, prepared.data
+    get_run_logger().info("data steps: %s (%.2f s)", prepared.steps, prepared.seconds)
     run = start_run(config, table)
     try:
         result = train(data, config, run, resume)
@@ -176,7 +190,7 @@ def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool 
     run.finish()
     _report_registration(registration, run)
     out = workflow.summary(result, ev, registration)
-    out.update(data_steps=data_steps, data_steps_s=round(data_steps_s, 3), table_sha256=table.sha256,
+    out.update(data_steps=prepared.steps, data_steps_s=round(prepared.seconds, 3), table_sha256=table.sha256,
                model_uri=model_uri(registration.decision.alias), mlflow_tracking_uri=tracking_uri(),
                flow_run_id=str(flow_run.id or ""))
     return out
