@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,10 +108,22 @@ def train(
     typer.echo(f"  data steps: {summary['data_steps']}")
     typer.echo("next:")
     uri = summary["mlflow_tracking_uri"]
-    ui = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"open {uri}"
+    ui = f"{_command('mlflow')} ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"open {uri}"
     typer.echo(f"  browse runs and models:  {ui}   (then http://127.0.0.1:5000)")
-    typer.echo("  predict:                 namelang predict Hinton Nakamura Schmidt")
-    typer.echo("  serve over REST:         namelang serve   (mlflow models serve -m models:/namelang@champion)")
+    typer.echo(f"  predict:                 {_command('namelang')} predict Hinton Nakamura Schmidt")
+    typer.echo(f"  serve over REST:         {_command('namelang')} serve   "
+               "(mlflow models serve -m models:/namelang@champion)")
+
+
+def _command(name: str) -> str:
+    """How the user can type `name`: bare when on PATH, else the path inside this virtualenv."""
+    local = Path(sys.executable).parent / name
+    if shutil.which(name) == str(local) or not local.exists():
+        return name
+    try:
+        return str(local.relative_to(Path.cwd()))
+    except ValueError:
+        return str(local)
 
 
 def _read_names(names: list[str], file: Path | None) -> list[str]:

@@ -91,7 +91,14 @@ def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
 
 @task(name="train", cache_policy=NO_CACHE)
 def train(data: TensorData, config: PipelineConfig, run: TrackedRun, resume: bool) -> TrainResult:
-    return workflow.train(data, config, run, resume)
+    logger = get_run_logger()
+
+    def log_epoch(r: dict) -> None:
+        logger.info("epoch %d/%d: train loss %.4f, acc %.4f; validation acc %.4f, macro-F1 %.4f (%.1f s)",
+                    r["epoch"], config.train.epochs, r["train_loss"], r["train_acc"], r["val_acc"] or float("nan"),
+                    r["val_macro_f1"] or float("nan"), r["epoch_seconds"])
+
+    return workflow.train(data, config, run, resume, on_epoch=log_epoch)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)

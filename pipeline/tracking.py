@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -117,8 +118,10 @@ class TrackedRun:
 
     def log_dataset(self, names: pd.DataFrame, source: str, provenance: dict) -> None:
         """The names table as the run's dataset input, with its content hash as digest."""
-        dataset = mlflow.data.from_pandas(names, source=source, name="names",
-                                          digest=provenance["content_sha256"][:36])
+        with warnings.catch_warnings():  # hints about local-path sources and integer nulls do not apply here
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(names, source=source, name="names",
+                                              digest=provenance["content_sha256"][:36])
         from mlflow.entities import DatasetInput, InputTag
 
         tags = [InputTag("mlflow.data.context", "training"),

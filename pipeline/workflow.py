@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -93,9 +94,15 @@ def start_run(config: PipelineConfig, table: NamesTable, tags: dict[str, str] | 
     return run
 
 
-def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = None,
-          resume: bool = False) -> TrainResult:
-    result = train_model(data, config.model, config.train, on_epoch=run, resume=resume)
+def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = None, resume: bool = False,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train; every epoch's metrics go to the MLflow run (curves) and to `on_epoch` (e.g. a log)."""
+    def each_epoch(record: dict) -> None:
+        for callback in (run, on_epoch):
+            if callback is not None:
+                callback(record)
+
+    result = train_model(data, config.model, config.train, on_epoch=each_epoch, resume=resume)
     if run is not None:
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
                          "train_seconds": result.train_seconds})
