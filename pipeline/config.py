@@ -101,17 +101,24 @@ class TrainConfig(_Strict):
     learning_rate: float = Field(5e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     lr_schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    patience: int = Field(6, ge=1, description="Epochs without a better validation macro-F1 before stopping")
+    patience: int = Field(4, ge=1, description="Epochs without a better validation macro-F1 before stopping")
     class_weighting: bool = Field(True, description="Weight the loss by inverse class frequency")
     class_weight_power: float = Field(
         0.5, ge=0, le=1, description="Class weight = frequency^-power (1: balanced, 0.5: inverse square root)"
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     clip_grad_norm: float = Field(1.0, gt=0)
+    refit_on_train_and_validation: bool = Field(
+        False, description="After early stopping picks the best epoch E on validation, retrain from scratch on "
+        "train + validation for E epochs (same seed and LR schedule) and return that model; the refit phase is "
+        "not checkpointed epoch by epoch (an interrupted refit is redone on resume)"
+    )
     seed: int = 2024
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
-    max_seconds: float | None = Field(None, gt=0, description="Stop after this much training time")
+    max_seconds: float | None = Field(
+        None, gt=0, description="Stop the first phase after this much training time (a refit comes on top)"
+    )
     checkpoint_dir: Path = Path("data/checkpoints")
     progress: bool = True
 

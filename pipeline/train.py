@@ -1,5 +1,6 @@
 """The training loop: length-bucketed mini-batches, AdamW, LR schedule, early stopping on
-validation macro-F1, class weighting, clipping, per-epoch atomic checkpoints and resume.
+validation macro-F1, class weighting, clipping, per-epoch atomic checkpoints and resume, and an
+optional refit on train + validation for the epoch count validation chose.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class TrainResult:
     stopped_early: bool = False
     resumed_from_epoch: int | None = None
     label_names: list[str] = field(default_factory=list)
+    refit_epochs: int | None = None   # set when the model returned was refit on train + validation
+    refit_seconds: float = 0.0        # part of train_seconds
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,6 +117,77 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epo
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
+_BF16_FAILED: set[str] = set()  # devices where bf16 autocast raised once: stay in float32 there
+
+
+def _forward(model: CharClassifier, loss_fn: nn.Module, x: torch.Tensor, n: torch.Tensor, y: torch.Tensor,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and logits of one batch; on CUDA under bf16 autocast, falling back to float32 if a kernel
+    (e.g. a cuDNN RNN without bf16 support) refuses it."""
+    autocast = device.type == "cuda" and str(device) not in _BF16_FAILED
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            outputs = model.member_logits(x, n)
+            return torch.stack([loss_fn(z.float(), y) for z in outputs]).mean(), combine(outputs)
+    except RuntimeError as exc:
+        if not autocast:
+            raise
+        warnings.warn(f"bf16 autocast failed on {device} ({str(exc).splitlines()[0]}); training in float32",
+                      stacklevel=2)
+        _BF16_FAILED.add(str(device))
+        return _forward(model, loss_fn, x, n, y, device)
+
+
+def _train_epoch(model: CharClassifier, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                 tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+                 generator: torch.Generator, device: torch.device) -> tuple[float, float]:
+    """One pass over the rows given; (mean loss, accuracy) as seen during training."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for batch in length_batches(lengths, cfg.batch_size, generator):
+        width = int(lengths[batch].max())
+        x, n, y = tokens[batch, :width].to(device), lengths[batch], labels[batch].to(device)
+        loss, logits = _forward(model, loss_fn, x, n, y, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        loss_sum += float(loss.detach()) * len(batch)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(batch)
+    return loss_sum / seen, correct / seen
+
+
+def _setup(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TensorData, idx: torch.Tensor,
+           counts: torch.Tensor, device: torch.device):
+    """Seeded model, batch-order generator, weighted loss, optimizer and schedule for training on `idx`."""
+    torch.manual_seed(train_cfg.seed)
+    generator = torch.Generator().manual_seed(train_cfg.seed)
+    model = CharClassifier(model_cfg, len(data.label_names)).to(device)
+    weight = class_weights(counts, train_cfg.class_weight_power) if train_cfg.class_weighting else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None,
+                                  label_smoothing=train_cfg.label_smoothing)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.learning_rate,
+                                  weight_decay=train_cfg.weight_decay)
+    scheduler = _scheduler(optimizer, train_cfg, -(-len(idx) // train_cfg.batch_size))
+    return model, generator, weight, loss_fn, optimizer, scheduler
+
+
+def refit(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, epochs: int,
+          device: torch.device | None = None) -> CharClassifier:
+    """Train from scratch on train + validation for `epochs` epochs: same seed, same per-epoch LR
+    schedule (over `train_cfg.epochs`) and class weighting as the first phase, only more rows."""
+    device = device or resolve_device(train_cfg.device)
+    idx = torch.cat([data.indices(TRAIN), data.indices(VALIDATION)])
+    counts = data.class_counts(TRAIN) + data.class_counts(VALIDATION)
+    model, generator, _, loss_fn, optimizer, scheduler = _setup(model_cfg, train_cfg, data, idx, counts, device)
+    tokens, lengths, labels = data.tokens[idx], data.lengths[idx], data.labels[idx]
+    for _ in range(epochs):
+        _train_epoch(model, loss_fn, optimizer, scheduler, tokens, lengths, labels, train_cfg, generator, device)
+    return model.eval()
+
+
 def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
@@ -125,7 +199,9 @@ def load_checkpoint(path: Path) -> dict:
 def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig,
                 on_epoch: EpochCallback | None = None, resume: bool = False,
                 extra_metrics: Callable[[nn.Module], dict] | None = None) -> TrainResult:
-    """Train on the train split, early-stop on validation macro-F1, return the best weights.
+    """Train on the train split, early-stop on validation macro-F1, return the best weights
+    (or, with `refit_on_train_and_validation`, a model retrained on train + validation for the
+    best epoch count; `best_val_macro_f1` and `history` stay those of the first phase).
 
     `on_epoch(record)` is called after every epoch (and its checkpoint) with that epoch's figures;
     `extra_metrics(model)`, if given, adds to the record (e.g. test accuracy for a benchmark's
@@ -134,28 +210,19 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     device = resolve_device(train_cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(train_cfg.num_threads or os.cpu_count() or 1)
-    torch.manual_seed(train_cfg.seed)
-    generator = torch.Generator().manual_seed(train_cfg.seed)
-    model = CharClassifier(model_cfg, len(data.label_names)).to(device)
     train_idx = data.indices(TRAIN)
     if len(train_idx) == 0:
         raise NamelangError("the train split is empty")
-    counts = data.class_counts(TRAIN)
-    weight = class_weights(counts, train_cfg.class_weight_power) if train_cfg.class_weighting else None
-    loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None,
-                                  label_smoothing=train_cfg.label_smoothing)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.learning_rate,
-                                  weight_decay=train_cfg.weight_decay)
-    steps_per_epoch = -(-len(train_idx) // train_cfg.batch_size)
-    scheduler = _scheduler(optimizer, train_cfg, steps_per_epoch)
+    model, generator, weight, loss_fn, optimizer, scheduler = _setup(
+        model_cfg, train_cfg, data, train_idx, data.class_counts(TRAIN), device)
     has_validation = len(data.indices(VALIDATION)) > 0
-    autocast = device.type == "cuda"
 
     key = run_key(data, model_cfg, train_cfg)
     checkpoint = Path(train_cfg.checkpoint_dir) / f"train-{key}.pt"
     state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "elapsed": 0.0,
              "finished": False}
     best_state = copy.deepcopy(model.state_dict())
+    refit_state = None
     resumed_from = None
     if resume and checkpoint.exists():
         saved = load_checkpoint(checkpoint)
@@ -166,6 +233,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
         torch.set_rng_state(saved["torch_rng"])
         generator.set_state(saved["batch_rng"])
         state = saved["state"]
+        refit_state = saved.get("refit_state")
         resumed_from = state["epoch"]
 
     tokens, lengths, labels = data.tokens[train_idx], data.lengths[train_idx], data.labels[train_idx]
@@ -175,26 +243,11 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     try:
         while not state["finished"] and state["epoch"] < train_cfg.epochs:
             epoch = state["epoch"] + 1
-            model.train()
             t0 = time.perf_counter()
-            loss_sum, correct, seen = 0.0, 0, 0
-            for batch in length_batches(lengths, train_cfg.batch_size, generator):
-                width = int(lengths[batch].max())
-                x, n, y = tokens[batch, :width].to(device), lengths[batch], labels[batch].to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    outputs = model.member_logits(x, n)
-                    loss = torch.stack([loss_fn(z.float(), y) for z in outputs]).mean()
-                    logits = combine(outputs)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), train_cfg.clip_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                loss_sum += float(loss.detach()) * len(batch)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(batch)
+            train_loss, train_acc = _train_epoch(model, loss_fn, optimizer, scheduler, tokens, lengths, labels,
+                                                 train_cfg, generator, device)
             val = split_metrics(model, data, VALIDATION, weight)
-            record = {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+            record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                       "val_loss": val.get("loss"), "val_acc": val.get("acc"), "val_macro_f1": val.get("macro_f1"),
                       "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
             if extra_metrics is not None:
@@ -225,17 +278,29 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     finally:
         bar.close()
     model.load_state_dict(best_state)
+    refit_epochs = None
+    if train_cfg.refit_on_train_and_validation and has_validation and state["best_epoch"] > 0:
+        refit_epochs = state["best_epoch"]
+        if refit_state is None:  # not refit yet (or interrupted while refitting): a deterministic redo
+            t0 = time.perf_counter()
+            refit_state = refit(data, model_cfg, train_cfg, refit_epochs, device).state_dict()
+            state["refit_seconds"] = time.perf_counter() - t0
+            state["elapsed"] += state["refit_seconds"]
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, best_state, state, generator, refit_state)
+        model.load_state_dict(refit_state)
     model.eval()
     return TrainResult(model, state["history"], state["best_epoch"], state["best_f1"], state["elapsed"],
                        str(device), checkpoint, state.get("stopped_early", False), resumed_from,
-                       list(data.label_names))
+                       list(data.label_names), refit_epochs, state.get("refit_seconds", 0.0))
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, best_state, state, generator) -> None:
+def _save_checkpoint(path: Path, model, optimizer, scheduler, best_state, state, generator,
+                     refit_state: dict | None = None) -> None:
     with atomic_path(path) as tmp:
         torch.save({"format": 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "best_state": best_state, "state": state,
-                    "torch_rng": torch.get_rng_state(), "batch_rng": generator.get_state()}, tmp)
+                    "torch_rng": torch.get_rng_state(), "batch_rng": generator.get_state(),
+                    "refit_state": refit_state}, tmp)
 
 
 def describe_device(device: str) -> str:

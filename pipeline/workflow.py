@@ -122,7 +122,8 @@ def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, con
                       train_summary={"device": result.device, "epochs_run": len(result.history),
                                      "best_epoch": result.best_epoch,
                                      "best_val_macro_f1": round(result.best_val_macro_f1, 4),
-                                     "train_seconds": round(result.train_seconds, 1)})
+                                     "train_seconds": round(result.train_seconds, 1),
+                                     "refit_on_train_and_validation_epochs": result.refit_epochs})
     paths = write_reports(ev, model_dir(config, data) / "reports", card)
     if run is not None:
         run.log_metrics(ev.metrics, prefix="test_")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,11 +11,12 @@ import torch
 
 from pipeline.config import DataConfig, ModelConfig, SplitConfig, TrainConfig
 from pipeline.errors import NamelangError
-from pipeline.features import TEST, TRAIN, build_tensors
+from pipeline.features import TEST, TRAIN, VALIDATION, build_tensors
 from pipeline.train import (
     class_weights,
     length_batches,
     load_checkpoint,
+    refit,
     resolve_device,
     run_key,
     split_metrics,
@@ -76,7 +78,7 @@ def test_same_seed_gives_bit_identical_weights_on_cpu(small_data, tmp_path):
 
 def test_best_weights_are_restored_when_validation_stops_improving(small_data, tmp_path):
     result = train_model(small_data, TINY, tiny_train(tmp_path, epochs=12, patience=1, learning_rate=5e-2,
-                                                      lr_schedule="constant"))
+                                                      lr_schedule="constant", refit_on_train_and_validation=False))
     assert result.stopped_early and len(result.history) < 12
     assert result.best_epoch == len(result.history) - 1
     metrics = split_metrics(result.model, small_data, 1)
@@ -106,6 +108,36 @@ def test_resume_continues_from_the_checkpoint_of_an_interrupted_run(small_data, 
     # resuming a finished run trains nothing more
     again = train_model(small_data, TINY, config, on_epoch=lambda r: seen.append(r["epoch"]), resume=True)
     assert seen == [3, 4, 5] and again.best_epoch == full.best_epoch
+
+
+def test_refit_retrains_on_train_and_validation_for_the_best_epoch_count(small_data, tmp_path):
+    config = tiny_train(tmp_path, epochs=5, patience=10, refit_on_train_and_validation=True)
+    result = train_model(small_data, TINY, config)
+    assert result.refit_epochs == result.best_epoch and 0 < result.refit_seconds < result.train_seconds
+    assert len(result.history) == 5 and not result.model.training
+    # the model returned is a fresh, deterministic retraining for best_epoch epochs ...
+    again = refit(small_data, TINY, config, result.best_epoch)
+    assert_same_weights(weights(result.model), weights(again))
+    # ... not the first phase's best weights ...
+    first = load_checkpoint(result.checkpoint)["best_state"]
+    assert not torch.equal(first["head.weight"], result.model.state_dict()["head.weight"])
+    # ... and it learns from the validation rows too
+    shuffled = copy.copy(small_data)
+    val = small_data.indices(VALIDATION)
+    shuffled.labels = small_data.labels.clone()
+    shuffled.labels[val] = small_data.labels[val].roll(1)
+    assert not torch.equal(refit(shuffled, TINY, config, result.best_epoch).head.weight, again.head.weight)
+    # resuming the finished run returns the stored refit model without training again
+    seen: list[int] = []
+    resumed = train_model(small_data, TINY, config, on_epoch=lambda r: seen.append(r["epoch"]), resume=True)
+    assert seen == [] and resumed.refit_epochs == result.best_epoch
+    assert_same_weights(weights(resumed.model), weights(result.model))
+
+
+def test_without_refit_the_first_phase_model_is_returned(small_data, tmp_path):
+    result = train_model(small_data, TINY, tiny_train(tmp_path, epochs=2, refit_on_train_and_validation=False))
+    assert result.refit_epochs is None and result.refit_seconds == 0.0
+    assert_same_weights(weights(result.model), load_checkpoint(result.checkpoint)["best_state"])
 
 
 def test_a_corrupted_checkpoint_is_a_clear_error(small_data, tmp_path):
