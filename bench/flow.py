@@ -82,19 +82,26 @@ def main() -> None:
     warm_up()
     server_s = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    table, data = direct_data_steps(config)
-    direct_data_s = time.perf_counter() - t0
-    run = workflow.start_run(config, table)
-    result = workflow.train(data, config, run)
-    ev, _ = workflow.evaluate_model(result, data, table, config, run)
-    workflow.register_model(workflow.save_model(result, data, config), ev, data, run)
-    run.finish()
-    direct_s = time.perf_counter() - t0
+    def direct() -> tuple[float, float, object]:
+        t0 = time.perf_counter()
+        table, data = direct_data_steps(config)
+        data_s = time.perf_counter() - t0
+        run = workflow.start_run(config, table)
+        result = workflow.train(data, config, run)
+        ev, _ = workflow.evaluate_model(result, data, table, config, run)
+        workflow.register_model(workflow.save_model(result, data, config), ev, data, run)
+        run.finish()
+        return time.perf_counter() - t0, data_s, result
 
+    # direct, flow, direct again: the first run in a process pays one-time warm-up, so the direct
+    # figure is the faster of two runs that bracket the flow
+    direct_s, direct_data_s, result = direct()
     t0 = time.perf_counter()
     first = train_name_classifier(config)
     flow_s = time.perf_counter() - t0
+    again = direct()
+    if again[0] < direct_s:
+        direct_s, direct_data_s, result = again
     t0 = time.perf_counter()
     second = train_name_classifier(config)
     cached_flow_s = time.perf_counter() - t0

@@ -22,13 +22,13 @@ from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from pipeline import features, ingest, normalize, workflow
+from pipeline import features, ingest, normalize, store, workflow
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig
 from pipeline.evaluate import Evaluation
 from pipeline.features import TensorData
-from pipeline.ingest import IngestResult
 from pipeline.normalize import NamesTable
 from pipeline.registry import model_uri
+from pipeline.store import Stored
 from pipeline.tracking import MODEL_NAME, TrackedRun, tracking_uri
 from pipeline.train import TrainResult
 
@@ -61,26 +61,27 @@ def fetch_source(config: DataConfig) -> Path:
 
 
 @task(name="ingest", cache_key_fn=_ingest_key, persist_result=True)
-def ingest_source(config: DataConfig, local_source: Path, fingerprint: str) -> IngestResult:
-    return workflow.ingest_source(config, local_source)
+def ingest_source(config: DataConfig, local_source: Path, fingerprint: str) -> Stored:
+    raw = workflow.ingest_source(config, local_source)
+    return store.store_ingest(raw, config.cache_dir, _key(fingerprint, workflow.code_version(ingest)))
 
 
 @task(name="normalize", cache_key_fn=_normalize_key, persist_result=True)
-def normalize_names(raw: IngestResult, config: DataConfig, fingerprint: str) -> NamesTable:
-    return workflow.normalize_names(raw, config)
+def normalize_names(raw: Stored, config: DataConfig, fingerprint: str) -> Stored:
+    return store.store_table(workflow.normalize_names(store.load_ingest(raw), config), config.cache_dir)
 
 
 @task(name="write-table", cache_policy=NO_CACHE)
-def write_table(table: NamesTable, config: DataConfig) -> dict[str, Path]:
-    paths = workflow.write_table(table, config)
-    create_markdown_artifact(key="data-quality", markdown=normalize.quality_markdown(table.quality),
+def write_table(table: Stored, config: DataConfig) -> dict[str, Path]:
+    paths = workflow.write_table(store.load_table(table), config)
+    create_markdown_artifact(key="data-quality", markdown=normalize.quality_markdown(table.meta["quality"]),
                              description=f"Data-quality report of names table {table.sha256[:12]}")
     return paths
 
 
 @task(name="build-tensors", cache_key_fn=_tensors_key, persist_result=True)
-def build_tensors(table: NamesTable, split: SplitConfig, processed_dir: Path) -> TensorData:
-    return workflow.build_tensors(table, split, processed_dir)
+def build_tensors(table: Stored, split: SplitConfig, processed_dir: Path, cache_dir: Path) -> Stored:
+    return store.store_tensors(workflow.build_tensors(store.load_table(table), split, processed_dir), cache_dir)
 
 
 @task(name="start-mlflow-run", cache_policy=NO_CACHE, **RETRY)
@@ -166,17 +167,24 @@ def prepare_data(config: PipelineConfig) -> PreparedData:
             config.data.download_retries) if config.data.download_retries else 0,
     )(config.data)
     fingerprint = workflow.source_fingerprint(Path(local))
-    states = {}
-    states["ingest"] = cached["ingest"](config.data, local, fingerprint, return_state=True)
-    states["normalize"] = cached["normalize"](states["ingest"].result(), config.data, fingerprint,
-                                              return_state=True)
-    table = states["normalize"].result()
-    write_table(table, config.data)
-    states["build-tensors"] = cached["build-tensors"](table, config.split, config.data.processed_dir,
-                                                      return_state=True)
-    data = states["build-tensors"].result()
+    states: dict = {}
+    raw = _run(cached["ingest"], states, config.data, local, fingerprint)
+    table_ref = _run(cached["normalize"], states, raw, config.data, fingerprint)
+    write_table(table_ref, config.data)
+    tensors_ref = _run(cached["build-tensors"], states, table_ref, config.split, config.data.processed_dir,
+                       config.data.cache_dir)
+    table, data = store.load_table(table_ref), store.load_tensors(tensors_ref)
     steps = {name: "cached" if state.name == "Cached" else "ran" for name, state in states.items()}
     return PreparedData(table, data, steps, time.perf_counter() - started)
+
+
+def _run(step, states: dict, *args) -> Stored:
+    """Run a cached data step; if its cached files were deleted since, run it again for real."""
+    state = step(*args, return_state=True)
+    if not state.result().exists():
+        state = step.with_options(refresh_cache=True)(*args, return_state=True)
+    states[step.name] = state
+    return state.result()
 
 
 @flow(name="train-name-classifier", log_prints=True)

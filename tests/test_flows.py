@@ -71,6 +71,17 @@ def test_rerun_on_unchanged_data_uses_cache(first_run):
     assert (config.data.cache_dir).is_dir() and any(config.data.cache_dir.iterdir())
 
 
+def test_deleted_cache_files_are_rebuilt_not_trusted(first_run):
+    config, _ = first_run
+    stored = [p for p in config.data.cache_dir.iterdir() if p.suffix in (".arrow", ".pt")]
+    assert {p.name.split("-")[0] for p in stored} == {"raw", "names", "rejected", "tensors"}
+    for path in stored:
+        path.unlink()
+    summary = train_name_classifier(config)
+    assert summary["data_steps"] == {"ingest": "ran", "normalize": "ran", "build-tensors": "ran"}
+    assert all(p.exists() for p in stored)
+
+
 def test_changed_data_is_not_served_from_cache(first_run, harness, tmp_path):
     config, _ = first_run
     source = small_names_folder(tmp_path, per_language=50)

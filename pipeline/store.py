@@ -1,0 +1,78 @@
+"""Stage outputs kept as files in the cache folder, handed between steps as small references.
+
+Orchestrators persist task results to reuse them; a million-row table pickled into a result
+record costs about as much to read back as to recompute. Here each output is written once in
+Arrow IPC (memory-mapped on read, near-free) or a tensors file, named by its content hash, and
+the reference (`Stored`) is what gets persisted: a cached rerun reads a few hundred bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from pipeline import features
+from pipeline.atomic import atomic_path
+from pipeline.features import TensorData
+from pipeline.ingest import FileProvenance, IngestResult
+from pipeline.normalize import NamesTable
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Where a stage output lives, its content hash, and the small metadata that travels with it."""
+
+    paths: dict[str, str]
+    sha256: str
+    meta: dict = field(default_factory=dict)
+
+    def exists(self) -> bool:
+        return all(Path(p).exists() for p in self.paths.values())
+
+
+def _write_arrow(table: pa.Table, path: Path) -> str:
+    if not path.exists():  # content-addressed: an existing file already holds these rows
+        with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
+                pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    return str(path)
+
+
+def _read_arrow(path: str) -> pa.Table:
+    with pa.memory_map(path) as source:
+        return pa.ipc.open_file(source).read_all()
+
+
+def store_ingest(raw: IngestResult, cache_dir: Path, key: str) -> Stored:
+    path = _write_arrow(raw.table, Path(cache_dir) / f"raw-{key}.arrow")
+    return Stored({"raw": path}, key, {"files": [asdict(f) for f in raw.files], "run": raw.run})
+
+
+def load_ingest(ref: Stored) -> IngestResult:
+    return IngestResult(_read_arrow(ref.paths["raw"]), [FileProvenance(**f) for f in ref.meta["files"]],
+                        ref.meta["run"])
+
+
+def store_table(table: NamesTable, cache_dir: Path) -> Stored:
+    folder = Path(cache_dir)
+    paths = {"names": _write_arrow(table.names, folder / f"names-{table.sha256}.arrow"),
+             "rejected": _write_arrow(table.rejected, folder / f"rejected-{table.sha256}.arrow")}
+    return Stored(paths, table.sha256, {"provenance": table.provenance, "quality": table.quality})
+
+
+def load_table(ref: Stored) -> NamesTable:
+    return NamesTable(_read_arrow(ref.paths["names"]), _read_arrow(ref.paths["rejected"]),
+                      ref.meta["provenance"], ref.meta["quality"])
+
+
+def store_tensors(data: TensorData, cache_dir: Path) -> Stored:
+    path = Path(cache_dir) / f"tensors-{data.sha256}.pt"
+    if not path.exists():
+        features.save_tensors(data, path)
+    return Stored({"tensors": str(path)}, data.sha256)
+
+
+def load_tensors(ref: Stored) -> TensorData:
+    return features.load_tensors(ref.paths["tensors"])
