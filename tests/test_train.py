@@ -16,6 +16,7 @@ from pipeline.train import (
     class_weights,
     length_batches,
     load_checkpoint,
+    predict_logits,
     refit,
     resolve_device,
     run_key,
@@ -178,9 +179,8 @@ def test_class_weights_have_mean_one_and_favour_rare_classes():
     assert torch.equal(class_weights(counts, 0.0), torch.ones(3))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: auto picks it")
 def test_device_auto_falls_back_to_cpu_and_missing_cuda_is_a_clear_error():
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(NamelangError, match="cuda"):
         resolve_device("cuda")
@@ -197,3 +197,14 @@ def test_short_default_run_on_the_shared_data_learns(tmp_path):
     result = train_model(data, ModelConfig(), TrainConfig(epochs=2, progress=False, checkpoint_dir=tmp_path / "ck"))
     assert len(result.history) == 2 and result.history[1]["train_loss"] < result.history[0]["train_loss"]
     assert result.history[-1]["val_acc"] > 0.6 and len(data.indices(TRAIN)) > 10000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_with_bf16_autocast_learns_and_returns_a_usable_model(small_data, tmp_path):
+    result = train_model(small_data, TINY, tiny_train(tmp_path, device="auto", epochs=6))
+    assert result.device.startswith("cuda")
+    assert next(result.model.parameters()).is_cuda
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    cpu_model = result.model.cpu()
+    logits = predict_logits(cpu_model, small_data.tokens[:8], small_data.lengths[:8])
+    assert logits.shape == (8, len(small_data.label_names)) and torch.isfinite(logits).all()
