@@ -92,7 +92,10 @@ def train(
                                     ("train", "device", device), ("train", "progress", progress)):
             if value is not None:
                 setattr(getattr(config, section), key, value)
-    except (OSError, json.JSONDecodeError, ValidationError) as exc:
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        fail(NamelangError(f"bad configuration: {problems}", config_file))
+    except (OSError, json.JSONDecodeError) as exc:
         fail(NamelangError(f"bad configuration: {exc}", config_file))
     from flows.training import train_name_classifier
 

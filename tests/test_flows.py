@@ -208,3 +208,24 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         _kill(server)
         for log in logs.values():
             log.close()
+
+
+def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    settings = tiny_config(tmp_path, harness["source"]).model_dump(mode="json")
+    config_file = tmp_path / "settings.json"
+    config_file.write_text(json.dumps(settings))
+    result = CliRunner().invoke(app, ["train", "--source", str(harness["source"]), "--config", str(config_file),
+                                      "--epochs", "2", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "trained namelang version" in result.output and "alias '" in result.output
+    assert "next:" in result.output and "ui --backend-store-uri" in result.output and "predict" in result.output
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"train": {"epochs": 0}}))
+    result = CliRunner().invoke(app, ["train", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {bad}: bad configuration: train.epochs: Input should be greater " \
+                                    "than or equal to 1"
