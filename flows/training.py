@@ -42,17 +42,20 @@ def _key(*parts: Any) -> str:
 
 def _ingest_key(ctx: TaskRunContext, params: dict) -> str:
     cfg: DataConfig = params["config"]
-    return "ingest-" + _key(params["fingerprint"], workflow.code_version(ingest), cfg.max_member_bytes)
+    # the source's location is part of the key: provenance records where the names came from
+    return "ingest-" + _key(params["fingerprint"], cfg.source, workflow.code_version(ingest, store),
+                            cfg.max_member_bytes)
 
 
 def _normalize_key(ctx: TaskRunContext, params: dict) -> str:
     cfg: DataConfig = params["config"]
-    return "normalize-" + _key(params["fingerprint"], workflow.code_version(ingest, normalize), cfg.max_name_chars)
+    return "normalize-" + _key(params["fingerprint"], cfg.source, workflow.code_version(ingest, normalize, store),
+                               cfg.max_name_chars)
 
 
 def _tensors_key(ctx: TaskRunContext, params: dict) -> str:
     split: SplitConfig = params["split"]
-    return "tensors-" + _key(params["table"].sha256, split.model_dump_json(), workflow.code_version(features))
+    return "tensors-" + _key(params["table"].sha256, split.model_dump_json(), workflow.code_version(features, store))
 
 
 @task(name="fetch-source", cache_policy=NO_CACHE, **RETRY)
@@ -63,7 +66,7 @@ def fetch_source(config: DataConfig) -> Path:
 @task(name="ingest", cache_key_fn=_ingest_key, persist_result=True)
 def ingest_source(config: DataConfig, local_source: Path, fingerprint: str) -> Stored:
     raw = workflow.ingest_source(config, local_source)
-    return store.store_ingest(raw, config.cache_dir, _key(fingerprint, workflow.code_version(ingest)))
+    return store.store_ingest(raw, config.cache_dir, _key(fingerprint, config.source, workflow.code_version(ingest)))
 
 
 @task(name="normalize", cache_key_fn=_normalize_key, persist_result=True)
