@@ -191,6 +191,26 @@ def predict(
 
 
 @app.command()
+def batch(
+    input_path: Annotated[Path, typer.Argument(help="Parquet, CSV or text file of names")],
+    out: Annotated[Path | None, typer.Option(help="Output Parquet (default: <input>.predictions.parquet)")] = None,
+    model: Annotated[str, typer.Option(help="Model URI")] = "models:/namelang@champion",
+    column: Annotated[str, typer.Option(help="Column holding the names (Parquet, CSV)")] = "name",
+    chunk_size: Annotated[int, typer.Option(help="Names per chunk (bounds memory)")] = 50_000,
+) -> None:
+    """Predict a whole file through the `batch-predict` flow; writes Parquet with the top-3 languages."""
+    _quiet_telemetry()
+    from flows.batch_predict import batch_predict
+
+    try:
+        stats = batch_predict(str(input_path), str(out) if out else None, model, column, chunk_size)
+    except NamelangError as exc:
+        fail(exc)
+    typer.echo(f"{stats['rows']} names -> {stats['output']} ({stats['errors']} could not be classified; "
+               f"model version {stats['model_version']})")
+
+
+@app.command()
 def serve(
     model: Annotated[str, typer.Option(help="Model URI")] = "models:/namelang@champion",
     host: Annotated[str, typer.Option()] = "127.0.0.1",

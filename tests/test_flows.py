@@ -229,3 +229,19 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {bad}: bad configuration: train.epochs: Input should be greater " \
                                     "than or equal to 1"
+
+
+def test_cli_batch_predicts_a_file(first_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    names = tmp_path / "names.txt"
+    names.write_text("Nakamura\nRossi\n\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["batch", str(names)])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "names.predictions.parquet"
+    assert f"3 names -> {out} (1 could not be classified" in result.output
+    assert len(pd.read_parquet(out)) == 3
+    missing = CliRunner().invoke(app, ["batch", str(tmp_path / "nope.csv")])
+    assert missing.exit_code == 2 and "input file not found" in missing.output
