@@ -137,8 +137,7 @@ def model_card(ev: Evaluation, *, provenance: dict, split_config: dict, config: 
         f"## Metrics ({ev.split} split, {m['n']} distinct names)",
         f"- accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, weighted F1 {m['weighted_f1']:.4f}",
         f"- top-3 accuracy {m['top3_accuracy']:.4f}, log-loss {m['log_loss']:.4f}", "",
-        "## Per language", "", ev.per_language.to_markdown(index=False, floatfmt=".3f")
-        if _has_tabulate() else ev.per_language.to_string(index=False), "",
+        "## Per language", "", ev.per_language.to_markdown(index=False, floatfmt=".3f"), "",
         "## Known limits",
         "- Many surnames are shared by several languages (almost every Scottish name is also English); "
         "such a name cannot be told apart by spelling, and it caps the reachable accuracy.",
@@ -148,14 +147,6 @@ def model_card(ev: Evaluation, *, provenance: dict, split_config: dict, config: 
         "- Names are reduced to the notebook's ASCII alphabet; other scripts are refused, not transliterated.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def write_reports(ev: Evaluation, out_dir: str | Path, card: str) -> dict[str, Path]:

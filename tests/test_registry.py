@@ -62,6 +62,10 @@ def test_run_logs_params_curves_dataset_and_artifacts(store):
     for name in ("evaluation/confusion_matrix.png", "evaluation/model_card.md", "evaluation/per_language.csv",
                  "evaluation/misclassified.csv", "data/provenance.json", "data/quality.md"):
         assert name in artifacts
+    card = Path(client.download_artifacts(run.info.run_id, "evaluation/model_card.md")).read_text()
+    assert run.data.tags["namelang.data_sha256"] in card
+    assert "| language" in card and "| Japanese" in card  # the per-language table, as Markdown
+    assert f"macro-F1 {run.data.metrics['test_macro_f1']:.4f}" in card
 
 
 def test_first_model_is_champion_with_gate_tags(store):
