@@ -28,11 +28,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import mlflow  # noqa: E402
 import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import torch  # noqa: E402
 
 from pipeline import workflow  # noqa: E402
 from pipeline.config import DataConfig, PipelineConfig, TrainConfig  # noqa: E402
 from pipeline.features import encode_names  # noqa: E402
+from pipeline.normalize import to_ascii  # noqa: E402
 from pipeline.tracking import TrackedRun, configure  # noqa: E402
 from pipeline.train import predict_logits  # noqa: E402
 
@@ -68,7 +70,7 @@ def main() -> None:
     raw_names = table.names["name"].to_pylist()
     batch = [raw_names[i] for i in rng.integers(0, len(raw_names), args.names)]
     frame = pd.DataFrame({"name": batch})
-    ascii_batch = workflow.normalize.to_ascii(workflow.normalize.pa.array(batch)).to_pylist()
+    ascii_batch = to_ascii(pa.array(batch)).to_pylist()
     tokens, lengths = encode_names(ascii_batch)
 
     def timed(fn, repeat: int = 3) -> float:
@@ -86,7 +88,7 @@ def main() -> None:
 
     singles = [[raw_names[i]] for i in rng.integers(0, len(raw_names), args.calls)]
     one_frames = [pd.DataFrame({"name": s}) for s in singles]
-    one_tensors = [encode_names(workflow.normalize.to_ascii(workflow.normalize.pa.array(s)).to_pylist())
+    one_tensors = [encode_names(to_ascii(pa.array(s)).to_pylist())
                    for s in singles]
     for f in one_frames[:50]:  # warm-up
         pyfunc.predict(f)

@@ -413,6 +413,13 @@ def quality_markdown(quality: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def output_paths(out_dir: str | Path) -> dict[str, Path]:
+    """Where `write_names_table` puts the names table, the rejected rows and the quality report."""
+    out = Path(out_dir)
+    return {"names": out / NAMES_FILE, "rejected": out / REJECTED_FILE,
+            "quality_json": out / QUALITY_JSON, "quality_md": out / QUALITY_MD}
+
+
 def write_names_table(table: NamesTable, out_dir: str | Path) -> dict[str, Path]:
     """Write names, rejected rows and the quality report, all or nothing.
 
@@ -420,9 +427,7 @@ def write_names_table(table: NamesTable, out_dir: str | Path) -> dict[str, Path]
     do they replace the old ones (names.parquet last), so a failure leaves the previous files as
     they were.
     """
-    out = Path(out_dir)
-    paths = {"names": out / NAMES_FILE, "rejected": out / REJECTED_FILE,
-             "quality_json": out / QUALITY_JSON, "quality_md": out / QUALITY_MD}
+    paths = output_paths(out_dir)
     with contextlib.ExitStack() as stack:
         # temp files replace their targets when the stack unwinds: in reverse order, names last
         tmp = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}

@@ -6,7 +6,6 @@ tasks or threads log into the same run without relying on MLflow's global "activ
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -158,6 +157,3 @@ def _requirements() -> list[str]:
 
     return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "pandas", "pyarrow", "numpy")]
 
-
-def json_tag(value: object) -> str:
-    return json.dumps(value, default=str)[:5000]

@@ -302,10 +302,3 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, best_state, state,
                     "torch_rng": torch.get_rng_state(), "batch_rng": generator.get_state(),
                     "refit_state": refit_state}, tmp)
 
-
-def describe_device(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"{device} ({torch.cuda.get_device_name()}, bf16 autocast)"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return f"cpu ({torch.get_num_threads()} threads)"

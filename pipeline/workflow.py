@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from pipeline import __version__, features, ingest, normalize
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
@@ -67,9 +65,7 @@ def normalize_names(raw: IngestResult, config: DataConfig) -> NamesTable:
 
 def write_table(table: NamesTable, config: DataConfig) -> dict[str, Path]:
     """Write the tables and reports, unless the same content (by hash) is already there."""
-    out = Path(config.processed_dir)
-    paths = {"names": out / normalize.NAMES_FILE, "rejected": out / normalize.REJECTED_FILE,
-             "quality_json": out / normalize.QUALITY_JSON, "quality_md": out / normalize.QUALITY_MD}
+    paths = normalize.output_paths(config.processed_dir)
     if all(p.exists() for p in paths.values()):
         try:
             if normalize.read_provenance(paths["names"]).get("content_sha256") == table.sha256:
@@ -128,9 +124,9 @@ def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, con
     if run is not None:
         run.log_metrics(ev.metrics, prefix="test_")
         run.log_artifacts(paths, "evaluation")
-        quality = {k: Path(config.data.processed_dir) / v
-                   for k, v in {"json": normalize.QUALITY_JSON, "md": normalize.QUALITY_MD}.items()}
-        run.log_artifacts({k: p for k, p in quality.items() if p.exists()}, "data")
+        quality = {k: p for k, p in normalize.output_paths(config.data.processed_dir).items()
+                   if k.startswith("quality") and p.exists()}
+        run.log_artifacts(quality, "data")
     return ev, paths
 
 
@@ -184,10 +180,12 @@ def summary(result: TrainResult, ev: Evaluation, registration: Registration | No
 
 def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> dict:
     """Every stage, in order, without Prefect: ingest -> normalize -> tensors -> train -> evaluate -> register."""
+    started = time.perf_counter()
     local = fetch_source(config.data)
     table = normalize_names(ingest_source(config.data, local), config.data)
     write_table(table, config.data)
     data = build_tensors(table, config.split, config.data.processed_dir)
+    data_steps_s = time.perf_counter() - started
     run = start_run(config, table, tags)
     try:
         result = train(data, config, run)
@@ -198,8 +196,5 @@ def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> 
         run.finish("FAILED")
         raise
     run.finish()
-    return summary(result, ev, registration)
+    return {**summary(result, ev, registration), "data_steps_s": round(data_steps_s, 3)}
 
-
-def dumps(obj: object) -> str:
-    return json.dumps(obj, indent=2, default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
