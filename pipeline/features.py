@@ -150,9 +150,15 @@ def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> Te
                       label_names, name_ascii.tolist(), table_sha256, config.model_dump())
 
 
+TENSORS_FORMAT = 2  # 2: names as one newline-joined ASCII byte tensor (format 1 pickled a list)
+
+
 def save_tensors(data: TensorData, path: str | Path) -> Path:
+    """One file, written atomically; names travel as bytes, a list of a million strings is slow to unpickle."""
+    blob = "\n".join(data.names).encode("ascii")
+    fields = {**data.__dict__, "names": torch.frombuffer(bytearray(blob), dtype=torch.uint8)}
     with atomic_path(path) as tmp:
-        torch.save({**data.__dict__, "format": 1}, tmp)
+        torch.save({**fields, "format": TENSORS_FORMAT}, tmp)
     return Path(path)
 
 
@@ -164,5 +170,10 @@ def load_tensors(path: str | Path) -> TensorData:
         raw = torch.load(path, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
         raise NamelangError(f"tensors file is corrupt or unreadable ({type(exc).__name__})", path) from exc
-    raw.pop("format", None)
+    version = raw.pop("format", None)
+    if version not in (1, TENSORS_FORMAT):
+        raise NamelangError(f"tensors file has unknown format {version!r}; rebuild it", path)
+    if version == TENSORS_FORMAT:
+        blob = raw["names"].numpy().tobytes().decode("ascii")
+        raw["names"] = blob.split("\n") if len(raw["labels"]) else []
     return TensorData(**raw)

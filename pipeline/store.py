@@ -8,7 +8,8 @@ the reference (`Stored`) is what gets persisted: a cached rerun reads a few hund
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,11 +23,19 @@ from pipeline.normalize import NamesTable
 
 @dataclass(frozen=True)
 class Stored:
-    """Where a stage output lives, its content hash, and the small metadata that travels with it."""
+    """Where a stage output lives, its content hash, and the small metadata that travels with it.
+
+    The metadata is kept as JSON text: an orchestrator walks every nested dict and list of a task's
+    parameters looking for futures, and provenance plus quality reports are thousands of items.
+    """
 
     paths: dict[str, str]
     sha256: str
-    meta: dict = field(default_factory=dict)
+    meta_json: str = "{}"
+
+    @property
+    def meta(self) -> dict:
+        return json.loads(self.meta_json)
 
     def exists(self) -> bool:
         return all(Path(p).exists() for p in self.paths.values())
@@ -47,24 +56,25 @@ def _read_arrow(path: str) -> pa.Table:
 
 def store_ingest(raw: IngestResult, cache_dir: Path, key: str) -> Stored:
     path = _write_arrow(raw.table, Path(cache_dir) / f"raw-{key}.arrow")
-    return Stored({"raw": path}, key, {"files": [asdict(f) for f in raw.files], "run": raw.run})
+    return Stored({"raw": path}, key, json.dumps({"files": [asdict(f) for f in raw.files], "run": raw.run}))
 
 
 def load_ingest(ref: Stored) -> IngestResult:
-    return IngestResult(_read_arrow(ref.paths["raw"]), [FileProvenance(**f) for f in ref.meta["files"]],
-                        ref.meta["run"])
+    meta = ref.meta
+    return IngestResult(_read_arrow(ref.paths["raw"]), [FileProvenance(**f) for f in meta["files"]], meta["run"])
 
 
 def store_table(table: NamesTable, cache_dir: Path) -> Stored:
     folder = Path(cache_dir)
     paths = {"names": _write_arrow(table.names, folder / f"names-{table.sha256}.arrow"),
              "rejected": _write_arrow(table.rejected, folder / f"rejected-{table.sha256}.arrow")}
-    return Stored(paths, table.sha256, {"provenance": table.provenance, "quality": table.quality})
+    return Stored(paths, table.sha256, json.dumps({"provenance": table.provenance, "quality": table.quality}))
 
 
 def load_table(ref: Stored) -> NamesTable:
+    meta = ref.meta
     return NamesTable(_read_arrow(ref.paths["names"]), _read_arrow(ref.paths["rejected"]),
-                      ref.meta["provenance"], ref.meta["quality"])
+                      meta["provenance"], meta["quality"])
 
 
 def store_tensors(data: TensorData, cache_dir: Path) -> Stored:

@@ -6,14 +6,18 @@ calling `run_pipeline` runs the identical work without Prefect (a notebook, a be
 
 from __future__ import annotations
 
+import filecmp
+import functools
 import hashlib
 import inspect
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline import __version__, features, ingest, normalize
+from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
 from pipeline.errors import NamelangError
 from pipeline.evaluate import Evaluation, evaluate, model_card, write_reports
@@ -26,6 +30,7 @@ from pipeline.tracking import MODEL_NAME, TrackedRun, configure
 from pipeline.train import TrainResult, run_key, train_model
 
 
+@functools.cache
 def code_version(*modules) -> str:
     """Version of the code behind a stage: package version plus a hash of the modules' source."""
     h = hashlib.sha256(__version__.encode())
@@ -79,6 +84,18 @@ def build_tensors(table: NamesTable, split: SplitConfig, processed_dir: Path) ->
     data = features.build_tensors(table.names, table.sha256, split)
     features.save_tensors(data, Path(processed_dir) / features.TENSORS_FILE)
     return data
+
+
+def publish_tensors(cached_file: Path, processed_dir: Path) -> Path:
+    """Make `processed_dir/tensors.pt` hold the tensors a (cached) run trained on.
+
+    A cached run skips building them, and the folder may be new or hold another split's tensors.
+    """
+    target = Path(processed_dir) / features.TENSORS_FILE
+    if not (target.exists() and filecmp.cmp(cached_file, target, shallow=False)):
+        with atomic_path(target) as tmp:
+            shutil.copyfile(cached_file, tmp)
+    return target
 
 
 def start_run(config: PipelineConfig, table: NamesTable, tags: dict[str, str] | None = None) -> TrackedRun:

@@ -14,11 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from prefect import flow
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.batch_predict import batch_predict
-from flows.training import train_name_classifier
+from flows.training import prepare_data, train_name_classifier
 from pipeline.errors import NamelangError
+from pipeline.features import load_tensors
 from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
 
 pytestmark = pytest.mark.slow
@@ -88,6 +90,30 @@ def test_changed_data_is_not_served_from_cache(first_run, harness, tmp_path):
     summary = train_name_classifier(config.model_copy(update={"data": config.data.model_copy(
         update={"source": str(source)})}))
     assert summary["data_steps"]["ingest"] == "ran" and summary["data_steps"]["normalize"] == "ran"
+
+
+@flow
+def data_steps(config) -> dict:
+    """The training flow's data steps alone: what a rerun takes from the cache, without training."""
+    return prepare_data(config).steps
+
+
+def test_changed_split_reruns_only_the_tensors(first_run):
+    config, _ = first_run
+    changed = config.model_copy(update={"split": config.split.model_copy(update={"seed": config.split.seed + 1})})
+    assert data_steps(changed) == {"ingest": "cached", "normalize": "cached", "build-tensors": "ran"}
+    assert load_tensors(config.data.processed_dir / "tensors.pt").split_config["seed"] == changed.split.seed
+    # back to the first settings: all from the cache, and data/processed holds the tensors used again
+    assert set(data_steps(config).values()) == {"cached"}
+    assert load_tensors(config.data.processed_dir / "tensors.pt").split_config["seed"] == config.split.seed
+
+
+def test_cached_run_writes_a_deleted_table_again(first_run):
+    config, _ = first_run
+    table = config.data.processed_dir / "names.parquet"
+    table.unlink()
+    assert set(data_steps(config).values()) == {"cached"}
+    assert table.exists()
 
 
 class _Failing(BaseHTTPRequestHandler):
