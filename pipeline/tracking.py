@@ -138,11 +138,15 @@ class TrackedRun:
         from pipeline.pyfunc import INPUT_EXAMPLE, code_path, entry_point, signature
 
         with mlflow.start_run(run_id=self.run_id):
-            return mlflow.pyfunc.log_model(
+            info = mlflow.pyfunc.log_model(
                 name="model", python_model=entry_point(), artifacts={"bundle": str(bundle)},
                 code_paths=[code_path()], signature=signature(), input_example=INPUT_EXAMPLE,
                 pip_requirements=_requirements(), tags=tags,
             )
+        # leaving the fluent run marks it FINISHED; registration is still to come, and `finish`
+        # decides the final status (FAILED if a later step breaks)
+        self.client.update_run(self.run_id, status="RUNNING")
+        return info
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)

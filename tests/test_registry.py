@@ -187,6 +187,21 @@ def test_unreachable_tracking_server_fails_clearly_and_keeps_model(store, monkey
     assert bundle.exists() and bundle.stat().st_size > 0
 
 
+def test_logging_the_model_leaves_the_run_open_for_its_final_status(store):
+    """MLflow's fluent API ends a run it resumes; registration comes after, and may still fail."""
+    config = store["config"]
+    bundles = sorted(Path(config.data.processed_dir).parent.glob("models/*/model.pt"))
+    assert bundles, "the fixture's run saved its model under data/models/"
+    from pipeline.normalize import read_names_table
+
+    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
+    run = workflow.start_run(config, workflow.NamesTable(names, names.slice(0, 0), provenance, {}))
+    run.log_model(bundles[0])
+    assert MlflowClient().get_run(run.run_id).info.status == "RUNNING"
+    run.finish("FAILED")
+    assert MlflowClient().get_run(run.run_id).info.status == "FAILED"
+
+
 def test_mlflow_models_serve_answers_invocations(store):
     port = free_port()
     # mlflow starts `uvicorn` by name: the virtualenv's bin must be on PATH, as `namelang serve` ensures
