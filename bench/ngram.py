@@ -33,7 +33,7 @@ class NgramResult:
     grid: list[dict]
 
 
-def _texts(data: TensorData, side: int) -> tuple[list[str], np.ndarray]:
+def texts(data: TensorData, side: int) -> tuple[list[str], np.ndarray]:
     idx = data.indices(side).numpy()
     return [data.names[i] for i in idx], data.labels[idx].numpy()
 
@@ -52,8 +52,8 @@ def scores(y: np.ndarray, pred: np.ndarray) -> dict:
 
 def fit_ngram(data: TensorData) -> NgramResult:
     """Grid over C x class_weight, chosen on validation macro-F1, refit timing reported alone."""
-    x_train, y_train = _texts(data, TRAIN)
-    x_val, y_val = _texts(data, VALIDATION)
+    x_train, y_train = texts(data, TRAIN)
+    x_val, y_val = texts(data, VALIDATION)
     grid, best = [], None
     t_grid = time.perf_counter()
     for C in GRID_C:
@@ -72,7 +72,7 @@ def fit_ngram(data: TensorData) -> NgramResult:
 
 
 def evaluate(result: NgramResult, data: TensorData, side: int = TEST) -> dict:
-    x, y = _texts(data, side)
+    x, y = texts(data, side)
     t0 = time.perf_counter()
     pred = result.model.predict(x)
     seconds = time.perf_counter() - t0
