@@ -120,13 +120,13 @@ class TrackedRun:
         with warnings.catch_warnings():  # hints about local-path sources and integer nulls do not apply here
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(names, source=source, name="names",
-                                              digest=provenance["content_sha256"][:36])
+                                              digest=provenance["content_sha256"][:36])._to_mlflow_entity()
         from mlflow.entities import DatasetInput, InputTag
 
         tags = [InputTag("mlflow.data.context", "training"),
                 InputTag("namelang.source_uri", str(provenance["ingest"]["source_uri"])[:500]),
                 InputTag("namelang.content_sha256", provenance["content_sha256"])]
-        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+        self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)])
         self.client.log_dict(self.run_id, provenance, "data/provenance.json")
 
     def log_artifacts(self, paths: dict[str, Path], folder: str) -> None:
