@@ -153,6 +153,7 @@ def predict(
 ) -> None:
     """Which language does each surname come from? Uses the registered champion by default."""
     _quiet_telemetry()
+    from pipeline.predict import rank_columns
     from pipeline.registry import load_model
     from pipeline.tracking import configure
 
@@ -171,8 +172,7 @@ def predict(
     records = []
     for row in frame.to_dict("records"):
         row["error"] = row["error"] if isinstance(row["error"], str) and row["error"] else None
-        ranked = [(row["language"], row["probability"])] + [
-            (row[f"language_{k}"], row[f"probability_{k}"]) for k in range(2, top + 1)]
+        ranked = [(row[lang], row[prob]) for lang, prob in map(rank_columns, range(1, top + 1))]
         records.append({"name": row["name"], "error": row["error"],
                         "top": [] if row["error"] else [{"language": lang, "probability": round(p, 4)}
                                                         for lang, p in ranked]})

@@ -36,19 +36,36 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
                 for i in range(0, len(names), chunk_size):
                     yield names[i:i + chunk_size]
         else:
-            with open(path, encoding="utf-8-sig") as fh:
-                chunk: list = []
-                for line_number, line in enumerate(fh, 1):  # noqa: B007 - read in the error message
-                    chunk.append(line.rstrip("\r\n"))
-                    if len(chunk) >= chunk_size:
-                        yield chunk
-                        chunk = []
-                if chunk:
-                    yield chunk
-    except UnicodeDecodeError as exc:
-        raise NamelangError(f"not valid UTF-8 text ({exc.reason})", path, locals().get("line_number")) from exc
+            yield from _text_lines(path, chunk_size)
     except (pa.ArrowInvalid, OSError) as exc:
         raise NamelangError(f"cannot read names: {str(exc).splitlines()[0]}", path) from exc
+
+
+def _text_lines(path: Path, chunk_size: int) -> Iterator[list[str]]:
+    """Lines of a UTF-8 text file (BOM and line endings removed), decoded one by one so that a bad
+    byte is reported on its own line (a text-mode file decodes blocks ahead of the line read)."""
+    with open(path, "rb") as fh:
+        chunk: list[str] = []
+        for line_number, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise NamelangError(f"not valid UTF-8 text ({exc.reason})", path, line_number) from exc
+            chunk.append(line.rstrip("\r\n"))
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def _output_schema(columns: list[str]) -> pa.Schema:
+    """Fixed column types: a chunk whose errors (or languages) are all missing must not make the
+    file's column type null, which no later chunk could be written into."""
+    def kind(col: str) -> pa.DataType:
+        return pa.int64() if col == "row" else pa.float64() if col.startswith("probability") else pa.string()
+
+    return pa.schema([(col, kind(col)) for col in columns])
 
 
 def predict_file(model, input_path: str | Path, output_path: str | Path, model_version: str,
@@ -63,10 +80,9 @@ def predict_file(model, input_path: str | Path, output_path: str | Path, model_v
                 frame = model.predict(pd.DataFrame({"name": pd.Series(chunk, dtype=object)}))
                 frame.insert(0, "row", range(rows, rows + len(frame)))
                 frame["model_version"] = model_version
-                table = pa.Table.from_pandas(frame, preserve_index=False)
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-                writer.write_table(table.cast(writer.schema))
+                    writer = pq.ParquetWriter(tmp, _output_schema(list(frame.columns)), compression="zstd")
+                writer.write_table(pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False))
                 rows += len(frame)
                 failed += int(frame["error"].notna().sum())
             if writer is None:

@@ -15,30 +15,45 @@ import torch
 
 from pipeline.features import encode_names
 from pipeline.model import CharClassifier
-from pipeline.normalize import to_ascii
+from pipeline.normalize import REJECTION_REASONS, rejection_codes, to_ascii
 from pipeline.train import predict_logits
 
 TOP_K = 3
+# why a name cannot be classified: the same rules, in the same order, as rows rejected from the
+# training table (`normalize.REJECTION_REASONS`), worded for whoever sent the name
+_MESSAGES = {
+    "blank": "empty name",
+    "control_characters": "control characters in the name",
+    "too_long": "name longer than {max_chars} characters ({length})",
+    "empty_after_normalization": "no Latin letters after normalization",
+    "no_latin_letters": "no Latin letters after normalization",
+}
+
+
+def rank_columns(rank: int) -> tuple[str, str]:
+    """Language and probability columns of the `rank`-th guess (1-based): language, language_2, ..."""
+    suffix = "" if rank == 1 else f"_{rank}"
+    return f"language{suffix}", f"probability{suffix}"
 
 
 def output_columns(top_k: int = TOP_K) -> list[str]:
-    cols = ["name", "language", "probability"]
-    for k in range(2, top_k + 1):
-        cols += [f"language_{k}", f"probability_{k}"]
-    return cols + ["error"]
+    return ["name"] + [col for rank in range(1, top_k + 1) for col in rank_columns(rank)] + ["error"]
 
 
-def _problem(value: Any, ascii_value: str | None, max_chars: int) -> str | None:
-    if not isinstance(value, str):
-        return f"name must be a string, got {type(value).__name__}"
-    stripped = value.strip()
-    if not stripped:
-        return "empty name"
-    if len(stripped) > max_chars:
-        return f"name longer than {max_chars} characters ({len(stripped)})"
-    if ascii_value is not None and not any(c.isascii() and c.isalpha() for c in ascii_value):
-        return "no Latin letters after normalization"
-    return None
+def _problems(names: list[Any], stripped: list[str], ascii_names: list[str], max_chars: int) -> list[str | None]:
+    """Per name, why it cannot be classified (None when it can)."""
+    codes = rejection_codes(pa.array(stripped, type=pa.string()), pa.array(ascii_names, type=pa.string()),
+                            max_chars)
+    problems: list[str | None] = []
+    for value, text, code in zip(names, stripped, codes.tolist(), strict=True):
+        if not isinstance(value, str):
+            problems.append(f"name must be a string, got {type(value).__name__}")
+        elif code:
+            message = _MESSAGES[REJECTION_REASONS[code - 1]]
+            problems.append(message.format(max_chars=max_chars, length=len(text)))
+        else:
+            problems.append(None)
+    return problems
 
 
 @dataclass
@@ -58,16 +73,15 @@ class Predictor:
         or, for a name that cannot be classified, None there and the reason in `error`."""
         top_k = max(1, min(top_k, len(self.label_names)))
         strings = [v.strip() if isinstance(v, str) else "" for v in names]
-        short = [s if len(s) <= self.max_name_chars else "" for s in strings]
+        short = [s if len(s) <= self.max_name_chars else "" for s in strings]  # too long: not worth folding
         ascii_names = to_ascii(pa.array(short, type=pa.string())).to_pylist()
-        problems = [_problem(v, a, self.max_name_chars) for v, a in zip(names, ascii_names, strict=True)]
+        problems = _problems(names, strings, ascii_names, self.max_name_chars)
         ok = np.flatnonzero(np.array([p is None for p in problems], dtype=bool))
         n = len(names)
         columns: dict[str, list] = {"name": [v if isinstance(v, str) else repr(v) for v in names]}
-        for k in range(top_k):
-            suffix = "" if k == 0 else f"_{k + 1}"
-            columns[f"language{suffix}"] = [None] * n
-            columns[f"probability{suffix}"] = [None] * n
+        for rank in range(1, top_k + 1):
+            for col in rank_columns(rank):
+                columns[col] = [None] * n
         columns["error"] = problems
         if len(ok):
             probs = self.probabilities([ascii_names[i] for i in ok])
@@ -75,8 +89,7 @@ class Predictor:
             top_p = np.take_along_axis(probs, top, axis=1).astype(float)
             labels = np.asarray(self.label_names, dtype=object)
             for k in range(top_k):
-                suffix = "" if k == 0 else f"_{k + 1}"
-                lang_col, prob_col = columns[f"language{suffix}"], columns[f"probability{suffix}"]
+                lang_col, prob_col = (columns[c] for c in rank_columns(k + 1))
                 for j, (lang, p) in enumerate(zip(labels[top[:, k]].tolist(), top_p[:, k].tolist(), strict=True)):
                     lang_col[ok[j]] = lang
                     prob_col[ok[j]] = p

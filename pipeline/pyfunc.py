@@ -21,7 +21,7 @@ from pipeline.atomic import atomic_path
 from pipeline.config import ModelConfig
 from pipeline.errors import NamelangError
 from pipeline.model import CharClassifier
-from pipeline.predict import TOP_K, Predictor
+from pipeline.predict import TOP_K, Predictor, output_columns
 
 BUNDLE_FORMAT = 1
 INPUT_EXAMPLE = pd.DataFrame({"name": ["Hinton", "Nakamura", "Schmidt"]})
@@ -75,10 +75,8 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
 
 
 def signature() -> ModelSignature:
-    outputs = [ColSpec("string", "name"), ColSpec("string", "language"), ColSpec("double", "probability")]
-    for k in range(2, TOP_K + 1):
-        outputs += [ColSpec("string", f"language_{k}"), ColSpec("double", f"probability_{k}")]
-    outputs.append(ColSpec("string", "error", required=False))
+    outputs = [ColSpec("double" if col.startswith("probability") else "string", col, required=col != "error")
+               for col in output_columns(TOP_K)]
     return ModelSignature(inputs=Schema([ColSpec("string", "name")]), outputs=Schema(outputs),
                           params=ParamSchema([ParamSpec("top_k", "long", TOP_K)]))
 

@@ -120,10 +120,28 @@ def test_pyfunc_bad_input_gives_per_row_errors(store):
                                       "name longer than 64 characters (10000)", "empty name",
                                       "no Latin letters after normalization"]
     assert out["language"][:4].isna().all() and out["language"][4] in store["labels"]
+    # the training table rejects control characters; so does prediction, rather than guess
+    assert model.predict(pd.DataFrame({"name": ["Tan\x07aka"]}))["error"][0] == "control characters in the name"
     with pytest.raises(MlflowException, match=r"missing inputs \['name'\]"):
         model.predict(pd.DataFrame({"surname": ["Tanaka"]}))
     with pytest.raises(MlflowException, match="name"):
         model.predict(pd.DataFrame({"name": [12]}))
+
+
+def test_batch_file_whose_first_chunk_has_no_errors(store, tmp_path):
+    """Column types stay fixed across chunks: a clean first chunk must not make `error` a null column."""
+    from pipeline.batch import predict_file
+
+    source = tmp_path / "names.txt"
+    source.write_text("Nakamura\nRossi\n\nSmith\n___\n", encoding="utf-8")
+    stats = predict_file(load_model("models:/namelang@champion"), source, tmp_path / "out.parquet", "1",
+                         chunk_size=2)
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    assert stats["rows"] == len(out) == 5 and stats["errors"] == 2
+    errors = out["error"].tolist()
+    assert errors[2] == "empty name" and pd.isna(errors[3]) and errors[4] == "no Latin letters after normalization"
+    assert pd.isna(errors[0]) and pd.isna(errors[1])
+    assert out["language"].notna().tolist() == [True, True, False, True, False]
 
 
 def test_cli_predict_prints_top_languages_and_json(store):

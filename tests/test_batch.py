@@ -1,0 +1,33 @@
+"""Reading names for batch prediction: text, CSV and Parquet, and bad input named by file and line."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pipeline.batch import iter_names
+from pipeline.errors import NamelangError
+
+
+def test_text_file_chunks_strip_bom_and_line_endings(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_bytes("\ufeffNakamura\r\nŚlusàrski\n\nRossi".encode())
+    assert list(iter_names(path, chunk_size=2)) == [["Nakamura", "Ślusàrski"], ["", "Rossi"]]
+
+
+def test_bad_utf8_names_its_own_line_far_into_the_file(tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_bytes(b"Smith\n" * 20_000 + b"Mu\xffller\n" + b"Rossi\n" * 10)
+    with pytest.raises(NamelangError, match="not valid UTF-8") as err:
+        list(iter_names(path))
+    assert str(err.value).startswith(f"{path}:20001:")
+
+
+def test_csv_and_parquet_read_the_named_column(tmp_path):
+    frame = pd.DataFrame({"id": [1, 2, 3], "name": ["Nakamura", "Rossi", "Smith"]})
+    frame.to_csv(tmp_path / "n.csv", index=False)
+    frame.to_parquet(tmp_path / "n.parquet")
+    for path in (tmp_path / "n.csv", tmp_path / "n.parquet"):
+        assert [n for chunk in iter_names(path, chunk_size=2) for n in chunk] == ["Nakamura", "Rossi", "Smith"]
+        with pytest.raises(NamelangError, match="no column 'surname'"):
+            list(iter_names(path, column="surname"))
