@@ -56,7 +56,7 @@ def main() -> None:
     config = PipelineConfig(data=DataConfig(source=args.source, raw_dir=work / "raw", processed_dir=work / "processed"),
                             train=TrainConfig(epochs=args.epochs, progress=False, checkpoint_dir=work / "ckpt"))
     table = workflow.normalize_names(workflow.ingest_source(config.data, Path(args.source)), config.data)
-    data = workflow.build_tensors(table, config.split, config.data.processed_dir)
+    data = workflow.build_tensors(table, config.split)
     result = workflow.train(data, config)
     bundle = workflow.save_model(result, data, config)
     configure()

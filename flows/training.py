@@ -88,8 +88,8 @@ def _report_data_quality(table: NamesTable) -> None:
 
 
 @task(name="build-tensors", cache_key_fn=_tensors_key, persist_result=True)
-def build_tensors(table: Stored, split: SplitConfig, processed_dir: Path, cache_dir: Path) -> Stored:
-    return store.store_tensors(workflow.build_tensors(store.load_table(table), split, processed_dir), cache_dir)
+def build_tensors(table: Stored, split: SplitConfig, cache_dir: Path) -> Stored:
+    return store.store_tensors(workflow.build_tensors(store.load_table(table), split), cache_dir)
 
 
 @task(name="start-mlflow-run", cache_policy=NO_CACHE, **RETRY)
@@ -187,8 +187,7 @@ def prepare_steps(config: PipelineConfig, local_source: Path, fingerprint: str,
     states: dict = {}
     raw = _run(cached["ingest"], states, config.data, local_source, fingerprint)
     table_ref = _run(cached["normalize"], states, raw, config.data, fingerprint)
-    tensors_ref = _run(cached["build-tensors"], states, table_ref, config.split, config.data.processed_dir,
-                       config.data.cache_dir)
+    tensors_ref = _run(cached["build-tensors"], states, table_ref, config.split, config.data.cache_dir)
     return PreparedRefs(table_ref, tensors_ref, {name: _ran_or_cached(state) for name, state in states.items()})
 
 

@@ -6,6 +6,8 @@ character), so there is no per-name one-hot loop as in the notebook.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -114,8 +116,9 @@ class TensorData:
     table_sha256: str
     split_config: dict
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
+        """Content hash (computed once: run keys, tags, cache names and the model card all ask)."""
         h = hashlib.sha256()
         for t in (self.tokens, self.lengths, self.labels, self.split):
             h.update(t.contiguous().numpy().tobytes())
@@ -156,7 +159,8 @@ TENSORS_FORMAT = 2  # 2: names as one newline-joined ASCII byte tensor (format 1
 def save_tensors(data: TensorData, path: str | Path) -> Path:
     """One file, written atomically; names travel as bytes, a list of a million strings is slow to unpickle."""
     blob = "\n".join(data.names).encode("ascii")
-    fields = {**data.__dict__, "names": torch.frombuffer(bytearray(blob), dtype=torch.uint8)}
+    fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}  # not the cached hash
+    fields["names"] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
     with atomic_path(path) as tmp:
         torch.save({**fields, "format": TENSORS_FORMAT}, tmp)
     return Path(path)

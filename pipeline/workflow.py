@@ -80,16 +80,19 @@ def write_table(table: NamesTable, config: DataConfig) -> dict[str, Path]:
     return normalize.write_names_table(table, config.processed_dir)
 
 
-def build_tensors(table: NamesTable, split: SplitConfig, processed_dir: Path) -> TensorData:
-    data = features.build_tensors(table.names, table.sha256, split)
-    features.save_tensors(data, Path(processed_dir) / features.TENSORS_FILE)
-    return data
+def build_tensors(table: NamesTable, split: SplitConfig) -> TensorData:
+    return features.build_tensors(table.names, table.sha256, split)
+
+
+def write_tensors(data: TensorData, processed_dir: Path) -> Path:
+    return features.save_tensors(data, Path(processed_dir) / features.TENSORS_FILE)
 
 
 def publish_tensors(cached_file: Path, processed_dir: Path) -> Path:
-    """Make `processed_dir/tensors.pt` hold the tensors a (cached) run trained on.
+    """Make `processed_dir/tensors.pt` a copy of the cached tensors file the flow trained on.
 
-    A cached run skips building them, and the folder may be new or hold another split's tensors.
+    The flow builds tensors into its cache only; this one copy (skipped when the bytes already
+    match) serves a first run, a cached run, a new folder, or a folder holding another split's.
     """
     target = Path(processed_dir) / features.TENSORS_FILE
     if not (target.exists() and filecmp.cmp(cached_file, target, shallow=False)):
@@ -201,7 +204,8 @@ def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> 
     local = fetch_source(config.data)
     table = normalize_names(ingest_source(config.data, local), config.data)
     write_table(table, config.data)
-    data = build_tensors(table, config.split, config.data.processed_dir)
+    data = build_tensors(table, config.split)
+    write_tensors(data, config.data.processed_dir)
     data_steps_s = time.perf_counter() - started
     run = start_run(config, table, tags)
     try:

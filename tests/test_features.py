@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -121,9 +122,10 @@ def test_tensors_file_round_trips_and_a_corrupt_one_is_a_clear_error(tmp_path):
     assert back.sha256 == data.sha256 and back.label_names == data.label_names and back.names == data.names
     assert back.table_sha256 == "sha" and back.split_config == SplitConfig().model_dump()
     # an older cache file (format 1 pickled the names as a list) still loads; an unknown format is refused
-    torch.save({**data.__dict__, "format": 1}, tmp_path / "old.pt")
+    fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    torch.save({**fields, "format": 1}, tmp_path / "old.pt")
     assert load_tensors(tmp_path / "old.pt").names == data.names
-    torch.save({**data.__dict__, "format": 99}, tmp_path / "future.pt")
+    torch.save({**fields, "format": 99}, tmp_path / "future.pt")
     with pytest.raises(NamelangError, match="unknown format 99"):
         load_tensors(tmp_path / "future.pt")
     path.write_bytes(path.read_bytes()[:100])
