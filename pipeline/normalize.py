@@ -207,11 +207,14 @@ class NameLanguageIndex:
     def languages_per_name(self) -> np.ndarray:
         return np.bincount(self.pair_name, minlength=len(self.names))
 
+    def languages_per_row(self) -> np.ndarray:
+        """For each row, how many distinct languages carry its name (the `n_languages` column)."""
+        return self.languages_per_name()[self.name_idx].astype(np.int16)
+
 
 def count_languages_per_name(name_ascii: pa.ChunkedArray, language: pa.ChunkedArray) -> np.ndarray:
     """For each row, how many distinct languages carry its `name_ascii` (order preserved)."""
-    index = NameLanguageIndex.build(name_ascii, language)
-    return index.languages_per_name()[index.name_idx].astype(np.int16)
+    return NameLanguageIndex.build(name_ascii, language).languages_per_row()
 
 
 class _HashingSink:
@@ -265,21 +268,18 @@ def normalize(result: IngestResult, max_name_chars: int = 64) -> NamesTable:
     name_ascii = to_ascii(name)
     codes = rejection_codes(name, name_ascii, max_name_chars)
     ok = codes == 0
-    all_ok = bool(ok.all())
     if len(ok) and not ok.any():
-        first = 0
         raise NamelangError(f"no usable names: all {len(ok)} lines were rejected (this one: "
-                            f"{REJECTION_REASONS[codes[first] - 1]})", raw["source_file"][first].as_py(),
-                            raw["line_number"][first].as_py())
+                            f"{REJECTION_REASONS[codes[0] - 1]})", raw["source_file"][0].as_py(),
+                            raw["line_number"][0].as_py())
     keep = pa.table({
         "name": name, "name_ascii": name_ascii, "language": raw["language"],
         "source_file": raw["source_file"], "line_number": raw["line_number"],
     })
-    if not all_ok:
+    if not ok.all():
         keep = keep.filter(pa.array(ok))
     index = NameLanguageIndex.build(keep["name_ascii"], keep["language"])
-    n_languages = index.languages_per_name()[index.name_idx].astype(np.int16)
-    names = keep.append_column("n_languages", pa.array(n_languages))
+    names = keep.append_column("n_languages", pa.array(index.languages_per_row()))
     bad = np.flatnonzero(~ok)
     rejected = pa.table({
         "name": raw["raw"].take(bad), "language": raw["language"].take(bad),

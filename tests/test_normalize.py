@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 import unicodedata
 
@@ -149,6 +150,10 @@ def test_read_names_table_round_trip_and_errors(tmp_path):
     (source / "English.txt").write_text("Smith\nJones\n")
     table = normalize(ingest(DataConfig(source=str(source))))
     paths = write_names_table(table, tmp_path / "out")
+    umask = os.umask(0)
+    os.umask(umask)
+    # written through temp files, yet with the permissions a plain open() would give (not mkstemp's 0600)
+    assert {p.stat().st_mode & 0o777 for p in paths.values()} == {0o666 & ~umask}
     names, provenance = read_names_table(paths["names"])
     assert names.column("name").to_pylist() == ["Smith", "Jones"]
     assert provenance["content_sha256"] == table.sha256 == table_sha256(names)
