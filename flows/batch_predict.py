@@ -10,10 +10,24 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.batch import predict_file
-from pipeline.registry import load_model, model_uri
+from pipeline.errors import NamelangError
+from pipeline.registry import get_alias_version, load_model, model_uri
 from pipeline.tracking import MODEL_NAME, configure
 
-TRACKING_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8]}
+
+def _worth_retrying(task, task_run, state) -> bool:
+    """Retry what may pass on a second try (the tracking store busy or restarting), not a
+    NamelangError: it says what the user has to do (e.g. train a model first)."""
+    try:
+        state.result()
+    except NamelangError:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure may be transient
+        return True
+    return True
+
+
+TRACKING_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition_fn": _worth_retrying}
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE, **TRACKING_RETRY)
@@ -22,7 +36,11 @@ def resolve_version(uri: str) -> str:
     configure(create=False)
     if uri.startswith(f"models:/{MODEL_NAME}@"):
         alias = uri.split("@", 1)[1]
-        return str(MlflowClient().get_model_version_by_alias(MODEL_NAME, alias).version)
+        version = get_alias_version(MlflowClient(), alias)
+        if version is None:
+            raise NamelangError(f"no version of model {MODEL_NAME!r} has the alias {alias!r}; train one with "
+                                "`make run` or `namelang train --source DATA`, or pass another --model")
+        return str(version.version)
     return uri
 
 

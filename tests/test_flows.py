@@ -176,6 +176,21 @@ def test_batch_predict_missing_column_is_clear(first_run, tmp_path):
     assert not (tmp_path / "out.parquet").exists()
 
 
+def test_batch_predict_unknown_alias_fails_at_once_and_clearly(first_run, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    path = tmp_path / "names.txt"
+    path.write_text("Rossi\n", encoding="utf-8")
+    state = batch_predict(str(path), model="models:/namelang@nosuchalias", return_state=True)
+    with pytest.raises(NamelangError, match="alias 'nosuchalias'.*make run"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        [task_run] = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert task_run.name.startswith("resolve-model") and task_run.run_count == 1  # a user error: no retry
+
+
 def _kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, 15)
