@@ -431,7 +431,10 @@ def write_names_table(table: NamesTable, out_dir: str | Path) -> dict[str, Path]
     with contextlib.ExitStack() as stack:
         # temp files replace their targets when the stack unwinds: in reverse order, names last
         tmp = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
-        pq.write_table(table.names, tmp["names"], compression="zstd")
+        # the provenance travels in the file's metadata, always the table's own (a names table
+        # reused from a cache may carry the metadata of an earlier run with the same rows)
+        names = table.names.replace_schema_metadata({PROVENANCE_KEY: json.dumps(table.provenance)})
+        pq.write_table(names, tmp["names"], compression="zstd")
         pq.write_table(table.rejected, tmp["rejected"], compression="zstd")
         quality_json = json.dumps(table.quality, indent=2, ensure_ascii=False)
         tmp["quality_json"].write_text(quality_json, encoding="utf-8")

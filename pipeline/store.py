@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline import features
+from pipeline import features, normalize
 from pipeline.atomic import atomic_path
 from pipeline.features import TensorData
 from pipeline.ingest import FileProvenance, IngestResult
@@ -66,15 +66,18 @@ def load_ingest(ref: Stored) -> IngestResult:
 
 def store_table(table: NamesTable, cache_dir: Path) -> Stored:
     folder = Path(cache_dir)
+    # each file is named by its own content: the same names may come with other rejected rows
+    rejected_sha256 = normalize.table_sha256(table.rejected)
     paths = {"names": _write_arrow(table.names, folder / f"names-{table.sha256}.arrow"),
-             "rejected": _write_arrow(table.rejected, folder / f"rejected-{table.sha256}.arrow")}
+             "rejected": _write_arrow(table.rejected, folder / f"rejected-{rejected_sha256}.arrow")}
     return Stored(paths, table.sha256, json.dumps({"provenance": table.provenance, "quality": table.quality}))
 
 
 def load_table(ref: Stored) -> NamesTable:
     meta = ref.meta
-    return NamesTable(_read_arrow(ref.paths["names"]), _read_arrow(ref.paths["rejected"]),
-                      meta["provenance"], meta["quality"])
+    names = _read_arrow(ref.paths["names"]).replace_schema_metadata(
+        {normalize.PROVENANCE_KEY: json.dumps(meta["provenance"])})  # the file may hold an earlier run's
+    return NamesTable(names, _read_arrow(ref.paths["rejected"]), meta["provenance"], meta["quality"])
 
 
 def store_tensors(data: TensorData, cache_dir: Path) -> Stored:

@@ -69,11 +69,16 @@ def normalize_names(raw: IngestResult, config: DataConfig) -> NamesTable:
 
 
 def write_table(table: NamesTable, config: DataConfig) -> dict[str, Path]:
-    """Write the tables and reports, unless the same content (by hash) is already there."""
+    """Write the tables and reports, unless the files already hold this very table.
+
+    The whole provenance is compared, not only the names' content hash: a changed source whose
+    accepted rows stay the same (a line rejected more, a file touched) still changes the file
+    hashes recorded, the rejected rows and the quality report, and so rewrites all four files.
+    """
     paths = normalize.output_paths(config.processed_dir)
     if all(p.exists() for p in paths.values()):
         try:
-            if normalize.read_provenance(paths["names"]).get("content_sha256") == table.sha256:
+            if normalize.read_provenance(paths["names"]) == table.provenance:
                 return paths
         except (NamelangError, OSError, ValueError):
             pass  # unreadable or foreign: rewrite it

@@ -116,6 +116,29 @@ def test_cached_run_writes_a_deleted_table_again(first_run):
     assert table.exists()
 
 
+def test_a_new_rejected_line_alone_updates_every_output(harness, tmp_path):
+    """Same accepted names, one more rejected line: the tables, report and provenance follow the file."""
+    import pyarrow.parquet as pq
+
+    from pipeline.ingest import sha256_file
+    from pipeline.normalize import read_provenance
+
+    source = small_names_folder(tmp_path, per_language=20)
+    config = tiny_config(tmp_path, source)
+    data_steps(config)
+    processed = config.data.processed_dir
+    assert pq.read_table(processed / "rejected.parquet").num_rows == 0
+    greek = source / "Greek.txt"
+    with greek.open("a", encoding="utf-8") as fh:
+        fh.write("12345\n")
+    assert data_steps(config)["normalize"] == "ran"
+    rejected = pq.read_table(processed / "rejected.parquet").to_pylist()
+    assert [(r["name"], r["line_number"]) for r in rejected] == [("12345", 21)]
+    assert json.loads((processed / "quality.json").read_text())["rejected"]["count"] == 1
+    files = {f["language"]: f for f in read_provenance(processed / "names.parquet")["files"]}
+    assert files["Greek"]["sha256"] == sha256_file(greek)
+
+
 class _Failing(BaseHTTPRequestHandler):
     hits = 0
 
