@@ -9,25 +9,13 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.retries import worth_retrying
 from pipeline.batch import predict_file
 from pipeline.errors import NamelangError
 from pipeline.registry import get_alias_version, load_model, model_uri
 from pipeline.tracking import MODEL_NAME, configure
 
-
-def _worth_retrying(task, task_run, state) -> bool:
-    """Retry what may pass on a second try (the tracking store busy or restarting), not a
-    NamelangError: it says what the user has to do (e.g. train a model first)."""
-    try:
-        state.result()
-    except NamelangError:
-        return False
-    except Exception:  # noqa: BLE001 - any other failure may be transient
-        return True
-    return True
-
-
-TRACKING_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition_fn": _worth_retrying}
+TRACKING_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition_fn": worth_retrying}
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE, **TRACKING_RETRY)

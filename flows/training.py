@@ -22,6 +22,7 @@ from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
+from flows.retries import worth_retrying
 from pipeline import features, ingest, normalize, store, workflow
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig
 from pipeline.evaluate import Evaluation
@@ -34,6 +35,8 @@ from pipeline.train import TrainResult
 
 DEFAULT_CONFIG = PipelineConfig()
 RETRY = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.2}
+# the tracking store's tasks: not when the error is one the user has to act on
+TRACKING_RETRY = {**RETRY, "retry_condition_fn": worth_retrying}
 
 
 def _key(*parts: Any) -> str:
@@ -92,7 +95,7 @@ def build_tensors(table: Stored, split: SplitConfig, cache_dir: Path) -> Stored:
     return store.store_tensors(workflow.build_tensors(store.load_table(table), split), cache_dir)
 
 
-@task(name="start-mlflow-run", cache_policy=NO_CACHE, **RETRY)
+@task(name="start-mlflow-run", cache_policy=NO_CACHE, **TRACKING_RETRY)
 def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
     tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
     return workflow.start_run(config, table, tags)
@@ -119,7 +122,7 @@ def evaluate(result: TrainResult, data: TensorData, table: NamesTable, config: P
     return ev
 
 
-@task(name="register", cache_policy=NO_CACHE, **RETRY)
+@task(name="register", cache_policy=NO_CACHE, **TRACKING_RETRY)
 def register(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) -> workflow.Registration:
     return workflow.register_model(bundle, ev, data, run)
 
@@ -244,7 +247,7 @@ def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool 
         bundle = workflow.save_model(result, data, config)
         registration = register(bundle, ev, data, run)
     except BaseException:
-        run.finish("FAILED")
+        run.fail()
         raise
     run.finish()
     _report_registration(registration, run)

@@ -22,3 +22,8 @@ class NamelangError(Exception):
 
     def __reduce__(self):  # keep file/line when pickled (Prefect results, subprocesses)
         return (type(self), (self.problem, self.file, self.line))
+
+
+class TrackingError(NamelangError):
+    """The tracking store failed (unreachable, busy, a server error): unlike other user-facing
+    errors, one that may pass on a second try, so orchestration may retry it."""

@@ -151,6 +151,20 @@ class TrackedRun:
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
+    def fail(self) -> None:
+        """Mark the run FAILED, on the way out of an error: if the store cannot be told (it may be
+        what failed), warn and let the original error through rather than replace it."""
+        try:
+            self.finish("FAILED")
+        except Exception as exc:  # noqa: BLE001 - whatever the store raises, the first error matters more
+            warnings.warn(f"could not mark MLflow run {self.run_id} as FAILED ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''})", stacklevel=2)
+
+    def registered_version(self, name: str = MODEL_NAME):
+        """The registry version already made from this run, if any (a retried registration reuses it)."""
+        versions = self.client.search_model_versions(f"name='{name}' and run_id='{self.run_id}'")
+        return max(versions, key=lambda v: int(v.version)) if versions else None
+
     def url(self) -> str:
         run = self.client.get_run(self.run_id)
         return f"#/experiments/{run.info.experiment_id}/runs/{self.run_id}"

@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline import __version__, features, ingest, normalize
 from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, TrackingError
 from pipeline.evaluate import Evaluation, evaluate, model_card, write_reports
 from pipeline.features import TEST, TensorData
 from pipeline.ingest import IngestResult, git_commit
@@ -110,8 +110,12 @@ def start_run(config: PipelineConfig, table: NamesTable, tags: dict[str, str] | 
     configure()
     run = TrackedRun.start(config, {"namelang.data_sha256": table.sha256, "namelang.git_commit": git_commit() or "",
                                     "namelang.version": __version__, **(tags or {})})
-    run.log_dataset(table.names.to_pandas(), str(config.data.processed_dir / normalize.NAMES_FILE),
-                    table.provenance)
+    try:
+        run.log_dataset(table.names.to_pandas(), str(config.data.processed_dir / normalize.NAMES_FILE),
+                        table.provenance)
+    except BaseException:
+        run.fail()  # a retry starts a new run: this one must not stay RUNNING for ever
+        raise
     return run
 
 
@@ -174,22 +178,27 @@ def save_model(result: TrainResult, data: TensorData, config: PipelineConfig) ->
 
 
 def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) -> Registration:
-    """Log the pyfunc model, register it, and pass it through the promotion gate."""
+    """Log the pyfunc model, register it, and pass it through the promotion gate.
+
+    Safe to retry: a version already registered from this run is reused, not registered again.
+    """
     try:
-        info = run.log_model(bundle, tags={"namelang.tensors_sha256": data.sha256})
-        version = register(info.model_uri, {"namelang.data_sha256": data.table_sha256,
-                                            "namelang.run_id": run.run_id,
-                                            "namelang.test_macro_f1": f"{ev.metrics['macro_f1']:.6f}"})
+        version = run.registered_version()
+        if version is None:
+            info = run.log_model(bundle, tags={"namelang.tensors_sha256": data.sha256})
+            version = register(info.model_uri, {"namelang.data_sha256": data.table_sha256,
+                                                "namelang.run_id": run.run_id,
+                                                "namelang.test_macro_f1": f"{ev.metrics['macro_f1']:.6f}"})
         test_languages = [ev.label_names[i] for i in ev.y_true]
         decision = promote_if_better(str(version.version), ev.metrics["macro_f1"], ev.names, test_languages)
+        run.set_tags({"namelang.model_version": str(version.version), "namelang.alias": decision.alias})
     except NamelangError:
         raise
     except Exception as exc:
-        raise NamelangError(f"could not log or register the model in MLflow ({type(exc).__name__}: "
+        raise TrackingError(f"could not log or register the model in MLflow ({type(exc).__name__}: "
                             f"{str(exc).splitlines()[0] if str(exc) else ''}); the trained model is kept "
                             f"on disk", bundle) from exc
-    run.set_tags({"namelang.model_version": str(version.version), "namelang.alias": decision.alias})
-    return Registration(run.run_id, info.model_uri, str(version.version), decision, str(bundle))
+    return Registration(run.run_id, version.source, str(version.version), decision, str(bundle))
 
 
 def summary(result: TrainResult, ev: Evaluation, registration: Registration | None) -> dict:
@@ -219,7 +228,7 @@ def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> 
         bundle = save_model(result, data, config)
         registration = register_model(bundle, ev, data, run)
     except BaseException:
-        run.finish("FAILED")
+        run.fail()
         raise
     run.finish()
     return {**summary(result, ev, registration), "data_steps_s": round(data_steps_s, 3)}

@@ -19,7 +19,7 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.batch_predict import batch_predict
 from flows.training import prepare_data, train_name_classifier
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, TrackingError
 from pipeline.features import load_tensors
 from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
 
@@ -137,6 +137,33 @@ def test_a_new_rejected_line_alone_updates_every_output(harness, tmp_path):
     assert json.loads((processed / "quality.json").read_text())["rejected"]["count"] == 1
     files = {f["language"]: f for f in read_provenance(processed / "names.parquet")["files"]}
     assert files["Greek"]["sha256"] == sha256_file(greek)
+
+
+@pytest.mark.parametrize(("error", "calls"), [(TrackingError, 2), (NamelangError, 1), (OSError, 2)])
+def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
+    from prefect import task
+
+    from flows.training import TRACKING_RETRY
+
+    attempts = []
+
+    @task(**{**TRACKING_RETRY, "retries": 1, "retry_delay_seconds": 0})
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise error("the store said no")
+        return "ok"
+
+    @flow
+    def calls_flaky() -> str:
+        return flaky()
+
+    if calls == 1:
+        with pytest.raises(error):
+            calls_flaky()
+    else:
+        assert calls_flaky() == "ok"
+    assert len(attempts) == calls
 
 
 class _Failing(BaseHTTPRequestHandler):

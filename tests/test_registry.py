@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from pipeline import workflow
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, TrackingError
 from pipeline.registry import CHALLENGER, CHAMPION, load_model
 from pipeline.tracking import MODEL_NAME, configure
 from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
@@ -54,8 +54,10 @@ def test_run_logs_params_curves_dataset_and_artifacts(store):
     assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) >= 2
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == len(history)
     assert run.data.metrics["test_macro_f1"] == pytest.approx(store["summary"]["test_macro_f1"], abs=1e-4)
-    assert run.data.tags["namelang.data_sha256"] == store["summary"].get("table_sha256", run.data.tags[
-        "namelang.data_sha256"])
+    from pipeline.normalize import read_provenance
+
+    table_sha256 = read_provenance(store["config"].data.processed_dir / "names.parquet")["content_sha256"]
+    assert run.data.tags["namelang.data_sha256"] == table_sha256
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == run.data.tags["namelang.data_sha256"][:36]
     artifacts = {a.path for folder in ("evaluation", "data") for a in client.list_artifacts(run.info.run_id, folder)}
@@ -183,20 +185,10 @@ def test_unreachable_tracking_server_fails_clearly_and_keeps_model(store, monkey
         configure(f"http://127.0.0.1:{port}")
     # the store goes away after training: the model stays on disk, and the error says where
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    config = store["config"]
-    from pipeline import features
-    from pipeline.normalize import read_names_table
-
-    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
-    data = features.build_tensors(names, provenance["content_sha256"], config.split)
-    table = workflow.NamesTable(names, names.slice(0, 0), provenance, {})
-    run = workflow.start_run(config, table)
-    result = workflow.train(data, config, run)
-    ev, _ = workflow.evaluate_model(result, data, table, config, run)
-    bundle = workflow.save_model(result, data, config)
+    run, data, ev, bundle = _trained_run(store["config"])
     mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
     try:
-        with pytest.raises(NamelangError) as info:
+        with pytest.raises(TrackingError) as info:  # the kind the flow retries
             workflow.register_model(bundle, ev, data, run)
     finally:
         mlflow.set_tracking_uri(store["uri"])
@@ -210,14 +202,54 @@ def test_logging_the_model_leaves_the_run_open_for_its_final_status(store):
     config = store["config"]
     bundles = sorted(Path(config.data.processed_dir).parent.glob("models/*/model.pt"))
     assert bundles, "the fixture's run saved its model under data/models/"
-    from pipeline.normalize import read_names_table
-
-    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
-    run = workflow.start_run(config, workflow.NamesTable(names, names.slice(0, 0), provenance, {}))
+    run = workflow.start_run(config, workflow.NamesTable(*_names_table(config)))
     run.log_model(bundles[0])
     assert MlflowClient().get_run(run.run_id).info.status == "RUNNING"
     run.finish("FAILED")
     assert MlflowClient().get_run(run.run_id).info.status == "FAILED"
+
+
+def _trained_run(config):
+    """A new run on the fixture's table, trained and evaluated, its model saved but not yet logged."""
+    from pipeline import features
+    from pipeline.normalize import read_names_table
+
+    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
+    data = features.build_tensors(names, provenance["content_sha256"], config.split)
+    table = workflow.NamesTable(names, names.slice(0, 0), provenance, {})
+    run = workflow.start_run(config, table)
+    result = workflow.train(data, config, run)
+    ev, _ = workflow.evaluate_model(result, data, table, config, run)
+    return run, data, ev, workflow.save_model(result, data, config)
+
+
+def test_a_retried_registration_reuses_the_version(store):
+    """The flow retries `register` when the store fails; a retry must not make a second version."""
+    run, data, ev, bundle = _trained_run(store["config"])
+    first = workflow.register_model(bundle, ev, data, run)
+    again = workflow.register_model(bundle, ev, data, run)
+    assert again.version == first.version
+    assert len(MlflowClient().search_model_versions(f"name='{MODEL_NAME}' and run_id='{run.run_id}'")) == 1
+    run.finish()
+
+
+def test_failing_run_keeps_the_first_error_when_the_store_is_gone(store, monkeypatch):
+    from pipeline.tracking import TrackedRun
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    run = workflow.start_run(store["config"], workflow.NamesTable(*_names_table(store["config"])))
+    dead = TrackedRun(MlflowClient(f"http://127.0.0.1:{free_port()}"), run.run_id)
+    with pytest.warns(UserWarning, match=f"could not mark MLflow run {run.run_id} as FAILED"):
+        dead.fail()  # warns, does not raise: the caller re-raises the error that made the run fail
+    run.fail()
+    assert MlflowClient().get_run(run.run_id).info.status == "FAILED"
+
+
+def _names_table(config):
+    from pipeline.normalize import read_names_table
+
+    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
+    return names, names.slice(0, 0), provenance, {}
 
 
 def test_mlflow_models_serve_answers_invocations(store):
