@@ -70,13 +70,15 @@ def _quiet_telemetry() -> None:
 
 @app.command()
 def train(
-    source: SourceOption = DEFAULT_SOURCE,
+    source: Annotated[str | None, typer.Option(
+        "--source", "-s", help="Folder of <Language>.txt, a .zip, or a URL (default: the --config file's "
+        "data.source, else the tutorial's archive)")] = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="JSON file of PipelineConfig settings")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs")] = None,
     cell: Annotated[str | None, typer.Option(help="Override model.cell: rnn, lstm or gru")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    progress: Annotated[bool | None, typer.Option(help="Show a progress bar (default: on, or the --config file's train.progress)")] = None,
 ) -> None:
     """Run the training flow once, end to end: ingest, train, evaluate, register in MLflow."""
     _quiet_telemetry()
@@ -84,19 +86,24 @@ def train(
 
     from pipeline.config import PipelineConfig
 
+    def problems(exc: ValidationError) -> str:
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
     try:
-        raw = json.loads(config_file.read_text()) if config_file else {}
-        config = PipelineConfig.model_validate(raw)
-        config.data.source = source
-        for section, key, value in (("train", "epochs", epochs), ("model", "cell", cell),
-                                    ("train", "device", device), ("train", "progress", progress)):
-            if value is not None:
-                setattr(getattr(config, section), key, value)
+        config = PipelineConfig.model_validate(json.loads(config_file.read_text()) if config_file else {})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        fail(NamelangError(f"bad configuration: {problems}", config_file))
+        fail(NamelangError(f"bad configuration: {problems(exc)}", config_file))
     except (OSError, json.JSONDecodeError) as exc:
         fail(NamelangError(f"bad configuration: {exc}", config_file))
+    # options given on the command line win over the file; options not given leave it alone
+    for option, section, key, value in (("--source", "data", "source", source), ("--epochs", "train", "epochs", epochs),
+                                        ("--cell", "model", "cell", cell), ("--device", "train", "device", device),
+                                        ("--progress", "train", "progress", progress)):
+        if value is not None:
+            try:
+                setattr(getattr(config, section), key, value)
+            except ValidationError as exc:
+                fail(NamelangError(f"bad value for {option}: {problems(exc)}"))
     from flows.training import train_name_classifier
 
     try:

@@ -307,11 +307,13 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     from flows.cli import app
 
     settings = tiny_config(tmp_path, harness["source"]).model_dump(mode="json")
+    assert settings["train"]["progress"] is False
     config_file = tmp_path / "settings.json"
     config_file.write_text(json.dumps(settings))
-    result = CliRunner().invoke(app, ["train", "--source", str(harness["source"]), "--config", str(config_file),
-                                      "--epochs", "2", "--no-progress"])
+    # no --source: the file's data.source is used (the default, a URL, cannot be reached here)
+    result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--epochs", "2"])
     assert result.exit_code == 0, result.output
+    assert "train:" not in result.output  # the file's progress setting holds: no progress bar
     assert "trained namelang version" in result.output and "alias '" in result.output
     assert "next:" in result.output and "ui --backend-store-uri" in result.output and "predict" in result.output
     bad = tmp_path / "bad.json"
@@ -320,6 +322,9 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {bad}: bad configuration: train.epochs: Input should be greater " \
                                     "than or equal to 1"
+    result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--epochs", "0"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: bad value for --epochs: epochs: Input should be greater than or equal to 1"
 
 
 def test_cli_batch_predicts_a_file(first_run, tmp_path):
