@@ -57,12 +57,13 @@ def evaluate_probabilities(probs: np.ndarray, y_true: np.ndarray, label_names: l
     labels = np.arange(len(label_names))
     y_pred = probs.argmax(1)
     present = np.unique(y_true)
-    k = min(3, len(label_names) - 1)
     metrics = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=present, zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", labels=present, zero_division=0)),
-        "top3_accuracy": float(top_k_accuracy_score(y_true, probs, k=k, labels=labels)) if k >= 1 else 1.0,
+        # with three languages or fewer, every language is among the top three
+        "top3_accuracy": float(top_k_accuracy_score(y_true, probs, k=3, labels=labels))
+        if len(label_names) > 3 else 1.0,
         "log_loss": float(log_loss(y_true, np.clip(probs, 1e-7, 1), labels=labels)),
         "n": int(len(y_true)),
     }

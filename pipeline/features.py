@@ -143,6 +143,9 @@ def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> Te
     name_ascii = table["name_ascii"].to_numpy(zero_copy_only=False)
     language = table["language"].to_numpy(zero_copy_only=False)
     label_names = sorted(set(language.tolist()))
+    if len(label_names) < 2:
+        raise NamelangError(f"need names in at least two languages to learn to tell them apart, got "
+                            f"{len(label_names)}: {label_names}")
     labels = np.searchsorted(np.asarray(label_names, dtype=object), language)
     if config.method == "by_name":
         split = split_by_name(name_ascii, language, config)

@@ -66,9 +66,10 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
                                   '{"dataframe_split": {"columns": ["name"], "data": [["Hinton"]]}}',
                                   error_code=INVALID_PARAMETER_VALUE)
         top_k = int((params or {}).get("top_k", TOP_K))
-        if not 1 <= top_k <= len(self.predictor.label_names):
-            raise MlflowException(f"top_k must be between 1 and {len(self.predictor.label_names)}",
-                                  error_code=INVALID_PARAMETER_VALUE)
+        if top_k < 1:
+            raise MlflowException("top_k must be at least 1", error_code=INVALID_PARAMETER_VALUE)
+        # MLflow passes the default (3) when none is asked for: a model of two languages gives two
+        top_k = min(top_k, len(self.predictor.label_names))
         columns = self.predictor.predict(model_input["name"].tolist(), top_k)
         # object columns, so a missing language, probability or error is None (JSON null), never NaN
         return pd.DataFrame({col: pd.Series(values, dtype=object) for col, values in columns.items()})

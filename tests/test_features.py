@@ -114,6 +114,36 @@ def test_too_few_rows_is_a_clear_error():
         build_tensors(names_table([("Abe", "X"), ("Abe", "X")]), "sha", SplitConfig())
 
 
+def test_one_language_is_a_clear_error():
+    rows = [(f"Name{i}", "English") for i in range(30)]
+    with pytest.raises(NamelangError, match=r"at least two languages.*got 1: \['English'\]"):
+        build_tensors(names_table(rows), "sha", SplitConfig())
+
+
+def test_two_languages_evaluate_and_predict_with_fewer_than_three_guesses():
+    """Top-3 figures and the pyfunc's default top_k must not assume three languages or more."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.config import ModelConfig
+    from pipeline.evaluate import evaluate_probabilities
+    from pipeline.model import CharClassifier
+    from pipeline.predict import Predictor
+    from pipeline.pyfunc import NamelangModel
+
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]])
+    metrics = evaluate_probabilities(probs, np.array([0, 1, 1]), ["English", "French"], ["a", "b", "c"]).metrics
+    assert metrics["accuracy"] == pytest.approx(2 / 3) and metrics["top3_accuracy"] == 1.0
+    pyfunc = NamelangModel()
+    pyfunc.predictor = Predictor(CharClassifier(ModelConfig(hidden_size=8, ngram_buckets=0), 2).eval(),
+                                 ["English", "French"])
+    frame = pyfunc.predict(None, pd.DataFrame({"name": ["Smith", "Dupont"]}), {"top_k": 3})
+    assert list(frame.columns) == ["name", "language", "probability", "language_2", "probability_2", "error"]
+    assert (frame["probability"] + frame["probability_2"]).round(6).tolist() == [1.0, 1.0]
+    with pytest.raises(MlflowException, match="top_k must be at least 1"):
+        pyfunc.predict(None, pd.DataFrame({"name": ["Smith"]}), {"top_k": 0})
+
+
 def test_tensors_file_round_trips_and_a_corrupt_one_is_a_clear_error(tmp_path):
     data = build_tensors(names_table(synthetic_rows()), "sha", SplitConfig())
     path = save_tensors(data, tmp_path / "tensors.pt")
