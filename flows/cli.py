@@ -78,7 +78,8 @@ def train(
     cell: Annotated[str | None, typer.Option(help="Override model.cell: rnn, lstm or gru")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint")] = False,
-    progress: Annotated[bool | None, typer.Option(help="Show a progress bar (default: on, or the --config file's train.progress)")] = None,
+    progress: Annotated[bool | None, typer.Option(
+        help="Show a progress bar (default: on, or the --config file's train.progress)")] = None,
 ) -> None:
     """Run the training flow once, end to end: ingest, train, evaluate, register in MLflow."""
     _quiet_telemetry()
@@ -139,10 +140,12 @@ def _command(name: str) -> str:
 def _read_names(names: list[str], file: Path | None) -> list[str]:
     collected = list(names)
     if file is not None:
+        from pipeline.batch import text_lines  # the batch reader: BOM removed, a bad byte named by its line
+
         try:
-            collected += [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise NamelangError(f"cannot read names: {exc}", file) from exc
+            collected += [line.strip() for chunk in text_lines(file) for line in chunk if line.strip()]
+        except OSError as exc:
+            raise NamelangError(f"cannot read names: {exc.strerror or exc}", file) from exc
     if not collected and not sys.stdin.isatty():
         collected = [line.strip() for line in sys.stdin if line.strip()]
     if not collected:

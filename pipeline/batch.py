@@ -36,12 +36,12 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
                 for i in range(0, len(names), chunk_size):
                     yield names[i:i + chunk_size]
         else:
-            yield from _text_lines(path, chunk_size)
+            yield from text_lines(path, chunk_size)
     except (pa.ArrowInvalid, OSError) as exc:
         raise NamelangError(f"cannot read names: {str(exc).splitlines()[0]}", path) from exc
 
 
-def _text_lines(path: Path, chunk_size: int) -> Iterator[list[str]]:
+def text_lines(path: Path, chunk_size: int = 50_000) -> Iterator[list[str]]:
     """Lines of a UTF-8 text file (BOM and line endings removed), decoded one by one so that a bad
     byte is reported on its own line (a text-mode file decodes blocks ahead of the line read)."""
     with open(path, "rb") as fh:

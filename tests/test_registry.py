@@ -162,6 +162,15 @@ def test_cli_predict_prints_top_languages_and_json(store):
     result = runner.invoke(app, ["predict", "--file", str(names)])
     assert result.exit_code == 1  # one name could not be classified
     assert "Иванов: error: no Latin letters after normalization" in result.output
+    # a file saved with a byte-order mark: the first name is the name, not "\ufeffNakamura"
+    names.write_bytes("\ufeffNakamura\r\nTanaka\r\n".encode())
+    result = runner.invoke(app, ["predict", "--file", str(names), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["name"] for r in json.loads(result.output)] == ["Nakamura", "Tanaka"]
+    names.write_bytes(b"Nakamura\nTana\xffka\n")
+    result = runner.invoke(app, ["predict", "--file", str(names)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {names}:2: not valid UTF-8 text (invalid start byte)"
 
 
 def test_cli_predict_unknown_alias_is_one_line(store):
