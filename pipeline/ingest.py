@@ -78,8 +78,10 @@ def download(url: str, raw_dir: Path, expected_sha256: str | None = None, timeou
     digest = hashlib.sha256()
     received = 0
     try:
-        with atomic_path(target) as tmp, httpx.stream("GET", url, timeout=timeout_s,
-                                                      follow_redirects=True) as response:
+        # the archive's own bytes are wanted; a server may still compress them for transfer, and
+        # then Content-Length counts the compressed bytes (`num_bytes_downloaded`), not the file's
+        with atomic_path(target) as tmp, httpx.stream("GET", url, timeout=timeout_s, follow_redirects=True,
+                                                      headers={"Accept-Encoding": "identity"}) as response:
             if response.status_code != 200:
                 raise NamelangError(f"download failed: HTTP {response.status_code}", url)
             declared = response.headers.get("content-length")
@@ -90,8 +92,9 @@ def download(url: str, raw_dir: Path, expected_sha256: str | None = None, timeou
                         raise NamelangError(f"download larger than the {max_bytes}-byte limit", url)
                     digest.update(chunk)
                     out.write(chunk)
-            if declared is not None and int(declared) != received:
-                raise NamelangError(f"download incomplete: {received} of {declared} bytes", url)
+            if declared is not None and int(declared) != response.num_bytes_downloaded:
+                raise NamelangError(f"download incomplete: {response.num_bytes_downloaded} of {declared} bytes",
+                                    url)
             actual = digest.hexdigest()
             if expected_sha256 and actual != expected_sha256.lower():
                 raise NamelangError(f"SHA-256 mismatch: expected {expected_sha256.lower()}, got {actual}",
@@ -117,8 +120,13 @@ def resolve_source(config: DataConfig) -> Path:
     return path
 
 
+def language_files(folder: Path) -> list[Path]:
+    """The folder's `<Language>.txt` files, in name order (a folder named `X.txt` is not one)."""
+    return sorted(p for p in folder.glob("*.txt") if p.is_file())
+
+
 def read_folder(folder: Path) -> list[SourceFile]:
-    files = sorted(p for p in folder.glob("*.txt") if p.is_file())
+    files = language_files(folder)
     if not files:
         raise NamelangError("no <Language>.txt files in this folder", folder)
     read = []
@@ -288,7 +296,7 @@ def ingest(config: DataConfig) -> IngestResult:
         "line_number": line_number,
     })
     run = {
-        "source_uri": config.source if is_url(config.source) else str(Path(config.source).resolve()),
+        "source_uri": config.source if is_url(config.source) else str(path.resolve()),
         "source_path": str(path.resolve()),
         "loaded_at_utc": datetime.now(UTC).isoformat(),
         "package_version": __version__,

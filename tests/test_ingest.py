@@ -370,6 +370,25 @@ def test_not_utf8_after_a_bom_and_on_the_first_line(tmp_path):
     assert info.value.line == 1 and info.value.file.endswith("French.txt")
 
 
+def test_a_folder_named_like_a_file_is_not_read_or_fingerprinted(tmp_path):
+    from pipeline.workflow import source_fingerprint
+
+    source = make_source(tmp_path / "src", {"English": "Smith\n", "French": "Dupont\n"})
+    fingerprint = source_fingerprint(source)
+    (source / "Old.txt").mkdir()
+    assert run(source, tmp_path).quality["languages"] == 2
+    assert source_fingerprint(source) == fingerprint
+    (source / "French.txt").write_text("Dupond\n")
+    assert source_fingerprint(source) != fingerprint
+
+
+def test_a_home_relative_source_is_recorded_as_its_real_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_source(tmp_path / "names", {"English": "Smith\n"})
+    ingest_run = run("~/names", tmp_path).provenance["ingest"]
+    assert ingest_run["source_uri"] == ingest_run["source_path"] == str((tmp_path / "names").resolve())
+
+
 def test_missing_source(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(NamelangError, match="does not exist") as info:
@@ -502,10 +521,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if route is None:
             self.send_error(404, "Not Found")
             return
-        body, declared_length = route
+        body, declared_length, *headers = route
         self.send_response(200)
         self.send_header("Content-Type", "application/zip")
         self.send_header("Content-Length", str(declared_length))
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)  # a body shorter than declared: the connection then just closes
         self.wfile.flush()
@@ -517,7 +538,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_server():
-    """A real HTTP server on 127.0.0.1 (free port); `server.routes[path] = (body, content_length)`."""
+    """A real HTTP server on 127.0.0.1 (free port); `server.routes[path] = (body, content_length, *headers)`."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     server.routes = {}
@@ -562,6 +583,22 @@ def test_download_success(http_server, tmp_path):
         f"data/names/{lang}.txt" for lang in ZIP_FILES}
     # without an expected hash it downloads again and still works
     assert run(url, tmp_path).names.num_rows == table.names.num_rows
+
+
+def test_download_compressed_in_transit(http_server, tmp_path):
+    """A server that gzips the transfer anyway: the file is the archive, and it is complete."""
+    import gzip
+
+    server, base = http_server
+    body = tutorial_zip(ZIP_FILES)
+    compressed = gzip.compress(body)
+    server.routes["/data.zip"] = (compressed, len(compressed), ("Content-Encoding", "gzip"))
+    table = run(f"{base}/data.zip", tmp_path, source_sha256=hashlib.sha256(body).hexdigest())
+    assert (tmp_path / "raw" / "data.zip").read_bytes() == body
+    assert table.quality["lines"] == sum(len(reference_lines(t.encode())) for t in ZIP_FILES.values())
+    server.routes["/cut.zip"] = (compressed[:-10], len(compressed), ("Content-Encoding", "gzip"))
+    with pytest.raises(NamelangError, match="download"):
+        run(f"{base}/cut.zip", tmp_path)
 
 
 def test_download_with_wrong_sha256_leaves_nothing(http_server, tmp_path):
@@ -620,13 +657,18 @@ def test_download_nobody_listening(tmp_path):
 
 
 def test_failed_ingest_keeps_the_previous_table(shared_names, tmp_path):
+    """`namelang ingest` into a folder holding a table: bad input fails clearly and touches nothing."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
     out = tmp_path / "out"
-    write_names_table(run(shared_names, tmp_path), out)
+    assert CliRunner().invoke(app, ["ingest", "--source", str(shared_names), "--out", str(out)]).exit_code == 0
     before = snapshot(out)
     assert set(before) == {NAMES_FILE, REJECTED_FILE, QUALITY_JSON, QUALITY_MD}
     bad = make_source(tmp_path / "bad", {"English": b"Smith\n\xff\xfe\n"})
-    with pytest.raises(NamelangError):
-        write_names_table(run(bad, tmp_path), out)
+    result = CliRunner().invoke(app, ["ingest", "--source", str(bad), "--out", str(out)])
+    assert result.exit_code == 2 and f"{bad / 'English.txt'}:2: " in result.output
     assert snapshot(out) == before
 
 
