@@ -55,10 +55,6 @@ def encode_names(names: pa.Array | pa.ChunkedArray | list[str], max_len: int | N
     return torch.from_numpy(tokens), torch.from_numpy(lengths)
 
 
-def decode(tokens: torch.Tensor, length: int) -> str:
-    return "".join(ALPHABET[i - 1] for i in tokens[:length].tolist())
-
-
 def _cut(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
     """Boundaries of train / validation / test among n shuffled items (test gets at least one if n > 1)."""
     n_train = int(round(n * fractions[0]))

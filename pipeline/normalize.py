@@ -103,11 +103,6 @@ def to_ascii(names: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     return _chunkwise(names, _to_ascii_array)
 
 
-def ascii_name(name: str) -> str:
-    """One name through `to_ascii` (for prediction-time use on a handful of names)."""
-    return to_ascii(pa.array([name.strip()], type=pa.string()))[0].as_py()
-
-
 def _rows_with(arr: pa.Array, byte_set: np.ndarray) -> np.ndarray:
     """Per row of a string array: does any of its bytes fall in `byte_set` (a 256-entry bool table)?"""
     offsets, data = _offsets_and_data(arr)
@@ -164,13 +159,6 @@ def rejection_codes(name: pa.Array | pa.ChunkedArray, name_ascii: pa.Array | pa.
     return np.select(conditions, np.arange(1, len(conditions) + 1, dtype=np.int8), 0).astype(np.int8)
 
 
-def rejection_reasons(name: pa.Array | pa.ChunkedArray, name_ascii: pa.Array | pa.ChunkedArray,
-                      max_chars: int) -> pa.Array:
-    """Why each row is unusable (null where it is fine), first matching reason wins."""
-    codes = rejection_codes(name, name_ascii, max_chars)
-    return _reasons_from_codes(codes)
-
-
 def _reasons_from_codes(codes: np.ndarray) -> pa.Array:
     indices = pa.array(codes.astype(np.int32) - 1, mask=codes == 0)
     return pa.DictionaryArray.from_arrays(indices, pa.array(REJECTION_REASONS)).cast(pa.string())
@@ -210,11 +198,6 @@ class NameLanguageIndex:
     def languages_per_row(self) -> np.ndarray:
         """For each row, how many distinct languages carry its name (the `n_languages` column)."""
         return self.languages_per_name()[self.name_idx].astype(np.int16)
-
-
-def count_languages_per_name(name_ascii: pa.ChunkedArray, language: pa.ChunkedArray) -> np.ndarray:
-    """For each row, how many distinct languages carry its `name_ascii` (order preserved)."""
-    return NameLanguageIndex.build(name_ascii, language).languages_per_row()
 
 
 class _HashingSink:

@@ -20,13 +20,16 @@ from pipeline.features import (
     VALIDATION,
     VOCAB_SIZE,
     build_tensors,
-    decode,
     encode_names,
     load_tensors,
     save_tensors,
 )
 
 SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared/data/names"
+
+
+def decode(tokens: torch.Tensor, length: int) -> str:
+    return "".join(ALPHABET[i - 1] for i in tokens[:length].tolist())
 
 
 def names_table(rows: list[tuple[str, str]]) -> pa.Table:

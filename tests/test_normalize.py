@@ -17,12 +17,11 @@ from pipeline.errors import NamelangError
 from pipeline.ingest import ingest
 from pipeline.normalize import (
     REJECTION_REASONS,
-    ascii_name,
-    count_languages_per_name,
+    NameLanguageIndex,
     normalize,
     quality_markdown,
     read_names_table,
-    rejection_reasons,
+    rejection_codes,
     table_sha256,
     to_ascii,
     write_names_table,
@@ -58,7 +57,6 @@ def random_names(n: int, seed: int = 0) -> list[str]:
 ])
 def test_to_ascii_examples(raw, expected):
     assert to_ascii(pa.array([raw])).to_pylist() == [expected]
-    assert ascii_name(f"  {raw} ") == expected  # ascii_name trims first
 
 
 def test_to_ascii_equals_the_reference_on_many_mixed_names():
@@ -79,23 +77,22 @@ def test_to_ascii_on_chunked_sliced_and_null_input():
     assert to_ascii(pa.array([], type=pa.string())).to_pylist() == []
 
 
-def test_ascii_name_trims_and_folds():
-    assert ascii_name("  Ślusàrski \t") == "Slusarski"
-    assert ascii_name("Schultheiß") == "Schulthei_"
+def reasons(codes: np.ndarray) -> list[str | None]:
+    return [REJECTION_REASONS[c - 1] if c else None for c in codes.tolist()]
 
 
 def test_rejection_reasons_first_matching_reason_wins():
     names = ["Smith", "", "Ab\x07c", "\x85", "x" * 65, "\u0301", "Иванов", "---", "x" * 64, "A\x9fb",
              "Ab\tc", "é" * 65]
     ascii_names = [reference_ascii(n) for n in names]
-    got = rejection_reasons(pa.array(names), pa.array(ascii_names), 64).to_pylist()
+    got = reasons(rejection_codes(pa.array(names), pa.array(ascii_names), 64))
     assert got == [None, "blank", "control_characters", "control_characters", "too_long",
                    "empty_after_normalization", "no_latin_letters", "no_latin_letters", None,
                    "control_characters", "control_characters", "too_long"]
     assert set(got) - {None} <= set(REJECTION_REASONS)
-    chunked = rejection_reasons(pa.chunked_array([names[:5], names[5:]]),
-                                pa.chunked_array([ascii_names[:3], ascii_names[3:]]), 64)
-    assert chunked.to_pylist() == got
+    chunked = rejection_codes(pa.chunked_array([names[:5], names[5:]]),
+                              pa.chunked_array([ascii_names[:3], ascii_names[3:]]), 64)
+    assert reasons(chunked) == got
 
 
 def test_count_languages_per_name_agrees_with_pandas():
@@ -103,8 +100,8 @@ def test_count_languages_per_name_agrees_with_pandas():
     names = [f"N{i}" for i in rng.integers(0, 300, size=3000)]
     langs = [f"L{i}" for i in rng.integers(0, 7, size=3000)]
     expected = pd.DataFrame({"n": names, "l": langs}).groupby("n")["l"].transform("nunique").to_numpy()
-    got = count_languages_per_name(pa.chunked_array([names[:1000], names[1000:]]),
-                                   pa.chunked_array([langs[:2000], langs[2000:]]))
+    got = NameLanguageIndex.build(pa.chunked_array([names[:1000], names[1000:]]),
+                                  pa.chunked_array([langs[:2000], langs[2000:]])).languages_per_row()
     assert got.dtype == np.int16
     np.testing.assert_array_equal(got, expected)
 
