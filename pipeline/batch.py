@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,28 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
         else:
             yield from text_lines(path, chunk_size)
     except (pa.ArrowInvalid, OSError) as exc:
+        located = _first_bad_csv_line(path) if suffix == ".csv" and isinstance(exc, pa.ArrowInvalid) else None
+        if located is not None:
+            raise NamelangError(located[1], path, located[0]) from exc
         raise NamelangError(f"cannot read names: {str(exc).splitlines()[0]}", path) from exc
+
+
+def _first_bad_csv_line(path: Path) -> tuple[int, str] | None:
+    """Where a CSV that Arrow refused goes wrong, as (line, problem): Arrow's streaming reader names
+    neither the line of a bad byte nor that of a row with too many fields. Runs only after a failure."""
+    with open(path, "rb") as fh:
+        for line_number, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                return line_number, f"not valid UTF-8 text ({exc.reason})"
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        for row in reader:
+            if len(row) != len(header):
+                return reader.line_num, f"expected {len(header)} fields as in the header, found {len(row)}"
+    return None
 
 
 def text_lines(path: Path, chunk_size: int = 50_000) -> Iterator[list[str]]:

@@ -31,3 +31,15 @@ def test_csv_and_parquet_read_the_named_column(tmp_path):
         assert [n for chunk in iter_names(path, chunk_size=2) for n in chunk] == ["Nakamura", "Rossi", "Smith"]
         with pytest.raises(NamelangError, match="no column 'surname'"):
             list(iter_names(path, column="surname"))
+
+
+@pytest.mark.parametrize(("body", "line", "problem"), [
+    (b"id,name\n1,Smith\n2,Mu\xffller\n3,Rossi\n", 3, "not valid UTF-8 text (invalid start byte)"),
+    (b"id,name\n1,Smith\n2,Rossi,extra\n3,Lee\n", 3, "expected 2 fields as in the header, found 3"),
+])
+def test_bad_csv_names_its_line(tmp_path, body, line, problem):
+    path = tmp_path / "names.csv"
+    path.write_bytes(body)
+    with pytest.raises(NamelangError) as err:
+        list(iter_names(path))
+    assert str(err.value) == f"{path}:{line}: {problem}"
