@@ -1,5 +1,6 @@
 """The training loop: length-bucketed mini-batches, AdamW, LR schedule, early stopping on
-validation macro-F1, class weighting, clipping, per-epoch atomic checkpoints and resume, and an
+validation macro-F1, class weighting, clipping, per-epoch atomic checkpoints (written in the
+background: `pipeline.checkpoint`) and resume, and an
 optional refit on train + validation for the epoch count validation chose.
 """
 
@@ -21,7 +22,7 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.atomic import atomic_path
+from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.errors import NamelangError
 from pipeline.features import TRAIN, VALIDATION, TensorData
@@ -188,14 +189,6 @@ def refit(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, epoc
     return model.eval()
 
 
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # a truncated or foreign file fails in many ways inside torch
-        raise NamelangError(f"checkpoint is corrupt or unreadable ({type(exc).__name__}: {exc}); delete it "
-                            "or train without --resume", path) from exc
-
-
 def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig,
                 on_epoch: EpochCallback | None = None, resume: bool = False,
                 extra_metrics: Callable[[nn.Module], dict] | None = None) -> TrainResult:
@@ -203,7 +196,8 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     (or, with `refit_on_train_and_validation`, a model retrained on train + validation for the
     best epoch count; `best_val_macro_f1` and `history` stay those of the first phase).
 
-    `on_epoch(record)` is called after every epoch (and its checkpoint) with that epoch's figures;
+    `on_epoch(record)` is called after every epoch with that epoch's figures, while its checkpoint is
+    written in the background (complete on disk once this function returns or raises);
     `extra_metrics(model)`, if given, adds to the record (e.g. test accuracy for a benchmark's
     learning curve) and its time is kept off the training clock.
     """
@@ -240,7 +234,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     started = time.perf_counter() - state["elapsed"]
     bar = tqdm(total=train_cfg.epochs, initial=state["epoch"], desc="train", unit="epoch",
                disable=not train_cfg.progress, leave=False)
-    try:
+    with CheckpointWriter(checkpoint) as writer, bar:
         while not state["finished"] and state["epoch"] < train_cfg.epochs:
             epoch = state["epoch"] + 1
             t0 = time.perf_counter()
@@ -269,36 +263,32 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                 state["finished"], state["stopped_early"] = True, True
             if train_cfg.max_seconds and state["elapsed"] >= train_cfg.max_seconds:
                 state["finished"] = True
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, best_state, state, generator)
+            writer.save(_checkpoint_state(model, optimizer, scheduler, state, generator), best_state)
             bar.update(1)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}",
                             val_f1=f"{val.get('macro_f1', float('nan')):.3f}")
             if on_epoch is not None:
                 on_epoch(record)
-    finally:
-        bar.close()
-    model.load_state_dict(best_state)
-    refit_epochs = None
-    if train_cfg.refit_on_train_and_validation and has_validation and state["best_epoch"] > 0:
-        refit_epochs = state["best_epoch"]
-        if refit_state is None:  # not refit yet (or interrupted while refitting): a deterministic redo
-            t0 = time.perf_counter()
-            refit_state = refit(data, model_cfg, train_cfg, refit_epochs, device).state_dict()
-            state["refit_seconds"] = time.perf_counter() - t0
-            state["elapsed"] += state["refit_seconds"]
-            _save_checkpoint(checkpoint, model, optimizer, scheduler, best_state, state, generator, refit_state)
-        model.load_state_dict(refit_state)
+        model.load_state_dict(best_state)
+        refit_epochs = None
+        if train_cfg.refit_on_train_and_validation and has_validation and state["best_epoch"] > 0:
+            refit_epochs = state["best_epoch"]
+            if refit_state is None:  # not refit yet (or interrupted while refitting): a deterministic redo
+                t0 = time.perf_counter()
+                refit_state = refit(data, model_cfg, train_cfg, refit_epochs, device).state_dict()
+                state["refit_seconds"] = time.perf_counter() - t0
+                state["elapsed"] += state["refit_seconds"]
+                writer.save(_checkpoint_state(model, optimizer, scheduler, state, generator, refit_state),
+                            best_state)
+            model.load_state_dict(refit_state)
     model.eval()
     return TrainResult(model, state["history"], state["best_epoch"], state["best_f1"], state["elapsed"],
                        str(device), checkpoint, state.get("stopped_early", False), resumed_from,
                        list(data.label_names), refit_epochs, state.get("refit_seconds", 0.0))
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, best_state, state, generator,
-                     refit_state: dict | None = None) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "best_state": best_state, "state": state,
-                    "torch_rng": torch.get_rng_state(), "batch_rng": generator.get_state(),
-                    "refit_state": refit_state}, tmp)
-
+def _checkpoint_state(model, optimizer, scheduler, state, generator, refit_state: dict | None = None) -> dict:
+    """Everything a resumed run needs, but the best weights (`CheckpointWriter.save` adds those)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "state": state, "torch_rng": torch.get_rng_state(), "batch_rng": generator.get_state(),
+            "refit_state": refit_state}

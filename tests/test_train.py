@@ -9,13 +9,13 @@ import pyarrow as pa
 import pytest
 import torch
 
+from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import DataConfig, ModelConfig, SplitConfig, TrainConfig
 from pipeline.errors import NamelangError
 from pipeline.features import TEST, TRAIN, VALIDATION, build_tensors
 from pipeline.train import (
     class_weights,
     length_batches,
-    load_checkpoint,
     predict_logits,
     refit,
     resolve_device,
@@ -150,6 +150,25 @@ def test_a_corrupted_checkpoint_is_a_clear_error(small_data, tmp_path):
     assert str(result.checkpoint) in str(err.value) and "--resume" in str(err.value)
     with pytest.raises(NamelangError, match="corrupt"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoints_written_in_the_background_hold_the_state_of_their_epoch(tmp_path):
+    weights_now = torch.zeros(1000, 64)
+    path = tmp_path / "ck.pt"
+    with CheckpointWriter(path) as writer:
+        writer.save({"model": {"w": weights_now}, "state": {"epoch": 1}}, best_state={"w": weights_now.clone()})
+        weights_now.add_(1.0)  # training goes on changing the tensors in place
+    saved = load_checkpoint(path)
+    assert saved["state"] == {"epoch": 1} and saved["format"] == 1
+    assert torch.equal(saved["model"]["w"], torch.zeros(1000, 64))
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_clear_error(small_data, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the checkpoint folder should be")
+    with pytest.raises(NamelangError, match="could not write the checkpoint") as err:
+        train_model(small_data, TINY, tiny_train(blocker, epochs=2))
+    assert str(blocker / "checkpoints") in str(err.value)
 
 
 def test_the_notebook_configuration_trains(small_data, tmp_path):
