@@ -182,7 +182,8 @@ def predict(
     records = []
     for row in frame.to_dict("records"):
         row["error"] = row["error"] if isinstance(row["error"], str) and row["error"] else None
-        ranked = [(row[lang], row[prob]) for lang, prob in map(rank_columns, range(1, top + 1))]
+        # a model of fewer languages than --top gives as many guesses as it has languages
+        ranked = [(row[lang], row[prob]) for lang, prob in map(rank_columns, range(1, top + 1)) if lang in row]
         records.append({"name": row["name"], "error": row["error"],
                         "top": [] if row["error"] else [{"language": lang, "probability": round(p, 4)}
                                                         for lang, p in ranked]})

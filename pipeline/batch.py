@@ -28,10 +28,14 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
             for batch in pf.iter_batches(batch_size=chunk_size, columns=[column]):
                 yield batch.column(0).to_pylist()
         elif suffix == ".csv":
+            header = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22)).schema.names
+            if column not in header:
+                raise NamelangError(f"no column {column!r} (columns: {header})", path)
+            # only the names are read: other columns' types, guessed from the first block, could
+            # refuse a later row (an id column turning alphanumeric) that has nothing to do with them
             reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22),
-                                    convert_options=pacsv.ConvertOptions(column_types={column: pa.string()}))
-            if column not in reader.schema.names:
-                raise NamelangError(f"no column {column!r} (columns: {reader.schema.names})", path)
+                                    convert_options=pacsv.ConvertOptions(column_types={column: pa.string()},
+                                                                         include_columns=[column]))
             for batch in reader:
                 names = batch.column(batch.schema.get_field_index(column)).to_pylist()
                 for i in range(0, len(names), chunk_size):
@@ -58,7 +62,7 @@ def _first_bad_csv_line(path: Path) -> tuple[int, str] | None:
         reader = csv.reader(fh)
         header = next(reader, [])
         for row in reader:
-            if len(row) != len(header):
+            if row and len(row) != len(header):  # blank lines are skipped, by Arrow too
                 return reader.line_num, f"expected {len(header)} fields as in the header, found {len(row)}"
     return None
 

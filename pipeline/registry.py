@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import f1_score
 
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, TrackingError
 from pipeline.tracking import MODEL_NAME
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -51,16 +51,24 @@ def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
         return None
 
 
+# what the registry answers for a model, version or alias that is not there
+_NOT_THERE = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
 def load_model(uri: str = model_uri()):
-    """Load a pyfunc model by URI; a one-line, actionable error when there is none yet."""
+    """Load a pyfunc model by URI; a one-line, actionable error when there is none yet, and a
+    `TrackingError` (worth a retry) when the store itself failed (locked, unreachable, 5xx)."""
     try:
         return mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if exc.error_code not in _NOT_THERE:
+            raise TrackingError(f"the model store failed while loading the model ({first_line})", uri) from exc
         if uri.startswith("models:/"):
             raise NamelangError(f"no model {uri.removeprefix('models:/')!r} in the registry at "
                                 f"{mlflow.get_tracking_uri()}; train one with `make run` or "
                                 "`namelang train --source DATA`") from exc
-        raise NamelangError(f"cannot load model: {str(exc).splitlines()[0]}", uri) from exc
+        raise NamelangError(f"cannot load model: {first_line}", uri) from exc
 
 
 def score_model(uri: str, names: list[str], true_languages: list[str]) -> float:
@@ -74,20 +82,39 @@ def register(model_uri_: str, tags: dict[str, str], name: str = MODEL_NAME):
 
 def promote_if_better(version: str, new_macro_f1: float, test_names: list[str], test_languages: list[str],
                       name: str = MODEL_NAME) -> PromotionDecision:
-    """Give `version` the champion alias if it scores at least the champion on the same test names."""
+    """Give `version` the champion alias if it scores at least the champion on the same test names.
+
+    The decision is recorded in the version's `gate.*` tags before the alias moves; a retry after
+    a failure (the alias may already point here) takes the recorded decision instead of judging
+    the version against itself.
+    """
     client = MlflowClient()
+    recorded = _recorded_decision(client, name, str(version))
+    if recorded is not None:
+        client.set_registered_model_alias(name, recorded.alias, str(version))
+        return recorded
     current = get_alias_version(client, CHAMPION, name)
     champion_f1 = None
     if current is not None and str(current.version) != str(version):
         champion_f1 = score_model(f"models:/{name}/{current.version}", test_names, test_languages)
     promote = champion_f1 is None or new_macro_f1 >= champion_f1
     alias = CHAMPION if promote else CHALLENGER
-    client.set_registered_model_alias(name, alias, str(version))
     decision = PromotionDecision(str(version), alias, new_macro_f1, champion_f1,
                                  str(current.version) if current is not None else None)
     for key, value in {"gate.decision": "promoted to champion" if promote else "kept champion; challenger",
-                       "gate.new_macro_f1": f"{new_macro_f1:.6f}",
-                       "gate.champion_macro_f1": "" if champion_f1 is None else f"{champion_f1:.6f}",
-                       "gate.previous_champion": decision.previous_champion or ""}.items():
+                       "gate.new_macro_f1": repr(float(new_macro_f1)),  # exact: a retry reads them back
+                       "gate.champion_macro_f1": "" if champion_f1 is None else repr(float(champion_f1)),
+                       "gate.previous_champion": decision.previous_champion or "",
+                       "gate.alias": alias}.items():  # written last: its presence means all are there
         client.set_model_version_tag(name, str(version), key, value)
+    client.set_registered_model_alias(name, alias, str(version))
     return decision
+
+
+def _recorded_decision(client: MlflowClient, name: str, version: str) -> PromotionDecision | None:
+    tags = client.get_model_version(name, version).tags
+    if "gate.alias" not in tags:
+        return None
+    return PromotionDecision(version, tags["gate.alias"], float(tags["gate.new_macro_f1"]),
+                             float(tags["gate.champion_macro_f1"]) if tags["gate.champion_macro_f1"] else None,
+                             tags["gate.previous_champion"] or None)

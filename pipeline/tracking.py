@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from pipeline.config import PipelineConfig, flat_params
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, TrackingError
 
 EXPERIMENT = "namelang"
 MODEL_NAME = "namelang"
@@ -48,7 +48,7 @@ def check_reachable(uri: str, attempts: int = 3, backoff_s: float = 0.5) -> None
         except httpx.HTTPError as exc:
             last = exc
         time.sleep(backoff_s * 2**attempt)
-    raise NamelangError(f"MLflow tracking server unreachable after {attempts} tries ({last})", uri)
+    raise TrackingError(f"MLflow tracking server unreachable after {attempts} tries ({last})", uri)
 
 
 def configure(uri: str | None = None, create: bool = True) -> str:
@@ -97,8 +97,12 @@ class TrackedRun:
         run = client.create_run(experiment_id(client), tags=tags, run_name=run_name)
         tracked = cls(client, run.info.run_id)
         params = [Param(k, str(v)) for k, v in flat_params(config).items()]
-        for i in range(0, len(params), 100):
-            client.log_batch(tracked.run_id, params=params[i:i + 100])
+        try:
+            for i in range(0, len(params), 100):
+                client.log_batch(tracked.run_id, params=params[i:i + 100])
+        except BaseException:
+            tracked.fail()  # a retry starts a new run: this one must not stay RUNNING for ever
+            raise
         return tracked
 
     def __call__(self, record: dict) -> None:

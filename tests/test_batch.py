@@ -35,7 +35,7 @@ def test_csv_and_parquet_read_the_named_column(tmp_path):
 
 @pytest.mark.parametrize(("body", "line", "problem"), [
     (b"id,name\n1,Smith\n2,Mu\xffller\n3,Rossi\n", 3, "not valid UTF-8 text (invalid start byte)"),
-    (b"id,name\n1,Smith\n2,Rossi,extra\n3,Lee\n", 3, "expected 2 fields as in the header, found 3"),
+    (b"id,name\n1,Smith\n\n2,Rossi,extra\n3,Lee\n", 4, "expected 2 fields as in the header, found 3"),
 ])
 def test_bad_csv_names_its_line(tmp_path, body, line, problem):
     path = tmp_path / "names.csv"
@@ -43,3 +43,13 @@ def test_bad_csv_names_its_line(tmp_path, body, line, problem):
     with pytest.raises(NamelangError) as err:
         list(iter_names(path))
     assert str(err.value) == f"{path}:{line}: {problem}"
+
+
+def test_csv_other_columns_do_not_matter(tmp_path):
+    """Only the names column is read: an id column that turns alphanumeric after the first
+    block of rows (where its type was guessed) must not fail the file."""
+    path = tmp_path / "names.csv"
+    rows = [f"{i},Name{i}" for i in range(400_000)] + ["A1,Rossi"]
+    path.write_text("id,name\n" + "\n".join(rows) + "\n")
+    names = [n for chunk in iter_names(path) for n in chunk]
+    assert len(names) == 400_001 and names[-1] == "Rossi"

@@ -67,7 +67,10 @@ def test_flow_publishes_artifacts(first_run):
 
 def test_rerun_on_unchanged_data_uses_cache(first_run):
     config, _ = first_run
+    table = config.data.processed_dir / "names.parquet"
+    written = table.stat().st_mtime_ns
     summary = train_name_classifier(config)
+    assert table.stat().st_mtime_ns == written  # the same table is not written again
     assert summary["data_steps"] == {"ingest": "cached", "normalize": "cached", "build-tensors": "cached"}
     assert summary["version"] == "2"
     assert (config.data.cache_dir).is_dir() and any(config.data.cache_dir.iterdir())

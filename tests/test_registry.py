@@ -157,6 +157,9 @@ def test_cli_predict_prints_top_languages_and_json(store):
     assert [r["name"] for r in records] == ["Nakamura", "Tanaka"]
     assert len(records[0]["top"]) == 3 and records[0]["top"][0]["language"] == store["top"]["Nakamura"]
     assert sum(t["probability"] for t in records[1]["top"]) <= 1.0001
+    result = runner.invoke(app, ["predict", "Nakamura", "--top", "20", "--json"])  # more than it knows
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.output)[0]["top"]) == len(store["labels"])
     names = store["root"] / "names.txt"
     names.write_text("Nakamura\n\nИванов\n", encoding="utf-8")
     result = runner.invoke(app, ["predict", "--file", str(names)])
@@ -190,7 +193,7 @@ def test_no_store_yet_tells_how_to_train(tmp_path, monkeypatch):
 
 def test_unreachable_tracking_server_fails_clearly_and_keeps_model(store, monkeypatch):
     port = free_port()  # nothing listens here
-    with pytest.raises(NamelangError, match="unreachable after 3 tries"):
+    with pytest.raises(TrackingError, match="unreachable after 3 tries"):  # the kind the flows retry
         configure(f"http://127.0.0.1:{port}")
     # the store goes away after training: the model stays on disk, and the error says where
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -238,6 +241,8 @@ def test_a_retried_registration_reuses_the_version(store):
     first = workflow.register_model(bundle, ev, data, run)
     again = workflow.register_model(bundle, ev, data, run)
     assert again.version == first.version
+    # the gate is not run again against the alias it already moved: the first decision stands
+    assert again.decision == first.decision and first.decision.previous_champion is not None
     assert len(MlflowClient().search_model_versions(f"name='{MODEL_NAME}' and run_id='{run.run_id}'")) == 1
     run.finish()
 
