@@ -62,12 +62,6 @@ def ingest(
     typer.echo(f"  report: {paths['quality_md']}")
 
 
-def _quiet_telemetry() -> None:
-    for key, value in {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-                       "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
-        os.environ.setdefault(key, value)
-
-
 @app.command()
 def train(
     source: Annotated[str | None, typer.Option(
@@ -82,7 +76,6 @@ def train(
         help="Show a progress bar (default: on, or the --config file's train.progress)")] = None,
 ) -> None:
     """Run the training flow once, end to end: ingest, train, evaluate, register in MLflow."""
-    _quiet_telemetry()
     from pydantic import ValidationError
 
     from pipeline.config import PipelineConfig
@@ -162,7 +155,6 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Which language does each surname come from? Uses the registered champion by default."""
-    _quiet_telemetry()
     from pipeline.predict import rank_columns
     from pipeline.registry import load_model
     from pipeline.tracking import configure
@@ -210,7 +202,6 @@ def batch(
     chunk_size: Annotated[int, typer.Option(help="Names per chunk (bounds memory)")] = 50_000,
 ) -> None:
     """Predict a whole file through the `batch-predict` flow; writes Parquet with the top-3 languages."""
-    _quiet_telemetry()
     from flows.batch_predict import batch_predict
 
     try:
@@ -228,7 +219,6 @@ def serve(
     port: Annotated[int, typer.Option()] = 5001,
 ) -> None:
     """REST endpoint: `mlflow models serve` on the champion, offline (no environment is built)."""
-    _quiet_telemetry()
     from pipeline.registry import load_model
     from pipeline.tracking import configure
 

@@ -44,7 +44,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="default data source of scheduled runs (env NAMELANG_SOURCE)")
     parser.add_argument("--timezone", default="UTC")
     args = parser.parse_args(argv)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     serve(*deployments(args.cron, args.source, args.timezone))
 
 

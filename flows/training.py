@@ -8,7 +8,6 @@ download and the tracking store, artifacts in the UI, and the flow-run id on the
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,5 +258,4 @@ def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool 
 
 
 if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     print(train_name_classifier())

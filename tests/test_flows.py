@@ -344,3 +344,16 @@ def test_cli_batch_predicts_a_file(first_run, tmp_path):
     assert len(pd.read_parquet(out)) == 3
     missing = CliRunner().invoke(app, ["batch", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "input file not found" in missing.output
+
+
+def test_every_entry_point_turns_telemetry_off():
+    """`python -m flows.serve`, workers and the CLI import `flows` first: telemetry is off before
+    Prefect or MLflow loads, whatever the user's shell has (nothing reaches beyond this machine)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY", "PREFECT_SERVER_ANALYTICS_ENABLED")}
+    probe = ("import flows.serve; from mlflow.telemetry.utils import is_telemetry_disabled; "
+             "from prefect.settings import get_current_settings; "
+             "print(is_telemetry_disabled(), get_current_settings().server.analytics_enabled)")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]

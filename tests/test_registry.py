@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from pipeline import workflow
-from pipeline.errors import NamelangError, TrackingError
+from pipeline.errors import TrackingError
 from pipeline.registry import CHALLENGER, CHAMPION, load_model
 from pipeline.tracking import MODEL_NAME, configure
 from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
