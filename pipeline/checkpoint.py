@@ -36,7 +36,7 @@ class CheckpointWriter:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._thread: threading.Thread | None = None
+        self._written: threading.Event | None = None  # set when the write in flight has ended
         self._error: BaseException | None = None
 
     def save(self, state: dict, best_state: dict) -> None:
@@ -47,22 +47,27 @@ class CheckpointWriter:
         """
         self.wait()
         payload = {"format": CHECKPOINT_FORMAT, **copy.deepcopy(state), "best_state": best_state}
-        self._thread = threading.Thread(target=self._write, args=(payload,), name="namelang-checkpoint",
-                                        daemon=True)
-        self._thread.start()
+        self._written = threading.Event()
+        # not a daemon: an interpreter that exits (after Ctrl-C, say) still finishes the file first
+        threading.Thread(target=self._write, args=(payload, self._written), name="namelang-checkpoint").start()
 
-    def _write(self, payload: dict) -> None:
+    def _write(self, payload: dict, written: threading.Event) -> None:
         try:
             with atomic_path(self.path) as tmp:
                 torch.save(payload, tmp)
         except BaseException as exc:  # noqa: BLE001 - handed to the training thread by `wait`
             self._error = exc
+        finally:
+            written.set()
 
     def wait(self) -> None:
-        """Block until the write in flight is on disk; raise its error, if it failed."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Block until the write in flight is on disk; raise its error, if it failed.
+
+        Waits on an event, not `Thread.join`: a join interrupted by Ctrl-C marks the thread as
+        finished while it still writes, and the wait on the way out would then not wait."""
+        if self._written is not None:
+            self._written.wait()
+            self._written = None
         if self._error is not None:
             error, self._error = self._error, None
             raise NamelangError(f"could not write the checkpoint ({type(error).__name__}: {error})",
