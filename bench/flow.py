@@ -94,9 +94,8 @@ def main() -> None:
     # (the cost without interference); then the flow again on unchanged data, for the cache.
     # Every timed run registers against an existing champion, so each pays for the promotion gate
     # (scoring the champion on its test split): one untimed, one-epoch registration first.
-    warm = fresh("warm-registry")
-    warm.train.epochs = 1
-    workflow.run_pipeline(warm)
+    workflow.run_pipeline(fresh("warm-registry").model_copy(update={
+        "train": config.train.model_copy(update={"epochs": 1})}))  # a copy: `fresh` shares config.train
     direct_runs, flow_runs = [], []
     for i in range(1, args.repeats + 1):
         direct_runs.append(timed(workflow.run_pipeline, f"direct-{i}"))
