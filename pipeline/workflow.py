@@ -112,7 +112,7 @@ def start_run(config: PipelineConfig, table: NamesTable, tags: dict[str, str] | 
     run = TrackedRun.start(config, {"namelang.data_sha256": table.sha256, "namelang.git_commit": git_commit() or "",
                                     "namelang.version": __version__, **(tags or {})})
     try:
-        run.log_dataset(table.names.to_pandas(), str(config.data.processed_dir / normalize.NAMES_FILE),
+        run.log_dataset(table.names, str(config.data.processed_dir / normalize.NAMES_FILE),
                         table.provenance)
     except BaseException:
         run.fail()  # a retry starts a new run: this one must not stay RUNNING for ever

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -60,6 +61,10 @@ def test_run_logs_params_curves_dataset_and_artifacts(store):
     assert run.data.tags["namelang.data_sha256"] == table_sha256
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == run.data.tags["namelang.data_sha256"][:36]
+    names = pq.read_table(store["config"].data.processed_dir / "names.parquet")
+    assert json.loads(dataset_input.dataset.profile) == {"num_rows": names.num_rows,
+                                                          "num_elements": names.num_rows * names.num_columns}
+    assert [c["name"] for c in json.loads(dataset_input.dataset.schema)["mlflow_colspec"]] == names.column_names
     artifacts = {a.path for folder in ("evaluation", "data") for a in client.list_artifacts(run.info.run_id, folder)}
     for name in ("evaluation/confusion_matrix.png", "evaluation/model_card.md", "evaluation/per_language.csv",
                  "evaluation/misclassified.csv", "data/provenance.json", "data/quality.md"):
