@@ -40,6 +40,8 @@ def encode_names(names: pa.Array | pa.ChunkedArray | list[str], max_len: int | N
     arr = pa.array(names, type=pa.string()) if isinstance(names, list) else names
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
+    if arr.type != pa.string():  # e.g. large_string (64-bit offsets) from Polars or pandas
+        arr = arr.cast(pa.string())
     arr = pc.fill_null(arr, "")
     _, offsets_buf, data_buf = arr.buffers()
     offsets = np.frombuffer(offsets_buf, dtype=np.int32, count=len(arr) + 1, offset=arr.offset * 4)
@@ -147,6 +149,9 @@ def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> Te
         split = split_by_name(name_ascii, language, config)
     else:
         split = split_random_lines(len(name_ascii), config)
+    if config.test > 0 and not (split == TEST).any():
+        raise NamelangError(f"the test split is empty: {table.num_rows} names in {len(label_names)} languages are "
+                            "too few to hold some out for an honest test; add names")
     tokens, lengths = encode_names(table["name_ascii"])
     return TensorData(tokens, lengths, torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(split),
                       label_names, name_ascii.tolist(), table_sha256, config.model_dump())

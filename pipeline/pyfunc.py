@@ -76,7 +76,9 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
 
 
 def signature() -> ModelSignature:
-    outputs = [ColSpec("double" if col.startswith("probability") else "string", col, required=col != "error")
+    # only `name` is always there: a refused name has no languages, and a model of fewer
+    # languages than TOP_K gives fewer guesses
+    outputs = [ColSpec("double" if col.startswith("probability") else "string", col, required=col == "name")
                for col in output_columns(TOP_K)]
     return ModelSignature(inputs=Schema([ColSpec("string", "name")]), outputs=Schema(outputs),
                           params=ParamSchema([ParamSpec("top_k", "long", TOP_K)]))

@@ -42,11 +42,12 @@ class TrainResult:
     train_seconds: float
     device: str
     checkpoint: Path
-    stopped_early: bool = False
+    stopped_early: bool = False       # patience ran out on validation
     resumed_from_epoch: int | None = None
     label_names: list[str] = field(default_factory=list)
     refit_epochs: int | None = None   # set when the model returned was refit on train + validation
     refit_seconds: float = 0.0        # part of train_seconds
+    stopped_by_budget: bool = False   # `max_seconds` ran out (a resume without that budget goes on)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -55,6 +56,13 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's share), not the host's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
 
 
 def run_key(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig) -> str:
@@ -87,6 +95,8 @@ def predict_logits(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor
     device = next(model.parameters()).device
     order = torch.argsort(lengths)
     out = torch.empty(len(lengths), model.head.out_features)
+    if len(lengths) == 0:
+        return out
     for chunk in order.split(batch_size):
         width = int(lengths[chunk].max().clamp(min=1))
         out[chunk] = model(tokens[chunk, :width].to(device), lengths[chunk]).float().cpu()
@@ -131,8 +141,8 @@ def _forward(model: CharClassifier, loss_fn: nn.Module, x: torch.Tensor, n: torc
             outputs = model.member_logits(x, n)
             return torch.stack([loss_fn(z.float(), y) for z in outputs]).mean(), combine(outputs)
     except RuntimeError as exc:
-        if not autocast:
-            raise
+        if not autocast or isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise  # out of memory is not a bf16 problem: float32 would need more
         warnings.warn(f"bf16 autocast failed on {device} ({str(exc).splitlines()[0]}); training in float32",
                       stacklevel=2)
         _BF16_FAILED.add(str(device))
@@ -197,13 +207,14 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     best epoch count; `best_val_macro_f1` and `history` stay those of the first phase).
 
     `on_epoch(record)` is called after every epoch with that epoch's figures, while its checkpoint is
-    written in the background (complete on disk once this function returns or raises);
+    written in the background (complete on disk once this function returns or raises); on resume it
+    is first called with each epoch trained before the interruption;
     `extra_metrics(model)`, if given, adds to the record (e.g. test accuracy for a benchmark's
     learning curve) and its time is kept off the training clock.
     """
     device = resolve_device(train_cfg.device)
     if device.type == "cpu":
-        torch.set_num_threads(train_cfg.num_threads or os.cpu_count() or 1)
+        torch.set_num_threads(train_cfg.num_threads or usable_cores())
     train_idx = data.indices(TRAIN)
     if len(train_idx) == 0:
         raise NamelangError("the train split is empty")
@@ -213,22 +224,37 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
 
     key = run_key(data, model_cfg, train_cfg)
     checkpoint = Path(train_cfg.checkpoint_dir) / f"train-{key}.pt"
-    state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "elapsed": 0.0,
+    # best_f1: the best score so far (validation macro-F1; without validation rows, minus the train loss)
+    state = {"epoch": 0, "best_f1": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [], "elapsed": 0.0,
              "finished": False}
     best_state = copy.deepcopy(model.state_dict())
     refit_state = None
     resumed_from = None
     if resume and checkpoint.exists():
         saved = load_checkpoint(checkpoint)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        best_state = saved["best_state"]
-        torch.set_rng_state(saved["torch_rng"])
-        generator.set_state(saved["batch_rng"])
-        state = saved["state"]
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            best_state = saved["best_state"]
+            torch.set_rng_state(saved["torch_rng"])
+            generator.set_state(saved["batch_rng"])
+            if device.type == "cuda" and saved.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            state = saved["state"]
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise NamelangError(f"checkpoint does not match this model or version ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else exc}); delete it or train without "
+                                "--resume", checkpoint) from exc
         refit_state = saved.get("refit_state")
         resumed_from = state["epoch"]
+        if state.get("stopped_by_budget") and (train_cfg.max_seconds is None
+                                               or state["elapsed"] < train_cfg.max_seconds):
+            state.update(finished=False, stopped_by_budget=False)  # a time budget stop, now lifted: go on
+
+        if on_epoch is not None:  # the epochs before the interruption, e.g. for a new tracking run's curves
+            for record in state["history"]:
+                on_epoch(record)
 
     tokens, lengths, labels = data.tokens[train_idx], data.lengths[train_idx], data.labels[train_idx]
     started = time.perf_counter() - state["elapsed"]
@@ -261,8 +287,8 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
             state["elapsed"] = record["elapsed_s"]
             if has_validation and state["bad_epochs"] >= train_cfg.patience:
                 state["finished"], state["stopped_early"] = True, True
-            if train_cfg.max_seconds and state["elapsed"] >= train_cfg.max_seconds:
-                state["finished"] = True
+            if train_cfg.max_seconds and state["elapsed"] >= train_cfg.max_seconds and not state["finished"]:
+                state["finished"], state["stopped_by_budget"] = True, True
             writer.save(_checkpoint_state(model, optimizer, scheduler, state, generator), best_state)
             bar.update(1)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}",
@@ -282,13 +308,16 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                             best_state)
             model.load_state_dict(refit_state)
     model.eval()
-    return TrainResult(model, state["history"], state["best_epoch"], state["best_f1"], state["elapsed"],
+    best_val_macro_f1 = state["best_f1"] if has_validation else float("nan")  # no validation: no F1 to report
+    return TrainResult(model, state["history"], state["best_epoch"], best_val_macro_f1, state["elapsed"],
                        str(device), checkpoint, state.get("stopped_early", False), resumed_from,
-                       list(data.label_names), refit_epochs, state.get("refit_seconds", 0.0))
+                       list(data.label_names), refit_epochs, state.get("refit_seconds", 0.0),
+                       state.get("stopped_by_budget", False))
 
 
 def _checkpoint_state(model, optimizer, scheduler, state, generator, refit_state: dict | None = None) -> dict:
     """Everything a resumed run needs, but the best weights (`CheckpointWriter.save` adds those)."""
+    cuda_rng = torch.cuda.get_rng_state_all() if next(model.parameters()).is_cuda else None
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "state": state, "torch_rng": torch.get_rng_state(), "batch_rng": generator.get_state(),
-            "refit_state": refit_state}
+            "cuda_rng": cuda_rng, "refit_state": refit_state}

@@ -117,6 +117,18 @@ def test_too_few_rows_is_a_clear_error():
         build_tensors(names_table([("Abe", "X"), ("Abe", "X")]), "sha", SplitConfig())
 
 
+def test_large_string_names_encode_like_plain_strings():
+    names = ["Abe", "Nakamura", "Xu"]
+    for kind in (pa.large_string(), pa.string()):
+        tokens, lengths = encode_names(pa.array(names, kind))
+        assert lengths.tolist() == [3, 8, 2] and decode(tokens[1], 8) == "Nakamura"
+
+
+def test_an_empty_test_split_is_a_clear_error():
+    with pytest.raises(NamelangError, match="the test split is empty"):
+        build_tensors(names_table([("Abe", "A"), ("Bob", "B"), ("Cid", "C")]), "sha", SplitConfig())
+
+
 def test_one_language_is_a_clear_error():
     rows = [(f"Name{i}", "English") for i in range(30)]
     with pytest.raises(NamelangError, match=r"at least two languages.*got 1: \['English'\]"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -100,15 +101,19 @@ def test_resume_continues_from_the_checkpoint_of_an_interrupted_run(small_data, 
 
     with pytest.raises(Interrupt):
         train_model(small_data, TINY, config, on_epoch=stop_after_two)
-    seen: list[int] = []
-    resumed = train_model(small_data, TINY, config, on_epoch=lambda r: seen.append(r["epoch"]), resume=True)
-    assert resumed.resumed_from_epoch == 2 and seen == [3, 4, 5]
+    seen: list[dict] = []
+    resumed = train_model(small_data, TINY, config, on_epoch=seen.append, resume=True)
+    # the callback hears of every epoch: the two before the interruption first (a new tracking run
+    # gets whole curves), then the three trained now
+    assert resumed.resumed_from_epoch == 2 and [r["epoch"] for r in seen] == [1, 2, 3, 4, 5]
+    assert [r["train_loss"] for r in seen] == [r["train_loss"] for r in full.history]
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
     assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
     assert_same_weights(weights(resumed.model), weights(full.model))
     # resuming a finished run trains nothing more
-    again = train_model(small_data, TINY, config, on_epoch=lambda r: seen.append(r["epoch"]), resume=True)
-    assert seen == [3, 4, 5] and again.best_epoch == full.best_epoch
+    again = train_model(small_data, TINY, config, resume=True)
+    assert again.resumed_from_epoch == 5 and again.best_epoch == full.best_epoch
+    assert_same_weights(weights(again.model), weights(full.model))
 
 
 def test_refit_retrains_on_train_and_validation_for_the_best_epoch_count(small_data, tmp_path):
@@ -129,9 +134,9 @@ def test_refit_retrains_on_train_and_validation_for_the_best_epoch_count(small_d
     shuffled.labels[val] = small_data.labels[val].roll(1)
     assert not torch.equal(refit(shuffled, TINY, config, result.best_epoch).head.weight, again.head.weight)
     # resuming the finished run returns the stored refit model without training again
-    seen: list[int] = []
-    resumed = train_model(small_data, TINY, config, on_epoch=lambda r: seen.append(r["epoch"]), resume=True)
-    assert seen == [] and resumed.refit_epochs == result.best_epoch
+    resumed = train_model(small_data, TINY, config, resume=True)
+    assert resumed.resumed_from_epoch == 5 and resumed.refit_epochs == result.best_epoch
+    assert resumed.refit_seconds == result.refit_seconds  # the stored refit, not a new one
     assert_same_weights(weights(resumed.model), weights(result.model))
 
 
@@ -169,6 +174,35 @@ def test_a_checkpoint_that_cannot_be_written_is_a_clear_error(small_data, tmp_pa
     with pytest.raises(NamelangError, match="could not write the checkpoint") as err:
         train_model(small_data, TINY, tiny_train(blocker, epochs=2))
     assert str(blocker / "checkpoints") in str(err.value)
+
+
+def test_without_a_validation_split_the_trained_model_is_returned(tmp_path):
+    """The notebook's 85/15 split has no validation rows: training must still keep what it learned."""
+    rows = [(f"{lang[:3]}{chr(97 + i % 26)}{i}", lang) for lang in LANGUAGES for i in range(40)]
+    table = pa.table({"name_ascii": [r[0] for r in rows], "language": [r[1] for r in rows]})
+    data = build_tensors(table, "sha", SplitConfig(train=0.85, validation=0.0, test=0.15))
+    assert len(data.indices(VALIDATION)) == 0
+    result = train_model(data, TINY, tiny_train(tmp_path, epochs=3))
+    assert result.best_epoch >= 1 and math.isnan(result.best_val_macro_f1)
+    untrained = train_model(data, TINY, tiny_train(tmp_path / "none", epochs=1, learning_rate=1e-12)).model
+    assert not torch.equal(weights(result.model)["head.weight"], weights(untrained)["head.weight"])
+
+
+def test_a_time_budget_stop_is_not_taken_for_the_end_of_training(small_data, tmp_path):
+    config = tiny_train(tmp_path, epochs=4, patience=10, max_seconds=1e-3)
+    cut = train_model(small_data, TINY, config)
+    assert cut.stopped_by_budget and len(cut.history) == 1 and not cut.stopped_early
+    # the budget is not part of the run's identity: resuming without it trains the rest
+    resumed = train_model(small_data, TINY, config.model_copy(update={"max_seconds": None}), resume=True)
+    assert resumed.resumed_from_epoch == 1 and len(resumed.history) == 4 and not resumed.stopped_by_budget
+
+
+def test_a_checkpoint_of_another_model_is_a_clear_error(small_data, tmp_path):
+    config = tiny_train(tmp_path, epochs=1)
+    result = train_model(small_data, TINY, config)
+    torch.save({"format": 1, "model": {}, "hello": 1}, result.checkpoint)
+    with pytest.raises(NamelangError, match="checkpoint does not match this model or version"):
+        train_model(small_data, TINY, config, resume=True)
 
 
 def test_the_notebook_configuration_trains(small_data, tmp_path):
@@ -220,8 +254,11 @@ def test_short_default_run_on_the_shared_data_learns(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_training_with_bf16_autocast_learns_and_returns_a_usable_model(small_data, tmp_path):
+    from pipeline import train
+
     result = train_model(small_data, TINY, tiny_train(tmp_path, device="auto", epochs=6))
     assert result.device.startswith("cuda")
+    assert not train._BF16_FAILED, "training fell back to float32: bf16 autocast was not used"
     assert next(result.model.parameters()).is_cuda
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     cpu_model = result.model.cpu()
