@@ -186,19 +186,20 @@ def prepare_steps(config: PipelineConfig, local_source: Path, fingerprint: str,
     """
     cached = {t.name: t.with_options(result_storage=storage) for t in (ingest_source, normalize_names,
                                                                        build_tensors)}
-    states: dict = {}
-    raw = _run(cached["ingest"], states, config.data, local_source, fingerprint)
-    table_ref = _run(cached["normalize"], states, raw, config.data, fingerprint)
-    tensors_ref = _run(cached["build-tensors"], states, table_ref, config.split, config.data.cache_dir)
-    return PreparedRefs(table_ref, tensors_ref, {name: _ran_or_cached(state) for name, state in states.items()})
+    ingested = _run(cached["ingest"], config.data, local_source, fingerprint)
+    normalized = _run(cached["normalize"], ingested.result(), config.data, fingerprint)
+    tensors = _run(cached["build-tensors"], normalized.result(), config.split, config.data.cache_dir)
+    steps = {"ingest": ingested, "normalize": normalized, "build-tensors": tensors}
+    return PreparedRefs(normalized.result(), tensors.result(),
+                        {name: _ran_or_cached(state) for name, state in steps.items()})
 
 
 def prepare_data(config: PipelineConfig) -> PreparedData:
     """The data steps inside the calling flow: fetch, ingest, normalize, write the table, tensors.
 
     Fetching is a task with retries only for a URL; a local path needs no retry. Writing the
-    table is a plain call: it is idempotent (skipped when the Parquet file already holds the same
-    content hash), so a table deleted or moved by hand is written again even on a cached run.
+    table is a plain call: it is idempotent (skipped when the Parquet file already holds this
+    table's provenance), so a table deleted or moved by hand is written again even on a cached run.
     """
     storage = result_storage(Path(config.data.cache_dir))
     prepare = prepare_steps.with_options(result_storage=storage)
@@ -208,9 +209,7 @@ def prepare_data(config: PipelineConfig) -> PreparedData:
     started = time.perf_counter()
     local = fetch(config.data) if ingest.is_url(config.data.source) else workflow.fetch_source(config.data)
     fingerprint = workflow.source_fingerprint(Path(local))
-    state = prepare(config, local, fingerprint, storage, return_state=True)
-    if not state.result().exists():  # cached files deleted since: run the steps again
-        state = prepare.with_options(refresh_cache=True)(config, local, fingerprint, storage, return_state=True)
+    state = _run(prepare, config, local, fingerprint, storage)
     refs: PreparedRefs = state.result()
     table, data = store.load_table(refs.table), store.load_tensors(refs.tensors)
     workflow.write_table(table, config.data)
@@ -223,13 +222,13 @@ def _ran_or_cached(state) -> str:
     return "cached" if state.name == "Cached" else "ran"
 
 
-def _run(step, states: dict, *args) -> Stored:
-    """Run a cached data step; if its cached files were deleted since, run it again for real."""
+def _run(step, *args):
+    """State of a cached step whose result references files; if they were deleted since, the step
+    runs again for real instead of trusting the cache."""
     state = step(*args, return_state=True)
     if not state.result().exists():
         state = step.with_options(refresh_cache=True)(*args, return_state=True)
-    states[step.name] = state
-    return state.result()
+    return state
 
 
 @flow(name="train-name-classifier", log_prints=True)
@@ -240,14 +239,11 @@ def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool 
     get_run_logger().info("data steps: %s (%.2f s)", prepared.steps, prepared.seconds)
     _report_data_quality(table)  # every run, cached or not, shows the report of the table it trained on
     run = start_run(config, table)
-    try:
+    with run.failed_on_error():
         result = train(data, config, run, resume)
         ev = evaluate(result, data, table, config, run)
         bundle = workflow.save_model(result, data, config)
         registration = register(bundle, ev, data, run)
-    except BaseException:
-        run.fail()
-        raise
     run.finish()
     _report_registration(registration, run)
     out = workflow.summary(result, ev, registration)

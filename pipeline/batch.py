@@ -28,7 +28,8 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
             for batch in pf.iter_batches(batch_size=chunk_size, columns=[column]):
                 yield batch.column(0).to_pylist()
         elif suffix == ".csv":
-            header = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22)).schema.names
+            # the header from a small first block (the reader below infers types from 4 MiB)
+            header = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
             if column not in header:
                 raise NamelangError(f"no column {column!r} (columns: {header})", path)
             # only the names are read: other columns' types, guessed from the first block, could
@@ -52,12 +53,11 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
 def _first_bad_csv_line(path: Path) -> tuple[int, str] | None:
     """Where a CSV that Arrow refused goes wrong, as (line, problem): Arrow's streaming reader names
     neither the line of a bad byte nor that of a row with too many fields. Runs only after a failure."""
-    with open(path, "rb") as fh:
-        for line_number, raw in enumerate(fh, 1):
-            try:
-                raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                return line_number, f"not valid UTF-8 text ({exc.reason})"
+    try:
+        for _ in text_lines(path):  # the text reader names the line of a bad byte
+            pass
+    except NamelangError as exc:
+        return exc.line, exc.problem
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, [])

@@ -25,10 +25,15 @@ CHECKPOINT_FORMAT = 1
 
 def load_checkpoint(path: Path) -> dict:
     try:
-        return torch.load(path, weights_only=True, map_location="cpu")
+        saved = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # a truncated or foreign file fails in many ways inside torch
         raise NamelangError(f"checkpoint is corrupt or unreadable ({type(exc).__name__}: {exc}); delete it "
                             "or train without --resume", path) from exc
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        raise NamelangError(f"not a namelang checkpoint of format {CHECKPOINT_FORMAT} (found {found!r}); delete "
+                            "it or train without --resume", path)
+    return saved
 
 
 class CheckpointWriter:

@@ -68,8 +68,8 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
         top_k = int((params or {}).get("top_k", TOP_K))
         if top_k < 1:
             raise MlflowException("top_k must be at least 1", error_code=INVALID_PARAMETER_VALUE)
-        # MLflow passes the default (3) when none is asked for: a model of two languages gives two
-        top_k = min(top_k, len(self.predictor.label_names))
+        # MLflow passes the default (3) when none is asked for: the predictor gives as many guesses
+        # as the model has languages, at most top_k
         columns = self.predictor.predict(model_input["name"].tolist(), top_k)
         # object columns, so a missing language, probability or error is None (JSON null), never NaN
         return pd.DataFrame({col: pd.Series(values, dtype=object) for col, values in columns.items()})

@@ -6,10 +6,12 @@ tasks or threads log into the same run without relying on MLflow's global "activ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -98,12 +100,9 @@ class TrackedRun:
         run = client.create_run(experiment_id(client), tags=tags, run_name=run_name)
         tracked = cls(client, run.info.run_id)
         params = [Param(k, str(v)) for k, v in flat_params(config).items()]
-        try:
+        with tracked.failed_on_error():  # a retry starts a new run: this one must not stay RUNNING
             for i in range(0, len(params), 100):
                 client.log_batch(tracked.run_id, params=params[i:i + 100])
-        except BaseException:
-            tracked.fail()  # a retry starts a new run: this one must not stay RUNNING for ever
-            raise
         return tracked
 
     def __call__(self, record: dict) -> None:
@@ -173,6 +172,15 @@ class TrackedRun:
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, the first error matters more
             warnings.warn(f"could not mark MLflow run {self.run_id} as FAILED ({type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''})", stacklevel=2)
+
+    @contextlib.contextmanager
+    def failed_on_error(self) -> Iterator[None]:
+        """Mark the run FAILED if the block raises, then let the error go on."""
+        try:
+            yield
+        except BaseException:
+            self.fail()
+            raise
 
     def registered_version(self, name: str = MODEL_NAME):
         """The registry version already made from this run, if any (a retried registration reuses it)."""

@@ -111,12 +111,8 @@ def start_run(config: PipelineConfig, table: NamesTable, tags: dict[str, str] | 
     configure()
     run = TrackedRun.start(config, {"namelang.data_sha256": table.sha256, "namelang.git_commit": git_commit() or "",
                                     "namelang.version": __version__, **(tags or {})})
-    try:
-        run.log_dataset(table.names, str(config.data.processed_dir / normalize.NAMES_FILE),
-                        table.provenance)
-    except BaseException:
-        run.fail()  # a retry starts a new run: this one must not stay RUNNING for ever
-        raise
+    with run.failed_on_error():  # a retry starts a new run: this one must not stay RUNNING
+        run.log_dataset(table.names, str(config.data.processed_dir / normalize.NAMES_FILE), table.provenance)
     return run
 
 
@@ -223,14 +219,11 @@ def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> 
     write_tensors(data, config.data.processed_dir)
     data_steps_s = time.perf_counter() - started
     run = start_run(config, table, tags)
-    try:
+    with run.failed_on_error():
         result = train(data, config, run)
         ev, _ = evaluate_model(result, data, table, config, run)
         bundle = save_model(result, data, config)
         registration = register_model(bundle, ev, data, run)
-    except BaseException:
-        run.fail()
-        raise
     run.finish()
     return {**summary(result, ev, registration), "data_steps_s": round(data_steps_s, 3)}
 
