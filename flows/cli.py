@@ -71,6 +71,9 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs")] = None,
     cell: Annotated[str | None, typer.Option(help="Override model.cell: rnn, lstm or gru")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    max_seconds: Annotated[float | None, typer.Option(
+        help="Override train.max_seconds: stop training after this many seconds (the best epoch so far is "
+        "kept; --resume without it trains on)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint")] = False,
     progress: Annotated[bool | None, typer.Option(
         help="Show a progress bar (default: on, or the --config file's train.progress)")] = None,
@@ -92,6 +95,7 @@ def train(
     # options given on the command line win over the file; options not given leave it alone
     for option, section, key, value in (("--source", "data", "source", source), ("--epochs", "train", "epochs", epochs),
                                         ("--cell", "model", "cell", cell), ("--device", "train", "device", device),
+                                        ("--max-seconds", "train", "max_seconds", max_seconds),
                                         ("--progress", "train", "progress", progress)):
         if value is not None:
             try:

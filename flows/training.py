@@ -245,6 +245,7 @@ def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool 
         bundle = workflow.save_model(result, data, config)
         registration = register(bundle, ev, data, run)
     run.finish()
+    workflow.discard_checkpoint(result, config)
     _report_registration(registration, run)
     out = workflow.summary(result, ev, registration)
     out.update(data_steps=prepared.steps, data_steps_s=round(prepared.seconds, 3), table_sha256=table.sha256,

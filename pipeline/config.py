@@ -120,6 +120,10 @@ class TrainConfig(_Strict):
         None, gt=0, description="Stop the first phase after this much training time (a refit comes on top)"
     )
     checkpoint_dir: Path = Path("data/checkpoints")
+    keep_checkpoint: bool = Field(
+        False, description="Keep a run's checkpoint after its model is saved and registered (by default it is "
+        "deleted then: it is about 70 MB, and only an interrupted or failed run needs it for --resume)"
+    )
     progress: bool = True
 
 

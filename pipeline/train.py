@@ -30,7 +30,7 @@ from pipeline.model import CharClassifier, combine
 
 EpochCallback = Callable[[dict], None]
 # Settings that change how a run is carried out, not what it computes: not part of its identity.
-_NOT_IDENTITY = {"progress", "checkpoint_dir", "device", "num_threads", "max_seconds"}
+_NOT_IDENTITY = {"progress", "checkpoint_dir", "keep_checkpoint", "device", "num_threads", "max_seconds"}
 
 
 @dataclass

@@ -128,7 +128,11 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = Non
     if run is not None:
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
                          "train_seconds": result.train_seconds})
-        run.set_tags({"namelang.device": result.device, "namelang.tensors_sha256": data.sha256})
+        stop = "time budget" if result.stopped_by_budget else "patience" if result.stopped_early else "epochs"
+        tags = {"namelang.device": result.device, "namelang.tensors_sha256": data.sha256, "namelang.stopped_by": stop}
+        if result.resumed_from_epoch is not None:
+            tags["namelang.resumed_from_epoch"] = str(result.resumed_from_epoch)
+        run.set_tags(tags)
     return result
 
 
@@ -198,6 +202,14 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
     return Registration(run.run_id, version.source, str(version.version), decision, str(bundle))
 
 
+def discard_checkpoint(result: TrainResult, config: PipelineConfig) -> None:
+    """Once the model is registered, its checkpoint is dead weight (about 70 MB a run, one per data
+    version and setting): retraining on a schedule would otherwise fill the disk. A run that failed
+    before this point, or one a time budget stopped, keeps it for `--resume`."""
+    if not (config.train.keep_checkpoint or result.stopped_by_budget):
+        result.checkpoint.unlink(missing_ok=True)
+
+
 def summary(result: TrainResult, ev: Evaluation, registration: Registration | None) -> dict:
     out = {"model": MODEL_NAME, "test_accuracy": round(ev.metrics["accuracy"], 4),
            "test_macro_f1": round(ev.metrics["macro_f1"], 4), "test_top3_accuracy":
@@ -225,5 +237,6 @@ def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> 
         bundle = save_model(result, data, config)
         registration = register_model(bundle, ev, data, run)
     run.finish()
+    discard_checkpoint(result, config)
     return {**summary(result, ev, registration), "data_steps_s": round(data_steps_s, 3)}
 

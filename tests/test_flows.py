@@ -19,8 +19,10 @@ from prefect.testing.utilities import prefect_test_harness
 
 from flows.batch_predict import batch_predict
 from flows.training import prepare_data, train_name_classifier
+from pipeline.checkpoint import load_checkpoint
 from pipeline.errors import NamelangError, TrackingError
 from pipeline.features import load_tensors
+from pipeline.tracking import experiment_id
 from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
 
 pytestmark = pytest.mark.slow
@@ -319,6 +321,22 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert "train:" not in result.output  # the file's progress setting holds: no progress bar
     assert "trained namelang version" in result.output and "alias '" in result.output
     assert "next:" in result.output and "ui --backend-store-uri" in result.output and "predict" in result.output
+    checkpoints = tmp_path / "checkpoints"
+    assert not list(checkpoints.iterdir())  # the model is registered: its checkpoint is gone
+    # a time budget stops after the first epoch and keeps the checkpoint; --resume without it trains on
+    result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--epochs", "3", "--max-seconds", "1e-6"])
+    assert result.exit_code == 0, result.output
+    [checkpoint] = checkpoints.iterdir()
+    assert load_checkpoint(checkpoint)["state"]["epoch"] == 1
+    result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--epochs", "3", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert not list(checkpoints.iterdir())
+    client = MlflowClient()
+    latest = client.search_runs([experiment_id(client)], order_by=["attributes.start_time DESC"], max_results=2)
+    resumed, stopped = latest
+    assert stopped.data.tags["namelang.stopped_by"] == "time budget"
+    assert resumed.data.tags["namelang.resumed_from_epoch"] == "1"
+    assert len(client.get_metric_history(resumed.info.run_id, "train_loss")) == 3
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": {"epochs": 0}}))
     result = CliRunner().invoke(app, ["train", "--config", str(bad)])

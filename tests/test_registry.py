@@ -81,13 +81,17 @@ def test_first_model_is_champion_with_gate_tags(store):
     assert str(version.version) == store["summary"]["version"] == "1"
     assert version.tags["gate.decision"] == "promoted to champion"
     assert float(version.tags["gate.new_macro_f1"]) == pytest.approx(store["summary"]["test_macro_f1"], abs=1e-4)
+    checkpoints = store["config"].train.checkpoint_dir
+    assert checkpoints.is_dir() and not list(checkpoints.iterdir())  # registered: its checkpoint is deleted
 
 
-def test_gate_keeps_champion_when_new_model_is_worse(store):
+def test_gate_keeps_champion_when_new_model_is_worse(store, tmp_path):
     root = store["root"]
-    worse = tiny_config(root, store["config"].data.source, epochs=1, learning_rate=1e-6)
+    worse = tiny_config(root, store["config"].data.source, epochs=1, learning_rate=1e-6,
+                        checkpoint_dir=tmp_path / "kept", keep_checkpoint=True)
     worse.train.class_weighting = False
     summary = workflow.run_pipeline(worse)
+    assert len(list((tmp_path / "kept").glob("train-*.pt"))) == 1  # kept when asked to
     client = MlflowClient()
     assert summary["alias"] == CHALLENGER
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == "1"
