@@ -12,7 +12,9 @@ All three run in one process on the same leakage-free split (by distinct name, s
               --seed-budget-s runs out (checked after each batch);
 (b) ngram   - TF-IDF char_wb 1-4 grams + logistic regression, C x class_weight chosen on validation
               macro-F1 (bench/ngram.py); train_s is the chosen configuration's single fit;
-(c) default - `train_model` with the default ModelConfig / TrainConfig: early stopping on validation
+(c) default - `train_model` with the default ModelConfig / TrainConfig (a BiGRU with a hashed n-gram
+              branch, averaged with per-language Kneser-Ney n-gram models; train_s includes counting
+              those): early stopping on validation
               macro-F1, best weights restored (with `train.refit_on_train_and_validation` the model
               is then refit on train + validation; train_s and epochs would cover both phases).
 For reference, also the same n-gram pipeline with scikit-learn's defaults (C=1, no class weights):

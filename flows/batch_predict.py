@@ -29,7 +29,8 @@ def resolve_version(uri: str) -> str:
             raise NamelangError(f"no version of model {MODEL_NAME!r} has the alias {alias!r}; train one with "
                                 "`make run` or `namelang train --source DATA`, or pass another --model")
         return str(version.version)
-    return uri
+    number = uri.removeprefix(f"models:/{MODEL_NAME}/")
+    return number if number.isdigit() else uri  # a version asked for by number is recorded as its number
 
 
 @task(name="predict-file", cache_policy=NO_CACHE)

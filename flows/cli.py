@@ -71,6 +71,9 @@ def train(
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs")] = None,
     cell: Annotated[str | None, typer.Option(help="Override model.cell: rnn, lstm or gru")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="Override train.num_threads: CPU threads (default: every core; 1 is faster when another job "
+        "keeps a core busy)")] = None,
     max_seconds: Annotated[float | None, typer.Option(
         help="Override train.max_seconds: stop training after this many seconds (the best epoch so far is "
         "kept; --resume without it trains on)")] = None,
@@ -95,6 +98,7 @@ def train(
     # options given on the command line win over the file; options not given leave it alone
     for option, section, key, value in (("--source", "data", "source", source), ("--epochs", "train", "epochs", epochs),
                                         ("--cell", "model", "cell", cell), ("--device", "train", "device", device),
+                                        ("--threads", "train", "num_threads", threads),
                                         ("--max-seconds", "train", "max_seconds", max_seconds),
                                         ("--progress", "train", "progress", progress)):
         if value is not None:

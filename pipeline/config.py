@@ -79,6 +79,14 @@ class ModelConfig(_Strict):
     ngram_max: int = Field(4, ge=1, le=4, description="Longest character n-gram hashed (with word boundaries)")
     char_dropout: float = Field(0.0, ge=0, lt=1, description="Training only: chance a character is masked as OOV")
     ngram_dropout: float = Field(0.0, ge=0, lt=1, description="Training only: chance an n-gram is left out")
+    charlm_order: int = Field(
+        4, ge=0, le=6, description="Per-language Kneser-Ney character n-gram models averaged with the network: "
+        "longest n-gram (0 = off)"
+    )
+    charlm_discount: float = Field(0.75, gt=0, lt=1, description="Kneser-Ney absolute discount")
+    charlm_weight: float = Field(
+        0.5, ge=0, le=1, description="Share of the n-gram models in the averaged log-probabilities"
+    )
     members: int = Field(
         1, ge=1, le=8, description="Ensemble size: members trained side by side, each on its own loss; "
         "prediction averages their log-probabilities"
@@ -89,7 +97,7 @@ class ModelConfig(_Strict):
         """The tutorial's CharRNN: one-hot input, nn.RNN(58, 128), last hidden state, linear."""
         return cls(
             cell="rnn", input="onehot", hidden_size=128, num_layers=1, bidirectional=False,
-            dropout=0.0, pooling="last", ngram_buckets=0, members=1,
+            dropout=0.0, pooling="last", ngram_buckets=0, charlm_order=0, members=1,
         )
 
 

@@ -176,6 +176,7 @@ def _setup(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TensorData, idx
     torch.manual_seed(train_cfg.seed)
     generator = torch.Generator().manual_seed(train_cfg.seed)
     model = CharClassifier(model_cfg, len(data.label_names)).to(device)
+    model.fit_charlm(data.tokens[idx], data.lengths[idx], data.labels[idx])
     weight = class_weights(counts, train_cfg.class_weight_power) if train_cfg.class_weighting else None
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None,
                                   label_smoothing=train_cfg.label_smoothing)
@@ -218,15 +219,18 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     train_idx = data.indices(TRAIN)
     if len(train_idx) == 0:
         raise NamelangError("the train split is empty")
+    t_setup = time.perf_counter()  # building the model counts its n-gram language models: on the clock
     model, generator, weight, loss_fn, optimizer, scheduler = _setup(
         model_cfg, train_cfg, data, train_idx, data.class_counts(TRAIN), device)
+    setup_seconds = time.perf_counter() - t_setup
     has_validation = len(data.indices(VALIDATION)) > 0
 
     key = run_key(data, model_cfg, train_cfg)
     checkpoint = Path(train_cfg.checkpoint_dir) / f"train-{key}.pt"
-    # best_f1: the best score so far (validation macro-F1; without validation rows, minus the train loss)
-    state = {"epoch": 0, "best_f1": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [], "elapsed": 0.0,
-             "finished": False}
+    # best_f1: the best score so far (the network's validation macro-F1; without validation rows, minus the
+    # train loss)
+    state = {"epoch": 0, "best_f1": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [],
+             "elapsed": setup_seconds, "finished": False}
     best_state = copy.deepcopy(model.state_dict())
     refit_state = None
     resumed_from = None
@@ -267,8 +271,11 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
             train_loss, train_acc = _train_epoch(model, loss_fn, optimizer, scheduler, tokens, lengths, labels,
                                                  train_cfg, generator, device)
             val = split_metrics(model, data, VALIDATION, weight)
+            with model.network_only():  # what early stopping judges: the part that trains
+                network_val = split_metrics(model, data, VALIDATION, weight) if model.charlm is not None else val
             record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                       "val_loss": val.get("loss"), "val_acc": val.get("acc"), "val_macro_f1": val.get("macro_f1"),
+                      "val_network_macro_f1": network_val.get("macro_f1"),
                       "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
             if extra_metrics is not None:
                 t_extra = time.perf_counter()
@@ -277,7 +284,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                 started += time.perf_counter() - t_extra  # off the clock
             record["elapsed_s"] = time.perf_counter() - started
             state["history"].append(record)
-            score = val["macro_f1"] if has_validation else -record["train_loss"]
+            score = network_val["macro_f1"] if has_validation else -record["train_loss"]
             if score > state["best_f1"]:
                 state.update(best_f1=score, best_epoch=epoch, bad_epochs=0)
                 best_state = copy.deepcopy(model.state_dict())
@@ -308,7 +315,9 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                             best_state)
             model.load_state_dict(refit_state)
     model.eval()
-    best_val_macro_f1 = state["best_f1"] if has_validation else float("nan")  # no validation: no F1 to report
+    # the whole model's validation macro-F1 at the epoch kept (no validation rows: no F1 to report)
+    best_val_macro_f1 = (state["history"][state["best_epoch"] - 1]["val_macro_f1"]
+                         if has_validation and state["best_epoch"] else float("nan"))
     return TrainResult(model, state["history"], state["best_epoch"], best_val_macro_f1, state["elapsed"],
                        str(device), checkpoint, state.get("stopped_early", False), resumed_from,
                        list(data.label_names), refit_epochs, state.get("refit_seconds", 0.0),

@@ -223,6 +223,13 @@ def test_batch_predict_writes_one_row_per_name(first_run, tmp_path, kind):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_batch_predict_records_a_version_asked_for_by_number_as_its_number(first_run, tmp_path):
+    path = tmp_path / "names.txt"
+    path.write_text("Rossi\n", encoding="utf-8")
+    batch_predict(str(path), str(tmp_path / "out.parquet"), model="models:/namelang/1")
+    assert pd.read_parquet(tmp_path / "out.parquet")["model_version"].tolist() == ["1"]
+
+
 def test_batch_predict_missing_column_is_clear(first_run, tmp_path):
     path = tmp_path / "people.csv"
     pd.DataFrame({"surname": ["Rossi"]}).to_csv(path, index=False)
