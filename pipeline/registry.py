@@ -80,6 +80,18 @@ def register(model_uri_: str, tags: dict[str, str], name: str = MODEL_NAME):
     return mlflow.register_model(model_uri_, name, tags={k: str(v) for k, v in tags.items()})
 
 
+MODEL_DESCRIPTION = ("Which language a surname comes from, from its spelling (namelang). Input: a DataFrame with a "
+                     "string column `name`; output: the top-3 languages with probabilities, or an `error`.")
+
+
+def describe(version: str, text: str, name: str = MODEL_NAME) -> None:
+    """What the registry UI shows: the model's purpose once, each version's own figures."""
+    client = MlflowClient()
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=MODEL_DESCRIPTION)
+    client.update_model_version(name, str(version), description=text)
+
+
 def promote_if_better(version: str, new_macro_f1: float, test_names: list[str], test_languages: list[str],
                       name: str = MODEL_NAME) -> PromotionDecision:
     """Give `version` the champion alias if it scores at least the champion on the same test names.

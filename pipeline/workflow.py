@@ -25,7 +25,7 @@ from pipeline.features import TEST, TensorData
 from pipeline.ingest import IngestResult, git_commit
 from pipeline.normalize import NamesTable
 from pipeline.pyfunc import save_bundle
-from pipeline.registry import PromotionDecision, promote_if_better, register
+from pipeline.registry import PromotionDecision, describe, promote_if_better, register
 from pipeline.tracking import MODEL_NAME, TrackedRun, configure
 from pipeline.train import TrainResult, run_key, train_model
 
@@ -178,6 +178,14 @@ def save_model(result: TrainResult, data: TensorData, config: PipelineConfig) ->
                        config.data.max_name_chars)
 
 
+def version_description(ev: Evaluation, data: TensorData, run: TrackedRun) -> str:
+    m = ev.metrics
+    return (f"Test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, top-3 accuracy "
+            f"{m['top3_accuracy']:.4f} on {len(ev.y_true)} held-out (name, language) rows "
+            f"(split {data.split_config['method']}, seed {data.split_config['seed']}) of names table "
+            f"{data.table_sha256[:12]}. MLflow run {run.run_id}: params, curves, model card.")
+
+
 def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) -> Registration:
     """Log the pyfunc model, register it, and pass it through the promotion gate.
 
@@ -190,6 +198,7 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
             version = register(info.model_uri, {"namelang.data_sha256": data.table_sha256,
                                                 "namelang.run_id": run.run_id,
                                                 "namelang.test_macro_f1": f"{ev.metrics['macro_f1']:.6f}"})
+        describe(str(version.version), version_description(ev, data, run))
         test_languages = [ev.label_names[i] for i in ev.y_true]
         decision = promote_if_better(str(version.version), ev.metrics["macro_f1"], ev.names, test_languages)
         run.set_tags({"namelang.model_version": str(version.version), "namelang.alias": decision.alias})

@@ -81,6 +81,9 @@ def test_first_model_is_champion_with_gate_tags(store):
     assert str(version.version) == store["summary"]["version"] == "1"
     assert version.tags["gate.decision"] == "promoted to champion"
     assert float(version.tags["gate.new_macro_f1"]) == pytest.approx(store["summary"]["test_macro_f1"], abs=1e-4)
+    assert f"macro-F1 {float(version.tags['gate.new_macro_f1']):.4f}" in version.description
+    assert store["summary"]["run_id"] in version.description
+    assert "surname" in client.get_registered_model(MODEL_NAME).description
     checkpoints = store["config"].train.checkpoint_dir
     assert checkpoints.is_dir() and not list(checkpoints.iterdir())  # registered: its checkpoint is deleted
 
