@@ -21,7 +21,7 @@ from torch import nn
 from pipeline.features import PAD, VOCAB_SIZE
 
 _BOS, _EOS = VOCAB_SIZE, VOCAB_SIZE + 1  # begin / end of name markers
-_BASE = 64  # > every symbol index: an n-gram's code is its symbols as base-64 digits, unique
+SYMBOL_BASE = 64  # > every symbol index: an n-gram's code is its symbols as base-64 digits, unique
 _UPPER_FIRST, _UPPER_LAST = 27, 52  # indices of 'A'..'Z' (the alphabet is a-z then A-Z)
 _SYMBOLS = 26 + 5 + 1 + 1  # what a name's next symbol can be: a-z, " .,;'", OOV, end of name
 _TABLES = ("gram_keys", "gram_probs", "context_keys", "context_backoff", "log_prior")
@@ -29,7 +29,7 @@ _TABLES = ("gram_keys", "gram_probs", "context_keys", "context_backoff", "log_pr
 
 def lowercase_framed(tokens: torch.Tensor, lengths: torch.Tensor, order: int) -> torch.Tensor:
     """(B, order - 1 + T + 1) symbols: `order - 1` begin markers, the lowercased name, an end marker,
-    padding after it."""
+    padding after it (the n-gram branch of `pipeline.model` frames names the same way, with order 2)."""
     t = tokens.long()
     t = torch.where((t >= _UPPER_FIRST) & (t <= _UPPER_LAST), t - (_UPPER_FIRST - 1), t)
     batch, width = t.shape
@@ -46,7 +46,7 @@ def ngram_codes(framed: torch.Tensor, order: int, n: int) -> torch.Tensor:
     steps = framed.shape[1] - (order - 1)
     code = torch.zeros(framed.shape[0], steps, dtype=torch.long, device=framed.device)
     for k in range(n):
-        code = code * _BASE + framed[:, order - n + k:order - n + k + steps]
+        code = code * SYMBOL_BASE + framed[:, order - n + k:order - n + k + steps]
     return code
 
 
@@ -81,12 +81,12 @@ class CharNgramLM(nn.Module):
         keys, counts = np.unique(top * self.n_classes + lang, return_counts=True)  # highest order: raw counts
         levels = [(keys, counts)]
         for n in range(self.order - 1, 0, -1):  # continuation counts: one per distinct longer n-gram type
-            shorter = (keys // self.n_classes) % _BASE ** n * self.n_classes + keys % self.n_classes
+            shorter = (keys // self.n_classes) % SYMBOL_BASE ** n * self.n_classes + keys % self.n_classes
             keys, counts = np.unique(shorter, return_counts=True)
             levels.append((keys, counts))
         grams, contexts = [], []  # per level: (key, value) of every (code, language) seen
         for keys, counts in levels:
-            context = keys // self.n_classes // _BASE * self.n_classes + keys % self.n_classes
+            context = keys // self.n_classes // SYMBOL_BASE * self.n_classes + keys % self.n_classes
             ctx_keys, ctx_index = np.unique(context, return_inverse=True)
             totals = np.bincount(ctx_index, weights=counts)
             types = np.bincount(ctx_index)
@@ -120,7 +120,7 @@ class CharNgramLM(nn.Module):
         for n in range(1, self.order + 1):  # from the unigram up: p = discounted + backoff * p_lower
             gram = ngram_codes(framed, self.order, n)
             discounted = _lookup(self.gram_keys, self.gram_probs, gram)
-            backoff = _lookup(self.context_keys, self.context_backoff, gram // _BASE)
+            backoff = _lookup(self.context_keys, self.context_backoff, gram // SYMBOL_BASE)
             lower = 1.0 / _SYMBOLS if prob is None else prob
             prob = discounted.addcmul_(backoff, torch.as_tensor(lower, device=backoff.device))
         log_likelihood = prob.masked_fill_(~valid[..., None], 1.0).log_().sum(1)

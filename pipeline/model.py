@@ -25,15 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pipeline.charlm import CharNgramLM
+from pipeline.charlm import SYMBOL_BASE, CharNgramLM, lowercase_framed
 from pipeline.config import ModelConfig
 from pipeline.features import PAD, VOCAB_SIZE
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 _OOV = VOCAB_SIZE - 1  # index of "_", the last symbol of ALPHABET
-_BOS, _EOS = VOCAB_SIZE, VOCAB_SIZE + 1  # word-boundary markers of the n-gram branch
-_BASE = 64  # > every symbol index, so an n-gram's code is unique before hashing
-_UPPER_FIRST, _UPPER_LAST = 27, 52  # indices of 'A'..'Z' (ALPHABET is a-z then A-Z)
 _GOLDEN = 0x9E3779B1  # Fibonacci hashing multiplier
 
 
@@ -41,21 +38,16 @@ def hashed_ngrams(tokens: torch.Tensor, lengths: torch.Tensor, n_max: int, bucke
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bucket ids (B, M) of every character 1..n_max-gram of each name, lowercased and framed by
     boundary markers, with a (B, M) validity mask; pure tensor ops, no Python loop over names."""
-    t = tokens.long()
-    t = torch.where((t >= _UPPER_FIRST) & (t <= _UPPER_LAST), t - (_UPPER_FIRST - 1), t)
-    batch, width = t.shape
-    ext = torch.zeros(batch, width + 2, dtype=torch.long, device=t.device)
-    ext[:, 0] = _BOS
-    ext[:, 1:width + 1] = t
-    ext.scatter_(1, (lengths.to(t.device).clamp(max=width) + 1)[:, None], _EOS)
-    span = lengths.to(t.device).clamp(max=width)[:, None] + 2  # symbols incl. both markers
+    ext = lowercase_framed(tokens, lengths, order=2)  # a begin marker, the name, an end marker
+    batch, width = ext.shape[0], ext.shape[1] - 2
+    span = lengths.to(ext.device).clamp(max=width)[:, None] + 2  # symbols incl. both markers
     ids, masks = [], []
-    positions = torch.arange(width + 2, device=t.device)
+    positions = torch.arange(width + 2, device=ext.device)
     for n in range(1, n_max + 1):
         count = width + 3 - n
-        code = torch.zeros(batch, count, dtype=torch.long, device=t.device)
+        code = torch.zeros(batch, count, dtype=torch.long, device=ext.device)
         for k in range(n):
-            code = code * _BASE + ext[:, k:k + count]
+            code = code * SYMBOL_BASE + ext[:, k:k + count]
         # n-grams of different n never collide: the leading digit is a non-zero symbol
         ids.append(((code * _GOLDEN) >> 16) % buckets)
         masks.append(positions[:count][None, :] + n <= span)
