@@ -106,12 +106,18 @@ def train(
                 setattr(getattr(config, section), key, value)
             except ValidationError as exc:
                 fail(NamelangError(f"bad value for {option}: {problems(exc)}"))
+    from flows.local_api import prefect_api
     from flows.training import train_name_classifier
 
     try:
-        summary = train_name_classifier(config, resume=resume)
+        with prefect_api():
+            summary = train_name_classifier(config, resume=resume)
     except NamelangError as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted; the last finished epoch is checkpointed: run the same command with --resume "
+                   "to continue", err=True)
+        raise typer.Exit(code=130) from None
     typer.echo("")
     typer.echo(f"trained {summary['model']} version {summary['version']} -> alias '{summary['alias']}'")
     typer.echo(f"  test accuracy {summary['test_accuracy']:.3f}, macro-F1 {summary['test_macro_f1']:.3f}, "

@@ -355,6 +355,43 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert result.output.strip() == "error: bad value for --epochs: epochs: Input should be greater than or equal to 1"
 
 
+def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect API
+    must outlive it long enough for the flow to record the interrupt."""
+    import signal
+    import time
+
+    settings = tiny_config(tmp_path, small_names_folder(tmp_path), epochs=2000, patience=2000)
+    config_file = tmp_path / "settings.json"
+    config_file.write_text(settings.model_dump_json())
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), "train", "--config", str(config_file)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "epoch 3/2000" in line:
+                break
+        assert proc.poll() is None, "".join(lines)[-3000:]
+        interrupted = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+        took = time.monotonic() - interrupted
+    finally:
+        _kill(proc)
+    output = "".join(lines) + rest
+    assert proc.returncode == 130, output[-3000:]
+    assert took < 30, output[-3000:]  # was over two minutes when the server died with the flow
+    assert "--resume" in output and "Connection refused" not in output and "Error logging to API" not in output
+    assert "Crashed" in output or "Cancelled" in output  # the flow run's end was recorded, not left Running
+    [run] = MlflowClient(store).search_runs([experiment_id(MlflowClient(store))])
+    assert run.info.status == "FAILED"
+    assert list((tmp_path / "checkpoints").glob("train-*.pt"))  # for --resume
+
+
 def test_cli_batch_predicts_a_file(first_run, tmp_path):
     from typer.testing import CliRunner
 
