@@ -115,8 +115,8 @@ def train(
     except NamelangError as exc:
         fail(exc)
     except KeyboardInterrupt:
-        typer.echo("\ninterrupted; the last finished epoch is checkpointed: run the same command with --resume "
-                   "to continue", err=True)
+        typer.echo("\ninterrupted; every finished training epoch is checkpointed: run the same command with "
+                   "--resume to continue", err=True)
         raise typer.Exit(code=130) from None
     typer.echo("")
     typer.echo(f"trained {summary['model']} version {summary['version']} -> alias '{summary['alias']}'")

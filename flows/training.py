@@ -110,10 +110,9 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun, resume: boo
                     r["val_macro_f1"] or float("nan"), r["epoch_seconds"])
 
     result = workflow.train(data, config, run, resume, on_epoch=log_epoch)
-    ended = ("validation macro-F1 stopped improving" if result.stopped_early else
-             "time budget spent" if result.stopped_by_budget else "last epoch")
-    logger.info("training ended after epoch %d (%s); kept epoch %d, validation macro-F1 %.4f, %.1f s",
-                len(result.history), ended, result.best_epoch, result.best_val_macro_f1, result.train_seconds)
+    logger.info("training ended after epoch %d (stopped by %s); kept epoch %d, validation macro-F1 %.4f, %.1f s",
+                len(result.history), result.stopped_by, result.best_epoch, result.best_val_macro_f1,
+                result.train_seconds)
     return result
 
 

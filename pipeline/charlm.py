@@ -18,26 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.features import PAD, VOCAB_SIZE
+from pipeline.features import ALPHABET, SYMBOL_BASE, lowercase_framed
 
-_BOS, _EOS = VOCAB_SIZE, VOCAB_SIZE + 1  # begin / end of name markers
-SYMBOL_BASE = 64  # > every symbol index: an n-gram's code is its symbols as base-64 digits, unique
-_UPPER_FIRST, _UPPER_LAST = 27, 52  # indices of 'A'..'Z' (the alphabet is a-z then A-Z)
-_SYMBOLS = 26 + 5 + 1 + 1  # what a name's next symbol can be: a-z, " .,;'", OOV, end of name
+# what a name's next symbol can be: the lowercased alphabet (OOV included) and the end marker
+_SYMBOLS = len(set(ALPHABET.lower())) + 1
 _TABLES = ("gram_keys", "gram_probs", "context_keys", "context_backoff", "log_prior")
-
-
-def lowercase_framed(tokens: torch.Tensor, lengths: torch.Tensor, order: int) -> torch.Tensor:
-    """(B, order - 1 + T + 1) symbols: `order - 1` begin markers, the lowercased name, an end marker,
-    padding after it (the n-gram branch of `pipeline.model` frames names the same way, with order 2)."""
-    t = tokens.long()
-    t = torch.where((t >= _UPPER_FIRST) & (t <= _UPPER_LAST), t - (_UPPER_FIRST - 1), t)
-    batch, width = t.shape
-    framed = torch.full((batch, order - 1 + width + 1), PAD, dtype=torch.long, device=t.device)
-    framed[:, :order - 1] = _BOS
-    framed[:, order - 1:order - 1 + width] = t
-    framed.scatter_(1, (lengths.to(t.device).clamp(max=width) + order - 1)[:, None], _EOS)
-    return framed
 
 
 def ngram_codes(framed: torch.Tensor, order: int, n: int) -> torch.Tensor:

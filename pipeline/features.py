@@ -29,6 +29,11 @@ TRAIN, VALIDATION, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "validation", "test")
 TENSORS_FILE = "tensors.pt"
 
+# n-gram codes (the hashed branch of `pipeline.model`, the language models of `pipeline.charlm`)
+BOS, EOS = VOCAB_SIZE, VOCAB_SIZE + 1  # begin / end of name markers
+SYMBOL_BASE = 64  # > every symbol index: an n-gram's code is its symbols as base-64 digits, unique
+_UPPER_FIRST, _UPPER_LAST = ALPHABET.index("A") + 1, ALPHABET.index("Z") + 1
+
 _BYTE_TO_INDEX = np.full(256, ALPHABET.index(OOV_CHARACTER) + 1, dtype=np.uint8)
 for _i, _c in enumerate(ALPHABET):
     _BYTE_TO_INDEX[ord(_c)] = _i + 1
@@ -55,6 +60,19 @@ def encode_names(names: pa.Array | pa.ChunkedArray | list[str], max_len: int | N
     tokens = np.zeros((len(arr), max(width, 1)), dtype=np.uint8)
     tokens[rows, cols] = _BYTE_TO_INDEX[data[starts + cols]]
     return torch.from_numpy(tokens), torch.from_numpy(lengths)
+
+
+def lowercase_framed(tokens: torch.Tensor, lengths: torch.Tensor, order: int) -> torch.Tensor:
+    """(B, order - 1 + T + 1) symbols: `order - 1` begin markers, the lowercased name, an end marker,
+    padding after it: what n-grams of up to `order` symbols are read from."""
+    t = tokens.long()
+    t = torch.where((t >= _UPPER_FIRST) & (t <= _UPPER_LAST), t - (_UPPER_FIRST - 1), t)
+    batch, width = t.shape
+    framed = torch.full((batch, order - 1 + width + 1), PAD, dtype=torch.long, device=t.device)
+    framed[:, :order - 1] = BOS
+    framed[:, order - 1:order - 1 + width] = t
+    framed.scatter_(1, (lengths.to(t.device).clamp(max=width) + order - 1)[:, None], EOS)
+    return framed
 
 
 def _cut(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pipeline.charlm import SYMBOL_BASE, CharNgramLM, lowercase_framed
+from pipeline.charlm import CharNgramLM
 from pipeline.config import ModelConfig
-from pipeline.features import PAD, VOCAB_SIZE
+from pipeline.features import PAD, SYMBOL_BASE, VOCAB_SIZE, lowercase_framed
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 _OOV = VOCAB_SIZE - 1  # index of "_", the last symbol of ALPHABET
@@ -132,8 +132,12 @@ class CharClassifier(nn.Module):
         logits = self._logits(tokens, lengths) if not len(self.others) else combine(self.member_logits(tokens, lengths))
         if self.charlm is None or not self.charlm.fitted or not self._mix:
             return logits
+        return self.mix(logits, self.charlm(tokens, lengths))
+
+    def mix(self, network_logits: torch.Tensor, charlm_scores: torch.Tensor) -> torch.Tensor:
+        """The weighted average of the network's and the n-gram models' log-probabilities."""
         w = self.config.charlm_weight
-        return (1 - w) * F.log_softmax(logits.float(), dim=-1) + w * F.log_softmax(self.charlm(tokens, lengths), dim=-1)
+        return (1 - w) * F.log_softmax(network_logits.float(), dim=-1) + w * F.log_softmax(charlm_scores, dim=-1)
 
     def _logits(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.training and self.config.char_dropout > 0:

@@ -49,6 +49,11 @@ class TrainResult:
     refit_seconds: float = 0.0        # part of train_seconds
     stopped_by_budget: bool = False   # `max_seconds` ran out (a resume without that budget goes on)
 
+    @property
+    def stopped_by(self) -> str:
+        """What ended training: `patience`, `time budget` or `epochs` (the last one ran)."""
+        return "time budget" if self.stopped_by_budget else "patience" if self.stopped_early else "epochs"
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
@@ -107,8 +112,10 @@ def split_metrics(model: nn.Module, data: TensorData, side: int, weight: torch.T
     idx = data.indices(side)
     if len(idx) == 0:
         return {}
-    logits = predict_logits(model, data.tokens[idx], data.lengths[idx])
-    y = data.labels[idx]
+    return logit_metrics(predict_logits(model, data.tokens[idx], data.lengths[idx]), data.labels[idx], weight)
+
+
+def logit_metrics(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> dict:
     pred = logits.argmax(1)
     return {
         "loss": float(nn.functional.cross_entropy(logits, y, weight=weight)),
@@ -260,6 +267,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
             for record in state["history"]:
                 on_epoch(record)
 
+    validate = _validator(model, data, weight)
     tokens, lengths, labels = data.tokens[train_idx], data.lengths[train_idx], data.labels[train_idx]
     started = time.perf_counter() - state["elapsed"]
     bar = tqdm(total=train_cfg.epochs, initial=state["epoch"], desc="train", unit="epoch",
@@ -270,9 +278,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
             t0 = time.perf_counter()
             train_loss, train_acc = _train_epoch(model, loss_fn, optimizer, scheduler, tokens, lengths, labels,
                                                  train_cfg, generator, device)
-            val = split_metrics(model, data, VALIDATION, weight)
-            with model.network_only():  # what early stopping judges: the part that trains
-                network_val = split_metrics(model, data, VALIDATION, weight) if model.charlm is not None else val
+            val, network_val = validate()
             record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                       "val_loss": val.get("loss"), "val_acc": val.get("acc"), "val_macro_f1": val.get("macro_f1"),
                       "val_network_macro_f1": network_val.get("macro_f1"),
@@ -322,6 +328,30 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                        str(device), checkpoint, state.get("stopped_early", False), resumed_from,
                        list(data.label_names), refit_epochs, state.get("refit_seconds", 0.0),
                        state.get("stopped_by_budget", False))
+
+
+def _validator(model: CharClassifier, data: TensorData, weight: torch.Tensor | None
+               ) -> Callable[[], tuple[dict, dict]]:
+    """Per-epoch validation figures of the whole model and of the network alone (what early stopping
+    judges), from one pass of the network: the n-gram models are fixed counts, scored once."""
+    idx = data.indices(VALIDATION)
+    if len(idx) == 0:
+        return lambda: ({}, {})
+    tokens, lengths, y = data.tokens[idx], data.lengths[idx], data.labels[idx]
+    charlm_scores = None
+    if model.charlm is not None:
+        with torch.no_grad():
+            charlm_scores = model.charlm(tokens.to(next(model.parameters()).device), lengths).float().cpu()
+
+    def validate() -> tuple[dict, dict]:
+        with model.network_only():
+            network_logits = predict_logits(model, tokens, lengths)
+        network = logit_metrics(network_logits, y, weight)
+        if charlm_scores is None:
+            return network, network
+        return logit_metrics(model.mix(network_logits, charlm_scores), y, weight), network
+
+    return validate
 
 
 def _checkpoint_state(model, optimizer, scheduler, state, generator, refit_state: dict | None = None) -> dict:

@@ -128,8 +128,8 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = Non
     if run is not None:
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
                          "train_seconds": result.train_seconds})
-        stop = "time budget" if result.stopped_by_budget else "patience" if result.stopped_early else "epochs"
-        tags = {"namelang.device": result.device, "namelang.tensors_sha256": data.sha256, "namelang.stopped_by": stop}
+        tags = {"namelang.device": result.device, "namelang.tensors_sha256": data.sha256,
+                "namelang.stopped_by": result.stopped_by}
         if result.resumed_from_epoch is not None:
             tags["namelang.resumed_from_epoch"] = str(result.resumed_from_epoch)
         run.set_tags(tags)

@@ -353,6 +353,10 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--epochs", "0"])
     assert result.exit_code == 2
     assert result.output.strip() == "error: bad value for --epochs: epochs: Input should be greater than or equal to 1"
+    result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--threads", "0"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: bad value for --threads: num_threads: Input should be greater than or " \
+                                    "equal to 1"
 
 
 def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp_path):
