@@ -121,6 +121,11 @@ class TrainConfig(_Strict):
         "train + validation for E epochs (same seed and LR schedule) and return that model; the refit phase is "
         "not checkpointed epoch by epoch (an interrupted refit is redone on resume)"
     )
+    charlm_counts_validation: bool = Field(
+        True, description="Once early stopping has picked the network's epoch, count the validation names into "
+        "the n-gram models too: they learn nothing from validation (early stopping judges the network alone), "
+        "so its names are spare data for them; the logged validation figures stay those of the train-only counts"
+    )
     seed: int = 2024
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")

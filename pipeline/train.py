@@ -177,13 +177,18 @@ def _train_epoch(model: CharClassifier, loss_fn: nn.Module, optimizer: torch.opt
     return loss_sum / seen, correct / seen
 
 
+def _rows(data: TensorData, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Tokens, lengths and labels of the rows `idx`."""
+    return data.tokens[idx], data.lengths[idx], data.labels[idx]
+
+
 def _setup(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TensorData, idx: torch.Tensor,
            counts: torch.Tensor, device: torch.device):
     """Seeded model, batch-order generator, weighted loss, optimizer and schedule for training on `idx`."""
     torch.manual_seed(train_cfg.seed)
     generator = torch.Generator().manual_seed(train_cfg.seed)
     model = CharClassifier(model_cfg, len(data.label_names)).to(device)
-    model.fit_charlm(data.tokens[idx], data.lengths[idx], data.labels[idx])
+    model.fit_charlm(*_rows(data, idx))
     weight = class_weights(counts, train_cfg.class_weight_power) if train_cfg.class_weighting else None
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None,
                                   label_smoothing=train_cfg.label_smoothing)
@@ -201,7 +206,7 @@ def refit(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, epoc
     idx = torch.cat([data.indices(TRAIN), data.indices(VALIDATION)])
     counts = data.class_counts(TRAIN) + data.class_counts(VALIDATION)
     model, generator, _, loss_fn, optimizer, scheduler = _setup(model_cfg, train_cfg, data, idx, counts, device)
-    tokens, lengths, labels = data.tokens[idx], data.lengths[idx], data.labels[idx]
+    tokens, lengths, labels = _rows(data, idx)
     for _ in range(epochs):
         _train_epoch(model, loss_fn, optimizer, scheduler, tokens, lengths, labels, train_cfg, generator, device)
     return model.eval()
@@ -212,7 +217,9 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                 extra_metrics: Callable[[nn.Module], dict] | None = None) -> TrainResult:
     """Train on the train split, early-stop on validation macro-F1, return the best weights
     (or, with `refit_on_train_and_validation`, a model retrained on train + validation for the
-    best epoch count; `best_val_macro_f1` and `history` stay those of the first phase).
+    best epoch count; `best_val_macro_f1` and `history` stay those of the first phase). With
+    `charlm_counts_validation`, the returned model's n-gram models have also counted the validation
+    names; the validation figures reported are those measured before, with train-only counts.
 
     `on_epoch(record)` is called after every epoch with that epoch's figures, while its checkpoint is
     written in the background (complete on disk once this function returns or raises); on resume it
@@ -268,7 +275,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                 on_epoch(record)
 
     validate = _validator(model, data, weight)
-    tokens, lengths, labels = data.tokens[train_idx], data.lengths[train_idx], data.labels[train_idx]
+    tokens, lengths, labels = _rows(data, train_idx)
     started = time.perf_counter() - state["elapsed"]
     bar = tqdm(total=train_cfg.epochs, initial=state["epoch"], desc="train", unit="epoch",
                disable=not train_cfg.progress, leave=False)
@@ -320,6 +327,10 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                 writer.save(_checkpoint_state(model, optimizer, scheduler, state, generator, refit_state),
                             best_state)
             model.load_state_dict(refit_state)
+        elif train_cfg.charlm_counts_validation and has_validation:  # the refit above counted both already
+            t0 = time.perf_counter()
+            model.fit_charlm(*_rows(data, torch.cat([train_idx, data.indices(VALIDATION)])))
+            state["elapsed"] += time.perf_counter() - t0
     model.eval()
     # the whole model's validation macro-F1 at the epoch kept (no validation rows: no F1 to report)
     best_val_macro_f1 = (state["history"][state["best_epoch"] - 1]["val_macro_f1"]
@@ -337,7 +348,7 @@ def _validator(model: CharClassifier, data: TensorData, weight: torch.Tensor | N
     idx = data.indices(VALIDATION)
     if len(idx) == 0:
         return lambda: ({}, {})
-    tokens, lengths, y = data.tokens[idx], data.lengths[idx], data.labels[idx]
+    tokens, lengths, y = _rows(data, idx)
     charlm_scores = None
     if model.charlm is not None:
         with torch.no_grad():

@@ -14,6 +14,7 @@ from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import DataConfig, ModelConfig, SplitConfig, TrainConfig
 from pipeline.errors import NamelangError
 from pipeline.features import TEST, TRAIN, VALIDATION, build_tensors
+from pipeline.model import CharClassifier
 from pipeline.train import (
     class_weights,
     length_batches,
@@ -85,8 +86,9 @@ def test_best_weights_are_restored_when_validation_stops_improving(small_data, t
                                                       lr_schedule="constant", refit_on_train_and_validation=False))
     assert result.stopped_early and len(result.history) < 12
     assert result.best_epoch == len(result.history) - 1
-    metrics = split_metrics(result.model, small_data, 1)
-    assert metrics["macro_f1"] == pytest.approx(result.best_val_macro_f1)
+    with result.model.network_only():  # the n-gram models have counted the validation names since
+        metrics = split_metrics(result.model, small_data, VALIDATION)
+    assert metrics["macro_f1"] == pytest.approx(result.history[result.best_epoch - 1]["val_network_macro_f1"])
 
 
 class Interrupt(Exception):
@@ -143,9 +145,33 @@ def test_refit_retrains_on_train_and_validation_for_the_best_epoch_count(small_d
 
 
 def test_without_refit_the_first_phase_model_is_returned(small_data, tmp_path):
-    result = train_model(small_data, TINY, tiny_train(tmp_path, epochs=2, refit_on_train_and_validation=False))
+    result = train_model(small_data, TINY, tiny_train(tmp_path, epochs=2, refit_on_train_and_validation=False,
+                                                      charlm_counts_validation=False))
     assert result.refit_epochs is None and result.refit_seconds == 0.0
     assert_same_weights(weights(result.model), load_checkpoint(result.checkpoint)["best_state"])
+
+
+def test_the_ngram_models_count_validation_names_once_the_network_is_chosen(small_data, tmp_path):
+    counted = train_model(small_data, TINY, tiny_train(tmp_path / "a", epochs=3))  # the default
+    train_only = train_model(small_data, TINY, tiny_train(tmp_path / "b", epochs=3, charlm_counts_validation=False))
+    # the same network, chosen on the same validation figures (measured with train-only counts) ...
+    assert counted.history == [{**r, **{k: counted.history[i][k] for k in ("epoch_seconds", "elapsed_s")}}
+                               for i, r in enumerate(train_only.history)]
+    assert counted.best_epoch == train_only.best_epoch
+    network = {k: v for k, v in weights(counted.model).items() if not k.startswith("charlm.")}
+    assert_same_weights(network, {k: v for k, v in weights(train_only.model).items() if not k.startswith("charlm.")})
+    # ... but the returned n-gram models have counted train + validation
+    both = torch.cat([small_data.indices(TRAIN), small_data.indices(VALIDATION)])
+    expected = CharClassifier(TINY, len(small_data.label_names))
+    expected.fit_charlm(small_data.tokens[both], small_data.lengths[both], small_data.labels[both])
+    for model, fitted in ((counted.model, expected), (train_only.model, train_only.model)):
+        assert_same_weights({k: v for k, v in weights(model).items() if k.startswith("charlm.")},
+                            {k: v for k, v in weights(fitted).items() if k.startswith("charlm.")})
+    assert counted.model.charlm.gram_keys.shape != train_only.model.charlm.gram_keys.shape
+    val = small_data.indices(VALIDATION)
+    with torch.no_grad():
+        assert not torch.allclose(counted.model.charlm(small_data.tokens[val], small_data.lengths[val]),
+                                  train_only.model.charlm(small_data.tokens[val], small_data.lengths[val]))
 
 
 def test_a_corrupted_checkpoint_is_a_clear_error(small_data, tmp_path):
