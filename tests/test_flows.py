@@ -359,6 +359,44 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
                                     "equal to 1"
 
 
+def test_cli_train_on_bad_input_says_what_is_wrong_without_tracebacks(harness, tmp_path):
+    """Prefect logged some 240 lines of chained tracebacks for one bad byte before the error line."""
+    from prefect.settings import PREFECT_API_URL
+
+    source = tmp_path / "bad"
+    source.mkdir()
+    (source / "English.txt").write_text("Smith\nJones\n", encoding="utf-8")
+    (source / "German.txt").write_bytes(b"Schmidt\nAb\xffc\n")
+    config_file = tmp_path / "settings.json"
+    config_file.write_text(tiny_config(tmp_path, source).model_dump_json())
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),  # the harness's server: no temporary one
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "namelang"), "train", "--config", str(config_file)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    problem = f"{source / 'German.txt'}:2: not valid UTF-8 (byte 0xff: invalid start byte)"
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {problem}"
+    assert "Traceback" not in output and len(output.splitlines()) < 15, output[-3000:]
+    assert "Task run 'ingest-" in output and "Finished in state Failed" in output  # Prefect still says where
+
+
+def test_only_user_errors_lose_their_traceback_in_prefect_logs():
+    import logging
+
+    from flows.cli import UserErrorsInOneLine
+
+    def record(exc: Exception) -> logging.LogRecord:
+        try:
+            raise exc
+        except Exception:
+            return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+
+    bad_input, bug = record(NamelangError("line 2: not valid UTF-8", "German.txt")), record(KeyError("oops"))
+    assert UserErrorsInOneLine().filter(bad_input) and UserErrorsInOneLine().filter(bug)
+    assert bad_input.exc_info is None and bug.exc_info is not None
+
+
 def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp_path):
     """A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect API
     must outlive it long enough for the flow to record the interrupt."""
