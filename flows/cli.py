@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from pipeline.config import DEFAULT_SOURCE, DataConfig
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, explained_by_input
 
 app = typer.Typer(help="Learn which language a surname comes from, from its spelling.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -39,12 +39,12 @@ def fail(exc: Exception) -> None:
 
 class UserErrorsInOneLine(logging.Filter):
     """Prefect logs a failed task's or flow's exception with its traceback, chained causes and all
-    (some 240 lines for one bad byte in a names file). A NamelangError already names the file, line
-    and problem, so its records keep their message and lose the traceback; any other exception, a
-    bug, keeps it."""
+    (some 240 lines for one bad byte in a names file). A NamelangError caused by bad input already
+    names the file, line and problem, so its records keep their message and lose the traceback; any
+    other exception, or a NamelangError wrapping one (maybe a bug), keeps it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], NamelangError):
+        if record.exc_info and explained_by_input(record.exc_info[1]):
             record.exc_info, record.exc_text = None, None
         return True
 

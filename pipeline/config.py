@@ -123,8 +123,9 @@ class TrainConfig(_Strict):
     )
     charlm_counts_validation: bool = Field(
         True, description="Once early stopping has picked the network's epoch, count the validation names into "
-        "the n-gram models too: they learn nothing from validation (early stopping judges the network alone), "
-        "so its names are spare data for them; the logged validation figures stay those of the train-only counts"
+        "the n-gram models too: early stopping judges the network alone, so none of their counts need to stay "
+        "out of validation; the logged validation figures stay those of the train-only counts. No effect with "
+        "refit_on_train_and_validation, whose refit counts both splits anyway"
     )
     seed: int = 2024
     device: Literal["auto", "cpu", "cuda"] = "auto"

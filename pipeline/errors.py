@@ -27,3 +27,27 @@ class NamelangError(Exception):
 class TrackingError(NamelangError):
     """The tracking store failed (unreachable, busy, a server error): unlike other user-facing
     errors, one that may pass on a second try, so orchestration may retry it."""
+
+
+def explained_by_input(exc: BaseException) -> bool:
+    """Whether `exc` is a NamelangError whose causes, if any, are the outside world failing (a file,
+    an archive, the network, a model that does not exist): its one-line message says it all. One that
+    wraps any other exception may be hiding a bug in our code, whose traceback matters."""
+    import zipfile
+
+    import httpx
+    import pyarrow as pa
+
+    outside = (OSError, EOFError, UnicodeError, zipfile.BadZipFile, zipfile.LargeZipFile, httpx.HTTPError,
+               pa.ArrowInvalid)
+    if not isinstance(exc, NamelangError):
+        return False
+    seen: set[int] = set()
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    while cause is not None and id(cause) not in seen:
+        missing_model = getattr(cause, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"  # an MlflowException
+        if not isinstance(cause, (NamelangError, *outside)) and not missing_model:
+            return False
+        seen.add(id(cause))
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    return True

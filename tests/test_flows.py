@@ -386,15 +386,21 @@ def test_only_user_errors_lose_their_traceback_in_prefect_logs():
 
     from flows.cli import UserErrorsInOneLine
 
-    def record(exc: Exception) -> logging.LogRecord:
+    def record(exc: Exception, cause: Exception | None = None) -> logging.LogRecord:
         try:
-            raise exc
+            raise exc from cause
         except Exception:
             return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
 
-    bad_input, bug = record(NamelangError("line 2: not valid UTF-8", "German.txt")), record(KeyError("oops"))
-    assert UserErrorsInOneLine().filter(bad_input) and UserErrorsInOneLine().filter(bug)
-    assert bad_input.exc_info is None and bug.exc_info is not None
+    bad_input = record(NamelangError("not valid UTF-8", "German.txt", 2),
+                       UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
+    plain = record(NamelangError("no names in the folder", "names/"))
+    bug = record(KeyError("oops"))
+    wrapped_bug = record(NamelangError("checkpoint does not match this model", "c.pt"), KeyError("head.weight"))
+    for r in (bad_input, plain, bug, wrapped_bug):
+        assert UserErrorsInOneLine().filter(r)  # every record is still logged
+    assert bad_input.exc_info is None and plain.exc_info is None
+    assert bug.exc_info is not None and wrapped_bug.exc_info is not None
 
 
 def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp_path):

@@ -73,6 +73,7 @@ def test_run_logs_params_curves_dataset_and_artifacts(store):
     assert run.data.tags["namelang.data_sha256"] in card
     assert "| language" in card and "| Japanese" in card  # the per-language table, as Markdown
     assert f"macro-F1 {run.data.metrics['test_macro_f1']:.4f}" in card
+    assert "ngram_models_counted: train + validation" in card
 
 
 def test_first_model_is_champion_with_gate_tags(store):

@@ -128,6 +128,7 @@ def test_refit_retrains_on_train_and_validation_for_the_best_epoch_count(small_d
     # the model returned is a fresh, deterministic retraining for best_epoch epochs ...
     again = refit(small_data, TINY, config, result.best_epoch)
     assert_same_weights(weights(result.model), weights(again))
+    assert_same_weights(charlm_tables(weights(result.model)), counts_of(small_data, TRAIN, VALIDATION))
     # ... not the first phase's best weights ...
     first = load_checkpoint(result.checkpoint)["best_state"]
     assert not torch.equal(first["head.weight"], result.model.state_dict()["head.weight"])
@@ -151,6 +152,18 @@ def test_without_refit_the_first_phase_model_is_returned(small_data, tmp_path):
     assert_same_weights(weights(result.model), load_checkpoint(result.checkpoint)["best_state"])
 
 
+def charlm_tables(state: dict) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if k.startswith("charlm.")}
+
+
+def counts_of(data, *sides: int) -> dict[str, torch.Tensor]:
+    """The n-gram model tables of TINY fitted on the rows of `sides`."""
+    idx = torch.cat([data.indices(side) for side in sides])
+    model = CharClassifier(TINY, len(data.label_names))
+    model.fit_charlm(data.tokens[idx], data.lengths[idx], data.labels[idx])
+    return charlm_tables(model.state_dict())
+
+
 def test_the_ngram_models_count_validation_names_once_the_network_is_chosen(small_data, tmp_path):
     counted = train_model(small_data, TINY, tiny_train(tmp_path / "a", epochs=3))  # the default
     train_only = train_model(small_data, TINY, tiny_train(tmp_path / "b", epochs=3, charlm_counts_validation=False))
@@ -160,13 +173,11 @@ def test_the_ngram_models_count_validation_names_once_the_network_is_chosen(smal
     assert counted.best_epoch == train_only.best_epoch
     network = {k: v for k, v in weights(counted.model).items() if not k.startswith("charlm.")}
     assert_same_weights(network, {k: v for k, v in weights(train_only.model).items() if not k.startswith("charlm.")})
-    # ... but the returned n-gram models have counted train + validation
-    both = torch.cat([small_data.indices(TRAIN), small_data.indices(VALIDATION)])
-    expected = CharClassifier(TINY, len(small_data.label_names))
-    expected.fit_charlm(small_data.tokens[both], small_data.lengths[both], small_data.labels[both])
-    for model, fitted in ((counted.model, expected), (train_only.model, train_only.model)):
-        assert_same_weights({k: v for k, v in weights(model).items() if k.startswith("charlm.")},
-                            {k: v for k, v in weights(fitted).items() if k.startswith("charlm.")})
+    # ... but the returned n-gram models have counted train + validation; the checkpoint's, train only
+    train_counts, both_counts = (counts_of(small_data, TRAIN), counts_of(small_data, TRAIN, VALIDATION))
+    assert_same_weights(charlm_tables(counted.model.state_dict()), both_counts)
+    assert_same_weights(charlm_tables(train_only.model.state_dict()), train_counts)
+    assert_same_weights(charlm_tables(load_checkpoint(counted.checkpoint)["best_state"]), train_counts)
     assert counted.model.charlm.gram_keys.shape != train_only.model.charlm.gram_keys.shape
     val = small_data.indices(VALIDATION)
     with torch.no_grad():
