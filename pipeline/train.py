@@ -30,7 +30,9 @@ from pipeline.model import CharClassifier, combine
 
 EpochCallback = Callable[[dict], None]
 # Settings that change how a run is carried out, not what it computes: not part of its identity.
-_NOT_IDENTITY = {"progress", "checkpoint_dir", "keep_checkpoint", "device", "num_threads", "max_seconds"}
+# settings that change neither the epochs trained nor what a checkpoint holds: a run may resume under other values
+_NOT_IDENTITY = {"progress", "checkpoint_dir", "keep_checkpoint", "device", "num_threads", "max_seconds",
+                 "charlm_counts_validation"}
 
 
 @dataclass
@@ -248,6 +250,10 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     best_state = copy.deepcopy(model.state_dict())
     refit_state = None
     resumed_from = None
+    if resume and not checkpoint.exists():
+        warnings.warn(f"nothing to resume: no checkpoint {checkpoint} for this data and these settings (another "
+                      "setting, other data or another namelang version makes another); training from the start",
+                      stacklevel=2)
     if resume and checkpoint.exists():
         saved = load_checkpoint(checkpoint)
         try:

@@ -185,6 +185,12 @@ def test_the_ngram_models_count_validation_names_once_the_network_is_chosen(smal
                                   train_only.model.charlm(small_data.tokens[val], small_data.lengths[val]))
 
 
+def test_resume_without_a_checkpoint_says_so_and_trains_from_the_start(small_data, tmp_path):
+    with pytest.warns(UserWarning, match="nothing to resume: no checkpoint .*train-.*pt"):
+        result = train_model(small_data, TINY, tiny_train(tmp_path, epochs=1), resume=True)
+    assert result.resumed_from_epoch is None and len(result.history) == 1
+
+
 def test_a_corrupted_checkpoint_is_a_clear_error(small_data, tmp_path):
     config = tiny_train(tmp_path, epochs=1)
     result = train_model(small_data, TINY, config)
@@ -252,6 +258,8 @@ def test_the_notebook_configuration_trains(small_data, tmp_path):
 def test_run_identity_ignores_where_and_how_fast(small_data, tmp_path):
     a = run_key(small_data, TINY, tiny_train(tmp_path / "a", progress=True, num_threads=1))
     assert a == run_key(small_data, TINY, tiny_train(tmp_path / "b"))
+    # what the n-gram models count after training changes no epoch and no checkpoint: resumable either way
+    assert a == run_key(small_data, TINY, tiny_train(tmp_path / "a", charlm_counts_validation=False))
     assert a != run_key(small_data, TINY, tiny_train(tmp_path, epochs=5))
 
 
