@@ -6,9 +6,7 @@ commands call `pipeline` directly and never import Prefect, so they start fast.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -19,7 +17,7 @@ from typing import Annotated
 import typer
 
 from pipeline.config import DEFAULT_SOURCE, DataConfig
-from pipeline.errors import NamelangError, explained_by_input
+from pipeline.errors import NamelangError
 
 app = typer.Typer(help="Learn which language a surname comes from, from its spelling.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -35,32 +33,6 @@ def _main() -> None:
 def fail(exc: Exception) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(code=2)
-
-
-class UserErrorsInOneLine(logging.Filter):
-    """Prefect logs a failed task's or flow's exception with its traceback, chained causes and all
-    (some 240 lines for one bad byte in a names file). A NamelangError caused by bad input already
-    names the file, line and problem, so its records keep their message and lose the traceback; any
-    other exception, or a NamelangError wrapping one (maybe a bug), keeps it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and explained_by_input(record.exc_info[1]):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-@contextlib.contextmanager
-def user_errors_in_one_line():
-    """Within it, Prefect's run loggers log NamelangErrors without tracebacks (console and API alike)."""
-    loggers = [logging.getLogger(name) for name in ("prefect.task_runs", "prefect.flow_runs")]
-    quiet = UserErrorsInOneLine()
-    for logger in loggers:
-        logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(quiet)
 
 
 @app.command()
@@ -138,7 +110,7 @@ def train(
     from flows.training import train_name_classifier
 
     try:
-        with prefect_api(), user_errors_in_one_line():
+        with prefect_api():
             summary = train_name_classifier(config, resume=resume)
     except NamelangError as exc:
         fail(exc)
@@ -247,8 +219,7 @@ def batch(
     from flows.batch_predict import batch_predict
 
     try:
-        with user_errors_in_one_line():
-            stats = batch_predict(str(input_path), str(out) if out else None, model, column, chunk_size)
+        stats = batch_predict(str(input_path), str(out) if out else None, model, column, chunk_size)
     except NamelangError as exc:
         fail(exc)
     typer.echo(f"{stats['rows']} names -> {stats['output']} ({stats['errors']} could not be classified; "

@@ -141,11 +141,13 @@ class TensorData:
         h.update(json.dumps([self.label_names, self.table_sha256, self.split_config]).encode())
         return h.hexdigest()
 
-    def indices(self, side: int) -> torch.Tensor:
-        return torch.nonzero(self.split == side).flatten()
+    def indices(self, *sides: int) -> torch.Tensor:
+        """Row indices of the given sides, side after side (e.g. train then validation)."""
+        return torch.cat([torch.nonzero(self.split == side).flatten() for side in sides])
 
-    def class_counts(self, side: int = TRAIN) -> torch.Tensor:
-        return torch.bincount(self.labels[self.indices(side)], minlength=len(self.label_names))
+    def class_counts(self, *sides: int) -> torch.Tensor:
+        """Rows per language on the given sides."""
+        return torch.bincount(self.labels[self.indices(*sides)], minlength=len(self.label_names))
 
 
 def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> TensorData:

@@ -9,7 +9,8 @@ them to the recurrent features before the linear head: the n-grams learn fast an
 spelling statistics, the RNN adds order and context beyond four characters.
 
 An optional generative companion (`charlm_order > 0`, `pipeline.charlm`), fitted by counting
-on the training names before the network trains, is averaged with the network's
+on the training names before the network trains (and, by default, recounted with the validation
+names once early stopping has chosen the network's epoch), is averaged with the network's
 log-probabilities in `forward`; the loss trains the network alone (`member_logits`), and early
 stopping judges it alone (`network_only`): the fixed n-gram models would only add noise to the
 criterion (on split seed 1 they stopped the network at its 6th epoch, 0.027 macro-F1 short).
@@ -104,8 +105,9 @@ class CharClassifier(nn.Module):
             self._mix = mix
 
     def fit_charlm(self, tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> None:
-        """Count the training names into the n-gram models (no-op without them); before training,
-        so that validation during training scores the whole model."""
+        """Count these names into the n-gram models, replacing earlier counts (no-op without them):
+        the training names before training, so that validation scores the whole model; training
+        and validation names once the network's epoch is chosen."""
         if self.charlm is not None:
             self.charlm.fit(tokens, lengths, labels)
 

@@ -25,12 +25,12 @@ from tqdm.auto import tqdm
 from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.errors import NamelangError
-from pipeline.features import TRAIN, VALIDATION, TensorData
+from pipeline.features import SPLIT_NAMES, TRAIN, VALIDATION, TensorData
 from pipeline.model import CharClassifier, combine
 
 EpochCallback = Callable[[dict], None]
-# Settings that change how a run is carried out, not what it computes: not part of its identity.
-# settings that change neither the epochs trained nor what a checkpoint holds: a run may resume under other values
+# Settings that change how a run is carried out, not the epochs it trains or what its checkpoint holds:
+# not part of its identity, so a run may resume under other values.
 _NOT_IDENTITY = {"progress", "checkpoint_dir", "keep_checkpoint", "device", "num_threads", "max_seconds",
                  "charlm_counts_validation"}
 
@@ -50,6 +50,7 @@ class TrainResult:
     refit_epochs: int | None = None   # set when the model returned was refit on train + validation
     refit_seconds: float = 0.0        # part of train_seconds
     stopped_by_budget: bool = False   # `max_seconds` ran out (a resume without that budget goes on)
+    ngram_models_counted: str | None = None  # the splits the returned n-gram models counted (None: none)
 
     @property
     def stopped_by(self) -> str:
@@ -205,9 +206,9 @@ def refit(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, epoc
     """Train from scratch on train + validation for `epochs` epochs: same seed, same per-epoch LR
     schedule (over `train_cfg.epochs`) and class weighting as the first phase, only more rows."""
     device = device or resolve_device(train_cfg.device)
-    idx = torch.cat([data.indices(TRAIN), data.indices(VALIDATION)])
-    counts = data.class_counts(TRAIN) + data.class_counts(VALIDATION)
-    model, generator, _, loss_fn, optimizer, scheduler = _setup(model_cfg, train_cfg, data, idx, counts, device)
+    idx = data.indices(TRAIN, VALIDATION)
+    model, generator, _, loss_fn, optimizer, scheduler = _setup(model_cfg, train_cfg, data, idx,
+                                                                data.class_counts(TRAIN, VALIDATION), device)
     tokens, lengths, labels = _rows(data, idx)
     for _ in range(epochs):
         _train_epoch(model, loss_fn, optimizer, scheduler, tokens, lengths, labels, train_cfg, generator, device)
@@ -322,7 +323,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
             if on_epoch is not None:
                 on_epoch(record)
         model.load_state_dict(best_state)
-        refit_epochs = None
+        refit_epochs, counted = None, (TRAIN,)
         if train_cfg.refit_on_train_and_validation and has_validation and state["best_epoch"] > 0:
             refit_epochs = state["best_epoch"]
             if refit_state is None:  # not refit yet (or interrupted while refitting): a deterministic redo
@@ -333,9 +334,11 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                 writer.save(_checkpoint_state(model, optimizer, scheduler, state, generator, refit_state),
                             best_state)
             model.load_state_dict(refit_state)
-        elif train_cfg.charlm_counts_validation and has_validation:  # the refit above counted both already
+            counted = (TRAIN, VALIDATION)
+        elif train_cfg.charlm_counts_validation and has_validation:
+            counted = (TRAIN, VALIDATION)
             t0 = time.perf_counter()
-            model.fit_charlm(*_rows(data, torch.cat([train_idx, data.indices(VALIDATION)])))
+            model.fit_charlm(*_rows(data, data.indices(*counted)))
             state["elapsed"] += time.perf_counter() - t0
     model.eval()
     # the whole model's validation macro-F1 at the epoch kept (no validation rows: no F1 to report)
@@ -344,7 +347,8 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     return TrainResult(model, state["history"], state["best_epoch"], best_val_macro_f1, state["elapsed"],
                        str(device), checkpoint, state.get("stopped_early", False), resumed_from,
                        list(data.label_names), refit_epochs, state.get("refit_seconds", 0.0),
-                       state.get("stopped_by_budget", False))
+                       state.get("stopped_by_budget", False),
+                       " + ".join(SPLIT_NAMES[side] for side in counted) if model.charlm is not None else None)
 
 
 def _validator(model: CharClassifier, data: TensorData, weight: torch.Tensor | None

@@ -21,7 +21,7 @@ from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
 from pipeline.errors import NamelangError, TrackingError
 from pipeline.evaluate import Evaluation, evaluate, model_card, write_reports
-from pipeline.features import TEST, VALIDATION, TensorData
+from pipeline.features import TEST, TensorData
 from pipeline.ingest import IngestResult, git_commit
 from pipeline.normalize import NamesTable
 from pipeline.pyfunc import save_bundle
@@ -136,14 +136,6 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = Non
     return result
 
 
-def ngram_models_counted(config: PipelineConfig, data: TensorData) -> str | None:
-    """Which splits the saved model's n-gram models have counted (None: the model has none)."""
-    if not config.model.charlm_order:
-        return None
-    both = config.train.charlm_counts_validation or config.train.refit_on_train_and_validation
-    return "train + validation" if both and len(data.indices(VALIDATION)) else "train"
-
-
 def model_dir(config: PipelineConfig, data: TensorData) -> Path:
     return Path(config.data.processed_dir).parent / "models" / run_key(data, config.model, config.train)
 
@@ -156,7 +148,7 @@ def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, con
                       train_summary={"device": result.device, "epochs_run": len(result.history),
                                      "best_epoch": result.best_epoch,
                                      "best_val_macro_f1": round(result.best_val_macro_f1, 4),  # train-only counts
-                                     "ngram_models_counted": ngram_models_counted(config, data),
+                                     "ngram_models_counted": result.ngram_models_counted,
                                      "train_seconds": round(result.train_seconds, 1),
                                      "refit_on_train_and_validation_epochs": result.refit_epochs})
     paths = write_reports(ev, model_dir(config, data) / "reports", card)

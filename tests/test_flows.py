@@ -384,7 +384,7 @@ def test_cli_train_on_bad_input_says_what_is_wrong_without_tracebacks(harness, t
 def test_only_user_errors_lose_their_traceback_in_prefect_logs():
     import logging
 
-    from flows.cli import UserErrorsInOneLine
+    from flows.run_logs import UserErrorsInOneLine
 
     def record(exc: Exception, cause: Exception | None = None) -> logging.LogRecord:
         try:
@@ -397,6 +397,8 @@ def test_only_user_errors_lose_their_traceback_in_prefect_logs():
     plain = record(NamelangError("no names in the folder", "names/"))
     bug = record(KeyError("oops"))
     wrapped_bug = record(NamelangError("checkpoint does not match this model", "c.pt"), KeyError("head.weight"))
+    for name in ("prefect.task_runs", "prefect.flow_runs"):  # every flow run, by importing `flows`
+        assert any(isinstance(f, UserErrorsInOneLine) for f in logging.getLogger(name).filters)
     for r in (bad_input, plain, bug, wrapped_bug):
         assert UserErrorsInOneLine().filter(r)  # every record is still logged
     assert bad_input.exc_info is None and plain.exc_info is None

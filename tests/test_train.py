@@ -158,7 +158,7 @@ def charlm_tables(state: dict) -> dict[str, torch.Tensor]:
 
 def counts_of(data, *sides: int) -> dict[str, torch.Tensor]:
     """The n-gram model tables of TINY fitted on the rows of `sides`."""
-    idx = torch.cat([data.indices(side) for side in sides])
+    idx = data.indices(*sides)
     model = CharClassifier(TINY, len(data.label_names))
     model.fit_charlm(data.tokens[idx], data.lengths[idx], data.labels[idx])
     return charlm_tables(model.state_dict())
@@ -178,6 +178,7 @@ def test_the_ngram_models_count_validation_names_once_the_network_is_chosen(smal
     assert_same_weights(charlm_tables(counted.model.state_dict()), both_counts)
     assert_same_weights(charlm_tables(train_only.model.state_dict()), train_counts)
     assert_same_weights(charlm_tables(load_checkpoint(counted.checkpoint)["best_state"]), train_counts)
+    assert (counted.ngram_models_counted, train_only.ngram_models_counted) == ("train + validation", "train")
     assert counted.model.charlm.gram_keys.shape != train_only.model.charlm.gram_keys.shape
     val = small_data.indices(VALIDATION)
     with torch.no_grad():
