@@ -6,9 +6,12 @@ commands call `pipeline` directly and never import Prefect, so they start fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -237,6 +240,7 @@ def serve(
     from pipeline.tracking import configure
 
     try:
+        check_port_free(host, port)
         uri = configure(create=False)
         load_model(model)  # fail here, in one line, if there is no such model
     except NamelangError as exc:
@@ -247,7 +251,38 @@ def serve(
     typer.echo(f"serving {model} on http://{host}:{port}/invocations (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]
-    raise typer.Exit(code=subprocess.call(cmd, env=env))
+    raise typer.Exit(code=run_forwarding_signals(cmd, env))
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port already taken, in one line, before mlflow prints its own 30-line traceback."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise NamelangError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
+                                "or stop what is using it") from exc
+
+
+def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
+    """Run a server in a process group of its own and pass SIGINT / SIGTERM on to the whole group:
+    `mlflow models serve` runs uvicorn as its child, which a SIGTERM to this process alone (systemd,
+    docker stop, kill) would leave serving. Returns the server's exit code."""
+    child = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        with contextlib.suppress(ProcessLookupError):  # whatever the server left behind in its group
+            os.killpg(child.pid, signal.SIGTERM)
+    return 0 if code in (-signal.SIGINT, -signal.SIGTERM) else code
 
 
 def main() -> None:  # pragma: no cover - console entry point

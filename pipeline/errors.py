@@ -32,7 +32,9 @@ class TrackingError(NamelangError):
 def explained_by_input(exc: BaseException) -> bool:
     """Whether `exc` is a NamelangError whose causes, if any, are the outside world failing (a file,
     an archive, the network, a model that does not exist): its one-line message says it all. One that
-    wraps any other exception may be hiding a bug in our code, whose traceback matters."""
+    wraps any other exception may be hiding a bug in our code, whose traceback matters. The walk down
+    the causes stops at the first outside failure: what caused that (httpx wraps httpcore's errors,
+    which wrap socket errors) is the library's own plumbing, not our code."""
     import zipfile
 
     import httpx
@@ -46,7 +48,9 @@ def explained_by_input(exc: BaseException) -> bool:
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     while cause is not None and id(cause) not in seen:
         missing_model = getattr(cause, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"  # an MlflowException
-        if not isinstance(cause, (NamelangError, *outside)) and not missing_model:
+        if isinstance(cause, outside) or missing_model:
+            return True
+        if not isinstance(cause, NamelangError):
             return False
         seen.add(id(cause))
         cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)

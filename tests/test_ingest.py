@@ -26,7 +26,7 @@ import pytest
 
 from pipeline import __version__
 from pipeline.config import DataConfig
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, explained_by_input
 from pipeline.ingest import SourceFile, ingest, split_lines
 from pipeline.normalize import (
     NAMES_FILE,
@@ -648,9 +648,12 @@ def test_download_nobody_listening(tmp_path):
     with socket.socket() as sock:  # a port that was free a moment ago: connection refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with pytest.raises(NamelangError, match="download failed"):
+    with pytest.raises(NamelangError, match="download failed") as caught:
         run(f"http://127.0.0.1:{port}/data.zip", tmp_path, download_timeout_s=5)
     assert snapshot(tmp_path / "raw") == {}
+    # the outside world failed (httpx's error wraps httpcore's, which wraps the socket's): run logs
+    # print the one line, no traceback
+    assert explained_by_input(caught.value)
 
 
 # ---------------------------------------------------------------- previous outputs survive failures

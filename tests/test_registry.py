@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import httpx
@@ -279,16 +282,28 @@ def _names_table(config):
     return names, names.slice(0, 0), provenance, {}
 
 
-def test_mlflow_models_serve_answers_invocations(store):
+def _server_group(proc: subprocess.Popen) -> int | None:
+    """The process group `namelang serve` started its server in (its child's pid), if it has one yet."""
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    except OSError:
+        return None
+    return int(children[0]) if children else None
+
+
+def test_namelang_serve_answers_invocations_and_stops_on_sigterm(store):
+    """`namelang serve` (mlflow models serve, which runs uvicorn) answers; a SIGTERM to namelang alone,
+    as systemd or docker send, stops the whole server."""
     port = free_port()
-    # mlflow starts `uvicorn` by name: the virtualenv's bin must be on PATH, as `namelang serve` ensures
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"],
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/namelang@champion",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # no bin folder on PATH: `namelang serve` must put the virtualenv's there for mlflow to find uvicorn
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    group = None
     try:
         wait_for_http(f"http://127.0.0.1:{port}/ping", proc=proc)
+        group = _server_group(proc)
+        assert group is not None
         url = f"http://127.0.0.1:{port}/invocations"
         ok = httpx.post(url, json={"dataframe_split": {"columns": ["name"], "data": [["Hinton"], ["Nakamura"]]}},
                         timeout=30)
@@ -305,10 +320,36 @@ def test_mlflow_models_serve_answers_invocations(store):
         for payload in ({"dataframe_split": {"columns": ["surname"], "data": [["Hinton"]]}}, {"nonsense": 1}):
             answer = httpx.post(url, json=payload, timeout=30)
             assert 400 <= answer.status_code < 500, (payload, answer.status_code, answer.text)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2)
+            except httpx.TransportError:
+                break  # nobody listening any more
+            time.sleep(0.5)
+        else:
+            pytest.fail("the server still answers after `namelang serve` got SIGTERM")
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, 15)
+            proc.kill()
             proc.wait(timeout=30)
+        if group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def test_serve_on_a_port_in_use_is_one_line(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = CliRunner().invoke(app, ["serve", "--port", str(taken.getsockname()[1])])
+    assert result.exit_code == 2 and "cannot listen on 127.0.0.1:" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_predict_through_serve_wrapper_fails_cleanly_without_model(tmp_path, monkeypatch):
