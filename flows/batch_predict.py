@@ -44,7 +44,8 @@ def batch_predict(input_path: str, output_path: str | None = None, model: str = 
                   column: str = "name", chunk_size: int = 50_000) -> dict:
     """Read names from Parquet, CSV or text; write Parquet with top-3 languages and the model version."""
     source = Path(input_path)
-    target = Path(output_path) if output_path else source.with_name(f"{source.stem}.predictions.parquet")
+    # beside the input, after its whole name: names.csv and names.txt make two outputs, not one
+    target = Path(output_path) if output_path else source.with_name(f"{source.name}.predictions.parquet")
     version = resolve_version(model)
     stats = predict(model, version, source, target, column, chunk_size)
     create_markdown_artifact(key="batch-predictions", markdown=(

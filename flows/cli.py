@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -28,9 +29,27 @@ app = typer.Typer(help="Learn which language a surname comes from, from its spel
 SourceOption = Annotated[str, typer.Option("--source", "-s", help="Folder of <Language>.txt, a .zip, or a URL")]
 
 
+_OWN_CODE = tuple(str(Path(__file__).resolve().parents[1] / folder) for folder in ("pipeline", "flows"))
+_default_formatwarning = warnings.formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Our warnings (a file that gave no names, nothing to resume) are sentences for the user: one
+    line, no source line echoed; other libraries' keep Python's format, which says where they come from."""
+    if str(Path(filename).resolve()).startswith(_OWN_CODE):
+        return f"warning: {message}\n"
+    return _default_formatwarning(message, category, filename, lineno, line)
+
+
 @app.callback()
 def _main() -> None:
     """namelang: ingest names, train and register models, predict languages."""
+    warnings.formatwarning = _one_line_warning
+
+
+def validation_problems(exc) -> str:
+    """A pydantic ValidationError in one line: `section.key: what is wrong` for each field."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 def fail(exc: Exception) -> None:
@@ -46,11 +65,16 @@ def ingest(
     sha256: Annotated[str | None, typer.Option(help="Expected SHA-256 of the archive")] = None,
 ) -> None:
     """Read a source, normalize it, and write data/processed/names.parquet with its provenance."""
+    from pydantic import ValidationError
+
     from pipeline.ingest import ingest as read_source
     from pipeline.normalize import normalize, write_names_table
 
     try:
         config = DataConfig(source=source, processed_dir=out, raw_dir=raw_dir, source_sha256=sha256)
+    except ValidationError as exc:
+        fail(NamelangError(f"bad value: {validation_problems(exc)}"))
+    try:
         table = normalize(read_source(config), config.max_name_chars)
         paths = write_names_table(table, config.processed_dir)
     except NamelangError as exc:
@@ -89,13 +113,10 @@ def train(
 
     from pipeline.config import PipelineConfig
 
-    def problems(exc: ValidationError) -> str:
-        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-
     try:
         config = PipelineConfig.model_validate(json.loads(config_file.read_text()) if config_file else {})
     except ValidationError as exc:
-        fail(NamelangError(f"bad configuration: {problems(exc)}", config_file))
+        fail(NamelangError(f"bad configuration: {validation_problems(exc)}", config_file))
     except (OSError, json.JSONDecodeError) as exc:
         fail(NamelangError(f"bad configuration: {exc}", config_file))
     # options given on the command line win over the file; options not given leave it alone
@@ -108,7 +129,9 @@ def train(
             try:
                 setattr(getattr(config, section), key, value)
             except ValidationError as exc:
-                fail(NamelangError(f"bad value for {option}: {problems(exc)}"))
+                fail(NamelangError(f"bad value for {option}: {validation_problems(exc)}"))
+    if not config.train.progress:  # no bars at all: MLflow's artifact-download bars included
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     from flows.local_api import prefect_api
     from flows.training import train_name_classifier
 
@@ -127,9 +150,15 @@ def train(
                f"top-3 accuracy {summary['test_top3_accuracy']:.3f} ({summary['train_seconds']} s on "
                f"{summary['device']})")
     typer.echo(f"  data steps: {summary['data_steps']}")
+    if summary.get("resumed_from_epoch") is not None:
+        typer.echo(f"  resumed from the checkpoint written after epoch {summary['resumed_from_epoch']}")
+    if summary.get("checkpoint"):
+        typer.echo(f"  the time budget ended training; its checkpoint is kept ({summary['checkpoint']}): the same "
+                   "command with --resume, without --max-seconds or with more, trains on from it")
     typer.echo("next:")
     uri = summary["mlflow_tracking_uri"]
-    ui = f"{_command('mlflow')} ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"open {uri}"
+    ui = (f"{_command('mlflow')} ui --backend-store-uri {uri} --workers 1" if uri.startswith("sqlite")
+          else f"open {uri}")
     typer.echo(f"  browse runs and models:  {ui}   (then http://127.0.0.1:5000)")
     typer.echo(f"  predict:                 {_command('namelang')} predict Hinton Nakamura Schmidt")
     typer.echo(f"  serve over REST:         {_command('namelang')} serve   "
@@ -166,7 +195,7 @@ def _read_names(names: list[str], file: Path | None) -> list[str]:
 @app.command()
 def predict(
     names: Annotated[list[str] | None, typer.Argument(help="Surnames to classify")] = None,
-    top: Annotated[int, typer.Option(help="How many languages to show per name")] = 3,
+    top: Annotated[int, typer.Option(min=1, help="How many languages to show per name")] = 3,
     model: Annotated[str, typer.Option(help="Model URI")] = "models:/namelang@champion",
     file: Annotated[Path | None, typer.Option(help="A text file, one name per line")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
@@ -247,7 +276,8 @@ def serve(
         fail(exc)
     # mlflow starts `uvicorn` by name: put this interpreter's bin folder (the virtualenv) on PATH
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path}
+    # a server's log is no terminal: no artifact-download progress bars in it
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     typer.echo(f"serving {model} on http://{host}:{port}/invocations (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]

@@ -44,7 +44,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="default data source of scheduled runs (env NAMELANG_SOURCE)")
     parser.add_argument("--timezone", default="UTC")
     args = parser.parse_args(argv)
-    serve(*deployments(args.cron, args.source, args.timezone))
+    try:
+        served = deployments(args.cron, args.source, args.timezone)
+    except ValueError as exc:  # a bad cron or time zone (pydantic's error is one): argparse's usage error, exit 2
+        errors = getattr(exc, "errors", None)
+        problem = errors()[0]["msg"] if callable(errors) else str(exc).splitlines()[0]
+        parser.error(f"bad schedule (--cron {args.cron!r}, --timezone {args.timezone!r}): {problem}")
+    serve(*served)
 
 
 if __name__ == "__main__":  # pragma: no cover

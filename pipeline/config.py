@@ -27,7 +27,8 @@ class DataConfig(_Strict):
     """Where names come from and where the tables go."""
 
     source: str = Field(DEFAULT_SOURCE, description="Folder of <Language>.txt files, a .zip, or an http(s) URL")
-    source_sha256: str | None = Field(None, description="Expected SHA-256 of a downloaded archive")
+    source_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$",
+                                      description="Expected SHA-256 (64 hex digits) of the source archive")
     raw_dir: Path = Path("data/raw")
     processed_dir: Path = Path("data/processed")
     cache_dir: Path = Field(Path("data/cache"), description="Where the flow persists cached step results")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import stat
 import subprocess
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -116,7 +117,8 @@ def resolve_source(config: DataConfig) -> Path:
     if not path.exists():
         raise NamelangError("source does not exist", path)
     if config.source_sha256 and path.is_file() and sha256_file(path) != config.source_sha256.lower():
-        raise NamelangError(f"SHA-256 mismatch: expected {config.source_sha256.lower()}", path)
+        raise NamelangError(f"SHA-256 mismatch: expected {config.source_sha256.lower()}, got {sha256_file(path)}",
+                            path)
     return path
 
 
@@ -277,6 +279,8 @@ def ingest(config: DataConfig) -> IngestResult:
         if not file.language.strip():
             raise NamelangError("file name gives no language (expected <Language>.txt)", file.origin)
         data, line_lengths, bom, crlf = split_lines(file)
+        if not len(line_lengths):
+            warnings.warn(f"{file.origin}: empty file: no {file.language} names from it", stacklevel=2)
         chunks.append(data)
         lengths.append(line_lengths)
         counts.append(len(line_lengths))

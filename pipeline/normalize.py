@@ -270,7 +270,8 @@ def normalize(result: IngestResult, max_name_chars: int = 64) -> NamesTable:
         "reason": _reasons_from_codes(codes[bad]),
     })
     digest = table_sha256(names)
-    quality = quality_report(names, rejected, raw, digest, index=index)
+    quality = quality_report(names, rejected, raw, digest, index=index,
+                             empty_files=[f.path for f in result.files if not f.lines])
     provenance = {
         **result.provenance(),
         "normalization": normalization_spec(max_name_chars),
@@ -307,8 +308,9 @@ def _language_sets(index: NameLanguageIndex, shared: np.ndarray) -> tuple[np.nda
 
 
 def quality_report(names: pa.Table, rejected: pa.Table, raw: pa.Table, digest: str,
-                   index: NameLanguageIndex | None = None) -> dict:
-    """Counts a user should see before training: duplicates, shared names, imbalance, rejections."""
+                   index: NameLanguageIndex | None = None, empty_files: list[str] | None = None) -> dict:
+    """Counts a user should see before training: duplicates, shared names, imbalance, rejections,
+    and files that gave no line at all (a language that silently vanished otherwise)."""
     if index is None:
         index = NameLanguageIndex.build(names["name_ascii"], names["language"])
     languages = index.languages.to_pylist()
@@ -351,6 +353,7 @@ def quality_report(names: pa.Table, rejected: pa.Table, raw: pa.Table, digest: s
         "duplicate_lines": sum(p["duplicate_lines"] for p in per_language),
         "languages": len(per_language),
         "class_imbalance_ratio": round(max(row_counts) / min(row_counts), 2) if row_counts else None,
+        "empty_files": list(empty_files or []),
         "per_language": per_language,
         "multi_language_names": {
             "count": len(shared_ids),
@@ -375,6 +378,10 @@ def quality_markdown(quality: dict) -> str:
         f"- distinct names: {quality['distinct_names']}, duplicate lines: {quality['duplicate_lines']}",
         f"- languages: {quality['languages']}, class-imbalance ratio (largest / smallest): "
         f"{quality['class_imbalance_ratio']}",
+    ]
+    if quality.get("empty_files"):
+        lines.append(f"- **empty files, no names from them**: {', '.join(quality['empty_files'])}")
+    lines += [
         "", "## Per language", "",
         "| language | lines | rows | distinct | duplicate lines | rejected |",
         "|---|---:|---:|---:|---:|---:|",

@@ -65,10 +65,25 @@ def load_model(uri: str = model_uri()):
         if exc.error_code not in _NOT_THERE:
             raise TrackingError(f"the model store failed while loading the model ({first_line})", uri) from exc
         if uri.startswith("models:/"):
-            raise NamelangError(f"no model {uri.removeprefix('models:/')!r} in the registry at "
-                                f"{mlflow.get_tracking_uri()}; train one with `make run` or "
-                                "`namelang train --source DATA`") from exc
+            raise NamelangError(_missing_model_problem(uri.removeprefix("models:/"))) from exc
         raise NamelangError(f"cannot load model: {first_line}", uri) from exc
+
+
+def _missing_model_problem(ref: str) -> str:
+    """Why `models:/<ref>` is not there, and what is: a registered model whose alias or version is
+    missing needs another alias or version, not another training run."""
+    name = ref.split("@")[0].split("/")[0]
+    try:
+        registered = MlflowClient().get_registered_model(name)
+    except MlflowException:
+        return (f"no model {ref!r} in the registry at {mlflow.get_tracking_uri()}; train one with `make run` or "
+                "`namelang train --source DATA`")
+    aliases = ", ".join(f"@{alias} (version {version})" for alias, version in sorted(registered.aliases.items()))
+    latest = max((int(v.version) for v in MlflowClient().search_model_versions(f"name='{name}'")), default=None)
+    return (f"model {name!r} has no {ref.removeprefix(name)!r} in the registry at {mlflow.get_tracking_uri()}; "
+            f"it has aliases {aliases or 'none'} and versions 1 to {latest}: pass e.g. models:/{name}/{latest}"
+            if latest else f"model {name!r} has no versions yet; train one with `make run` or "
+            "`namelang train --source DATA`")
 
 
 def score_model(uri: str, names: list[str], true_languages: list[str]) -> float:

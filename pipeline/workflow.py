@@ -224,7 +224,10 @@ def summary(result: TrainResult, ev: Evaluation, registration: Registration | No
     out = {"model": MODEL_NAME, "test_accuracy": round(ev.metrics["accuracy"], 4),
            "test_macro_f1": round(ev.metrics["macro_f1"], 4), "test_top3_accuracy":
            round(ev.metrics["top3_accuracy"], 4), "train_seconds": round(result.train_seconds, 1),
-           "device": result.device}
+           "device": result.device, "stopped_by": result.stopped_by,
+           "resumed_from_epoch": result.resumed_from_epoch}
+    if result.stopped_by_budget:  # kept by discard_checkpoint: `--resume` trains on from it
+        out["checkpoint"] = str(result.checkpoint)
     if registration is not None:
         out.update(version=registration.version, alias=registration.decision.alias,
                    run_id=registration.run_id, champion_macro_f1=registration.decision.champion_macro_f1)

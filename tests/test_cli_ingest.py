@@ -89,6 +89,14 @@ def test_ingest_missing_source_and_empty_folder(tmp_path):
     assert len(result.stderr.splitlines()) == 1
 
 
+def test_a_malformed_sha256_is_refused_before_reading(tmp_path):
+    result = runner.invoke(app, ["ingest", "--source", str(tmp_path), "--sha256", "deadbeef",
+                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: bad value: source_sha256: String should match pattern")
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_failed_ingest_leaves_the_previous_table(shared_names, tmp_path):
     out = tmp_path / "out"
     assert runner.invoke(app, ["ingest", "--source", str(shared_names), "--out", str(out)]).exit_code == 0
@@ -128,6 +136,24 @@ def test_real_command_success_and_error(shared_names, tmp_path):
     assert done.stderr.startswith(f"error: {(bad / 'French.txt').resolve()}:3: not valid UTF-8")
     assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def test_an_empty_language_file_is_reported_not_silently_dropped(tmp_path):
+    """A `Klingon.txt` with nothing in it: the other files are ingested, and the user is told, in one
+    line and in the quality report, that no Klingon names came from it."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    (folder / "English.txt").write_text("Smith\nJones\n", encoding="utf-8")
+    (folder / "Klingon.txt").write_bytes(b"")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--source", str(folder), "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    empty = (folder / "Klingon.txt").resolve()
+    assert done.stderr == f"warning: {empty}: empty file: no Klingon names from it\n"
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["empty_files"] == [str(empty)]
+    assert f"empty files, no names from them**: {empty}" in (out / "quality.md").read_text()
 
 
 def test_ingest_where_every_line_is_rejected_fails_and_writes_nothing(tmp_path):

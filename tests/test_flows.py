@@ -335,8 +335,11 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert result.exit_code == 0, result.output
     [checkpoint] = checkpoints.iterdir()
     assert load_checkpoint(checkpoint)["state"]["epoch"] == 1
+    assert f"the time budget ended training; its checkpoint is kept ({checkpoint})" in result.output
     result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--epochs", "3", "--resume"])
     assert result.exit_code == 0, result.output
+    assert "resumed from the checkpoint written after epoch 1" in result.output
+    assert "time budget" not in result.output
     assert not list(checkpoints.iterdir())
     client = MlflowClient()
     latest = client.search_runs([experiment_id(client)], order_by=["attributes.start_time DESC"], max_results=2)
@@ -451,11 +454,20 @@ def test_cli_batch_predicts_a_file(first_run, tmp_path):
     names.write_text("Nakamura\nRossi\n\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["batch", str(names)])
     assert result.exit_code == 0, result.output
-    out = tmp_path / "names.predictions.parquet"
+    out = tmp_path / "names.txt.predictions.parquet"  # the whole input name: names.csv beside would not collide
     assert f"3 names -> {out} (1 could not be classified" in result.output
     assert len(pd.read_parquet(out)) == 3
     missing = CliRunner().invoke(app, ["batch", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "input file not found" in missing.output
+
+
+def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path):
+    for args, problem in ((["--cron", "not a cron"], 'Invalid cron string: "not a cron"'),
+                          (["--timezone", "Mars/Base"], 'Invalid timezone: "Mars/Base"')):
+        done = subprocess.run([sys.executable, "-m", "flows.serve", *args], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "PREFECT_HOME": str(tmp_path)})
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "bad schedule" in done.stderr and problem in done.stderr and "Traceback" not in done.stderr
 
 
 def test_every_entry_point_turns_telemetry_off():

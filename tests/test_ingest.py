@@ -506,9 +506,9 @@ def test_oversize_zip_member_is_refused(tmp_path):
 def test_zip_sha256_is_checked(tmp_path):
     archive = tmp_path / "data.zip"
     archive.write_bytes(tutorial_zip({"English": "Smith\n"}))
-    with pytest.raises(NamelangError, match="SHA-256 mismatch"):
-        run(archive, tmp_path, source_sha256="0" * 64)
     good = hashlib.sha256(archive.read_bytes()).hexdigest()
+    with pytest.raises(NamelangError, match=f"SHA-256 mismatch: expected {'0' * 64}, got {good}"):
+        run(archive, tmp_path, source_sha256="0" * 64)
     assert run(archive, tmp_path, source_sha256=good.upper()).names.num_rows == 1
 
 

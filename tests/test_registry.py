@@ -196,7 +196,11 @@ def test_cli_predict_unknown_alias_is_one_line(store):
     result = CliRunner().invoke(app, ["predict", "Smith", "--model", "models:/namelang@nosuchalias"])
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "namelang@nosuchalias" in lines[0] and "namelang train" in lines[0]
+    # the model is there, the alias is not: the message lists what there is, rather than "train one"
+    assert len(lines) == 1 and "has no '@nosuchalias'" in lines[0] and "@champion (version" in lines[0]
+    assert "models:/namelang/" in lines[0] and "make run" not in lines[0]
+    top = CliRunner().invoke(app, ["predict", "Smith", "--top", "0"])
+    assert top.exit_code == 2 and "--top" in top.output
 
 
 def test_no_store_yet_tells_how_to_train(tmp_path, monkeypatch):
