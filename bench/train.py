@@ -1,6 +1,11 @@
 """Benchmark: the notebook's method vs a char n-gram baseline vs our default model.
 
     .venv/bin/python bench/train.py [--source DIR] [--seed-budget-s 135] [--seed-epochs 27]
+                                    [--split-seed 2024] [--train-seed 2024]
+
+--split-seed and --train-seed change the split and (c)'s training seed from their defaults (2024
+both), to see how much the margins move with them (README: four split seeds, three training seeds);
+the official figures are the defaults'. With a short --seed-budget-s, such a run takes about a minute.
 
 All three run in one process on the same leakage-free split (by distinct name, stratified,
 70/15/15; test rows are distinct (name, language) pairs):
@@ -59,7 +64,7 @@ from pipeline.train import predict_logits, split_metrics, train_model  # noqa: E
 SHARED_NAMES = ROOT.parent / "shared" / "data" / "names"
 
 
-def load_data(source: str | None = None) -> TensorData:
+def load_data(source: str | None = None, split_seed: int | None = None) -> TensorData:
     """Ingest, normalize and split the names (scratch folders in a temp dir)."""
     from pipeline.ingest import ingest
     from pipeline.normalize import normalize
@@ -68,7 +73,8 @@ def load_data(source: str | None = None) -> TensorData:
     with tempfile.TemporaryDirectory() as tmp:
         table = normalize(ingest(DataConfig(source=source, raw_dir=Path(tmp) / "raw",
                                             processed_dir=Path(tmp) / "processed")))
-    return build_tensors(table.names, table.sha256, SplitConfig())
+    split = SplitConfig() if split_seed is None else SplitConfig(seed=split_seed)
+    return build_tensors(table.names, table.sha256, split)
 
 
 # --- (a) the notebook's method --------------------------------------------------------------
@@ -149,9 +155,11 @@ def run_seed(data: TensorData, budget_s: float, epochs: int, seed: int = 2024) -
 
 # --- (c) the default model ----------------------------------------------------------------
 
-def run_default(data: TensorData, checkpoint_dir: Path) -> dict:
+def run_default(data: TensorData, checkpoint_dir: Path, train_seed: int | None = None) -> dict:
     model_cfg = ModelConfig()
     train_cfg = TrainConfig(checkpoint_dir=checkpoint_dir, progress=False)
+    if train_seed is not None:
+        train_cfg.seed = train_seed
     curve: list[tuple[float, float]] = []  # (training seconds so far, test accuracy) per epoch
     holder: dict = {}
 
@@ -203,12 +211,15 @@ def main() -> None:
     parser.add_argument("--source", default=None, help="folder of <Language>.txt files (default: shared data)")
     parser.add_argument("--seed-budget-s", type=float, default=135.0, help="training time of the notebook method")
     parser.add_argument("--seed-epochs", type=int, default=27)
+    parser.add_argument("--split-seed", type=int, default=SplitConfig().seed, help="seed of the split")
+    parser.add_argument("--train-seed", type=int, default=TrainConfig().seed, help="training seed of (c)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
-    data = load_data(args.source)
+    data = load_data(args.source, args.split_seed)
     sizes = {s: len(data.indices(i)) for i, s in enumerate(("train", "validation", "test"))}
-    print(f"data: {sizes} rows, {len(data.label_names)} languages, split by distinct name", flush=True)
+    print(f"data: {sizes} rows, {len(data.label_names)} languages, split by distinct name (split seed "
+          f"{args.split_seed}; training seed of (c) {args.train_seed})", flush=True)
 
     print("(a) seed: the notebook's method", flush=True)
     seed = run_seed(data, args.seed_budget_s, args.seed_epochs)
@@ -223,7 +234,7 @@ def main() -> None:
     plain = run_ngram_plain(data)
     print("(c) default: train_model with the default config", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        default = run_default(data, Path(tmp))
+        default = run_default(data, Path(tmp), args.train_seed)
 
     reach = first_reach(default["curve"], seed["acc"])
     speedup = seed["train_s"] / reach if reach else 0.0
@@ -254,7 +265,8 @@ def main() -> None:
                       "ngram_train_only": {k: round(ngram_train_only[k], 4) for k in keep},
                       "ngram_plain": {k: round(plain[k], 4) for k in keep},
                       "default": {k: round(default[k], 4) for k in keep},
-                      "speedup_to_seed_acc": round(speedup, 2)}))
+                      "speedup_to_seed_acc": round(speedup, 2),
+                      "split_seed": args.split_seed, "train_seed": args.train_seed}))
 
 
 if __name__ == "__main__":
