@@ -56,6 +56,10 @@ def _problems(names: list[Any], stripped: list[str], ascii_names: list[str], max
     return problems
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)  # None or NaN
+
+
 @dataclass
 class Predictor:
     """A trained model with its labels; `predict` takes raw names and never raises on a bad row."""
@@ -78,7 +82,9 @@ class Predictor:
         problems = _problems(names, strings, ascii_names, self.max_name_chars)
         ok = np.flatnonzero(np.array([p is None for p in problems], dtype=bool))
         n = len(names)
-        columns: dict[str, list] = {"name": [v if isinstance(v, str) else repr(v) for v in names]}
+        # a missing name stays missing (JSON null, not the text "None"); another value is echoed as written
+        columns: dict[str, list] = {"name": [v if isinstance(v, str) else None if _missing(v) else repr(v)
+                                             for v in names]}
         for rank in range(1, top_k + 1):
             for col in rank_columns(rank):
                 columns[col] = [None] * n
