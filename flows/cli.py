@@ -7,6 +7,7 @@ commands call `pipeline` directly and never import Prefect, so they start fast.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from typing import Annotated
 import typer
 
 from pipeline.config import DEFAULT_SOURCE, DataConfig
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, NamelangWarning
 
 app = typer.Typer(help="Learn which language a surname comes from, from its spelling.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -29,22 +30,20 @@ app = typer.Typer(help="Learn which language a surname comes from, from its spel
 SourceOption = Annotated[str, typer.Option("--source", "-s", help="Folder of <Language>.txt, a .zip, or a URL")]
 
 
-_OWN_CODE = tuple(str(Path(__file__).resolve().parents[1] / folder) for folder in ("pipeline", "flows"))
-_default_formatwarning = warnings.formatwarning
+_python_formatwarning = warnings.formatwarning
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """Our warnings (a file that gave no names, nothing to resume) are sentences for the user: one
     line, no source line echoed; other libraries' keep Python's format, which says where they come from."""
-    if str(Path(filename).resolve()).startswith(_OWN_CODE):
+    if issubclass(category, NamelangWarning):
         return f"warning: {message}\n"
-    return _default_formatwarning(message, category, filename, lineno, line)
+    return _python_formatwarning(message, category, filename, lineno, line)
 
 
 @app.callback()
 def _main() -> None:
     """namelang: ingest names, train and register models, predict languages."""
-    warnings.formatwarning = _one_line_warning
 
 
 def validation_problems(exc) -> str:
@@ -262,7 +261,7 @@ def batch(
 def serve(
     model: Annotated[str, typer.Option(help="Model URI")] = "models:/namelang@champion",
     host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 5001,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5001,
 ) -> None:
     """REST endpoint: `mlflow models serve` on the champion, offline (no environment is built)."""
     from pipeline.registry import load_model
@@ -287,6 +286,8 @@ def serve(
 def check_port_free(host: str, port: int) -> None:
     """Refuse a port already taken, in one line, before mlflow prints its own 30-line traceback."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # as uvicorn binds: a port whose last connections linger in TIME_WAIT is free to it, a listening one not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
@@ -294,28 +295,58 @@ def check_port_free(host: str, port: int) -> None:
                                 "or stop what is using it") from exc
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent():
+    """Linux: a function for the child to call between fork and exec, so that the server gets SIGTERM
+    when namelang dies, even by SIGKILL (mlflow does the same for uvicorn); looked up here, in the
+    parent, since loading a library in a forked child can deadlock. None elsewhere."""
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
-    """Run a server in a process group of its own and pass SIGINT / SIGTERM on to the whole group:
-    `mlflow models serve` runs uvicorn as its child, which a SIGTERM to this process alone (systemd,
-    docker stop, kill) would leave serving. Returns the server's exit code."""
-    child = subprocess.Popen(cmd, env=env, start_new_session=True)
+    """Run a server in a process group of its own and pass SIGINT, SIGTERM and SIGHUP on to the whole
+    group: `mlflow models serve` runs uvicorn as its child, which a signal to this process alone
+    (systemd, docker stop, kill, a closed terminal) would leave serving. Exit code: 0 when a signal
+    stopped it, else the server's (128 + signal number if a signal killed it)."""
+    child: subprocess.Popen | None = None
+    received: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signum)
+        received.append(signum)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, forward) for sig in _STOP_SIGNALS}  # before the child exists: no gap
     try:
+        child = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_with_parent())
+        if received:  # a signal came while it started
+            os.killpg(child.pid, signal.SIGTERM)
         code = child.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        with contextlib.suppress(ProcessLookupError):  # whatever the server left behind in its group
-            os.killpg(child.pid, signal.SIGTERM)
-    return 0 if code in (-signal.SIGINT, -signal.SIGTERM) else code
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):  # whatever the server left behind in its group
+                os.killpg(child.pid, signal.SIGTERM)
+    if received:
+        return 0
+    return 128 - code if code < 0 else code
 
 
 def main() -> None:  # pragma: no cover - console entry point
+    warnings.formatwarning = _one_line_warning  # the process is ours: no test session's format to keep
     app(prog_name="namelang")
 
 

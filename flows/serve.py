@@ -11,6 +11,7 @@ import argparse
 import os
 
 from prefect import serve
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
@@ -45,12 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timezone", default="UTC")
     args = parser.parse_args(argv)
     try:
-        served = deployments(args.cron, args.source, args.timezone)
+        CronSchedule(cron=args.cron, timezone=args.timezone)  # what the deployment's schedule becomes
     except ValueError as exc:  # a bad cron or time zone (pydantic's error is one): argparse's usage error, exit 2
         errors = getattr(exc, "errors", None)
         problem = errors()[0]["msg"] if callable(errors) else str(exc).splitlines()[0]
         parser.error(f"bad schedule (--cron {args.cron!r}, --timezone {args.timezone!r}): {problem}")
-    serve(*served)
+    serve(*deployments(args.cron, args.source, args.timezone))
 
 
 if __name__ == "__main__":  # pragma: no cover

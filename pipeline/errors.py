@@ -24,33 +24,39 @@ class NamelangError(Exception):
         return (type(self), (self.problem, self.file, self.line))
 
 
+class NamelangWarning(UserWarning):
+    """Something the user should know that does not stop the run (an empty file, nothing to resume):
+    the CLI prints these as one `warning:` line, other libraries' warnings in Python's format."""
+
+
 class TrackingError(NamelangError):
     """The tracking store failed (unreachable, busy, a server error): unlike other user-facing
     errors, one that may pass on a second try, so orchestration may retry it."""
 
 
+# libraries whose exceptions are the outside world failing, in their own words (httpx wraps httpcore's
+# errors, which wrap h11's, anyio's or the socket's): a cause of theirs is plumbing, not our bug
+_TRANSPORT_LIBRARIES = {"httpx", "httpcore", "h11", "h2", "anyio", "ssl", "socket"}
+
+
 def explained_by_input(exc: BaseException) -> bool:
     """Whether `exc` is a NamelangError whose causes, if any, are the outside world failing (a file,
     an archive, the network, a model that does not exist): its one-line message says it all. One that
-    wraps any other exception may be hiding a bug in our code, whose traceback matters. The walk down
-    the causes stops at the first outside failure: what caused that (httpx wraps httpcore's errors,
-    which wrap socket errors) is the library's own plumbing, not our code."""
+    wraps any other exception, anywhere down the chain, may be hiding a bug in our code, whose
+    traceback matters."""
     import zipfile
 
-    import httpx
     import pyarrow as pa
 
-    outside = (OSError, EOFError, UnicodeError, zipfile.BadZipFile, zipfile.LargeZipFile, httpx.HTTPError,
-               pa.ArrowInvalid)
+    outside = (OSError, EOFError, UnicodeError, zipfile.BadZipFile, zipfile.LargeZipFile, pa.ArrowInvalid)
     if not isinstance(exc, NamelangError):
         return False
     seen: set[int] = set()
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     while cause is not None and id(cause) not in seen:
         missing_model = getattr(cause, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"  # an MlflowException
-        if isinstance(cause, outside) or missing_model:
-            return True
-        if not isinstance(cause, NamelangError):
+        library = type(cause).__module__.split(".")[0]
+        if not (isinstance(cause, (NamelangError, *outside)) or missing_model or library in _TRANSPORT_LIBRARIES):
             return False
         seen.add(id(cause))
         cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)

@@ -23,7 +23,7 @@ import pyarrow as pa
 from pipeline import __version__
 from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, NamelangWarning
 
 ARCHIVE_NAMES_FOLDER = "data/names"  # where the tutorial's data.zip keeps its files
 
@@ -280,7 +280,8 @@ def ingest(config: DataConfig) -> IngestResult:
             raise NamelangError("file name gives no language (expected <Language>.txt)", file.origin)
         data, line_lengths, bom, crlf = split_lines(file)
         if not len(line_lengths):
-            warnings.warn(f"{file.origin}: empty file: no {file.language} names from it", stacklevel=2)
+            warnings.warn(f"{file.origin}: empty file: no {file.language} names from it", NamelangWarning,
+                          stacklevel=2)
         chunks.append(data)
         lengths.append(line_lengths)
         counts.append(len(line_lengths))

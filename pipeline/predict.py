@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import torch
 
@@ -57,7 +58,8 @@ def _problems(names: list[Any], stripped: list[str], ascii_names: list[str], max
 
 
 def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value)  # None or NaN
+    """None, NaN (of any float type) or pandas' NA: what a DataFrame holds for a missing name."""
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and bool(np.isnan(value)))
 
 
 @dataclass

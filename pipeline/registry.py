@@ -64,26 +64,41 @@ def load_model(uri: str = model_uri()):
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if exc.error_code not in _NOT_THERE:
             raise TrackingError(f"the model store failed while loading the model ({first_line})", uri) from exc
-        if uri.startswith("models:/"):
-            raise NamelangError(_missing_model_problem(uri.removeprefix("models:/"))) from exc
-        raise NamelangError(f"cannot load model: {first_line}", uri) from exc
+        problem = _missing_model_problem(uri.removeprefix("models:/")) if uri.startswith("models:/") else None
+        raise NamelangError(problem or f"cannot load model: {first_line}", None if problem else uri) from exc
 
 
-def _missing_model_problem(ref: str) -> str:
-    """Why `models:/<ref>` is not there, and what is: a registered model whose alias or version is
-    missing needs another alias or version, not another training run."""
-    name = ref.split("@")[0].split("/")[0]
+_TRAIN_ONE = "train one with `make run` or `namelang train --source DATA`"
+
+
+def _missing_model_problem(ref: str) -> str | None:
+    """What is missing of `models:/<ref>` and what there is instead (a registered model whose alias
+    or version is missing needs another alias or version, not another training run); None when all
+    of it is there (the model failed to load for another reason) or the store cannot say."""
+    name, alias, version = ref, None, None
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+    elif "/" in ref:
+        name, version = ref.split("/", 1)
+    client = MlflowClient()
     try:
-        registered = MlflowClient().get_registered_model(name)
-    except MlflowException:
-        return (f"no model {ref!r} in the registry at {mlflow.get_tracking_uri()}; train one with `make run` or "
-                "`namelang train --source DATA`")
-    aliases = ", ".join(f"@{alias} (version {version})" for alias, version in sorted(registered.aliases.items()))
-    latest = max((int(v.version) for v in MlflowClient().search_model_versions(f"name='{name}'")), default=None)
-    return (f"model {name!r} has no {ref.removeprefix(name)!r} in the registry at {mlflow.get_tracking_uri()}; "
-            f"it has aliases {aliases or 'none'} and versions 1 to {latest}: pass e.g. models:/{name}/{latest}"
-            if latest else f"model {name!r} has no versions yet; train one with `make run` or "
-            "`namelang train --source DATA`")
+        registered = client.get_registered_model(name)
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return f"no model {ref!r} in the registry at {mlflow.get_tracking_uri()}; {_TRAIN_ONE}"
+        return None
+    if not versions:
+        return f"model {name!r} has no versions yet; {_TRAIN_ONE}"
+    if alias is not None and alias in registered.aliases:
+        return None
+    if version is not None and version.isdigit() and int(version) in versions:
+        return None
+    wanted = f"alias @{alias}" if alias is not None else f"version {version}" if version else "version or alias"
+    aliases = ", ".join(f"@{a} (version {v})" for a, v in sorted(registered.aliases.items())) or "none"
+    listed = ", ".join(map(str, versions[-10:])) + (f" (and {len(versions) - 10} older)" if len(versions) > 10 else "")
+    return (f"model {name!r} in the registry at {mlflow.get_tracking_uri()} has no {wanted}; its aliases: "
+            f"{aliases}; its versions: {listed}; e.g. models:/{name}/{versions[-1]}")
 
 
 def score_model(uri: str, names: list[str], true_languages: list[str]) -> float:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, NamelangWarning
 from pipeline.features import SPLIT_NAMES, TRAIN, VALIDATION, TensorData
 from pipeline.model import CharClassifier, combine
 
@@ -154,7 +154,7 @@ def _forward(model: CharClassifier, loss_fn: nn.Module, x: torch.Tensor, n: torc
         if not autocast or isinstance(exc, torch.cuda.OutOfMemoryError):
             raise  # out of memory is not a bf16 problem: float32 would need more
         warnings.warn(f"bf16 autocast failed on {device} ({str(exc).splitlines()[0]}); training in float32",
-                      stacklevel=2)
+                      NamelangWarning, stacklevel=2)
         _BF16_FAILED.add(str(device))
         return _forward(model, loss_fn, x, n, y, device)
 
@@ -254,7 +254,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     if resume and not checkpoint.exists():
         warnings.warn(f"nothing to resume: no checkpoint {checkpoint} for this data and these settings (another "
                       "setting, other data or another namelang version makes another); training from the start",
-                      stacklevel=2)
+                      NamelangWarning, stacklevel=2)
     if resume and checkpoint.exists():
         saved = load_checkpoint(checkpoint)
         try:

@@ -656,6 +656,30 @@ def test_download_nobody_listening(tmp_path):
     assert explained_by_input(caught.value)
 
 
+def test_a_bug_under_an_outside_failure_keeps_its_traceback():
+    """A TypeError (our bug) met while handling an OSError, wrapped in a NamelangError: not explained
+    by the input, so run logs keep the traceback; the same chain without the bug is one line."""
+    def outside_failure(with_bug: bool) -> None:
+        if not with_bug:
+            raise OSError("disk full")
+        try:
+            raise TypeError("a bug in a cleanup")
+        except TypeError:
+            raise OSError("disk full")  # noqa: B904 - the bug is this OSError's context, as in real code
+
+    def wrapped(with_bug: bool) -> NamelangError:
+        try:
+            try:
+                outside_failure(with_bug)
+            except OSError as exc:
+                raise NamelangError("cannot write", "out.parquet") from exc
+        except NamelangError as exc:
+            return exc
+
+    assert not explained_by_input(wrapped(with_bug=True))
+    assert explained_by_input(wrapped(with_bug=False))
+
+
 # ---------------------------------------------------------------- previous outputs survive failures
 
 

@@ -197,8 +197,12 @@ def test_cli_predict_unknown_alias_is_one_line(store):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     # the model is there, the alias is not: the message lists what there is, rather than "train one"
-    assert len(lines) == 1 and "has no '@nosuchalias'" in lines[0] and "@champion (version" in lines[0]
-    assert "models:/namelang/" in lines[0] and "make run" not in lines[0]
+    assert len(lines) == 1 and "has no alias @nosuchalias" in lines[0] and "@champion (version" in lines[0]
+    assert "its versions: 1" in lines[0] and "models:/namelang/" in lines[0] and "make run" not in lines[0]
+    for uri, missing in (("models:/namelang/999", "has no version 999;"),
+                         ("models:/namelang", "has no version or alias;")):
+        result = CliRunner().invoke(app, ["predict", "Smith", "--model", uri])
+        assert result.exit_code == 2 and missing in result.output and "its versions: 1" in result.output, result.output
     top = CliRunner().invoke(app, ["predict", "Smith", "--top", "0"])
     assert top.exit_code == 2 and "--top" in top.output
 
@@ -326,22 +330,49 @@ def test_namelang_serve_answers_invocations_and_stops_on_sigterm(store):
             assert 400 <= answer.status_code < 500, (payload, answer.status_code, answer.text)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2)
-            except httpx.TransportError:
-                break  # nobody listening any more
-            time.sleep(0.5)
-        else:
-            pytest.fail("the server still answers after `namelang serve` got SIGTERM")
+        assert _stops_answering(port), "the server still answers after `namelang serve` got SIGTERM"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        if group is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, signal.SIGKILL)
+        _clean_up(proc, group)
+
+
+def _stops_answering(port: int, within_s: float = 30) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2)
+        except httpx.TransportError:
+            return True  # nobody listening any more
+        time.sleep(0.5)
+    return False
+
+
+def _clean_up(proc: subprocess.Popen, group: int | None) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+    if group is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP, signal.SIGKILL],
+                         ids=["ctrl-c", "terminal-closed", "killed"])
+def test_namelang_serve_stops_with_whatever_stops_it(store, stop):
+    """Ctrl-C exits 0; a closed terminal (SIGHUP) exits 0; even a SIGKILL, which namelang cannot
+    forward, takes the server down with it: nothing keeps serving."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port)],
+                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    group = None
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", proc=proc)
+        group = _server_group(proc)
+        proc.send_signal(stop)
+        assert proc.wait(timeout=60) == (-signal.SIGKILL if stop == signal.SIGKILL else 0)
+        assert _stops_answering(port), f"the server still answers after namelang got {stop.name}"
+    finally:
+        _clean_up(proc, group)
 
 
 def test_serve_on_a_port_in_use_is_one_line(tmp_path, monkeypatch):
