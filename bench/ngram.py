@@ -37,8 +37,9 @@ class NgramResult:
     grid: list[dict]
 
 
-def texts(data: TensorData, side: int) -> tuple[list[str], np.ndarray]:
-    idx = data.indices(side).numpy()
+def texts(data: TensorData, *sides: int) -> tuple[list[str], np.ndarray]:
+    """Names and label indices of the rows on `sides`."""
+    idx = data.indices(*sides).numpy()
     return [data.names[i] for i in idx], data.labels[idx].numpy()
 
 
@@ -74,7 +75,7 @@ def fit_ngram(data: TensorData) -> NgramResult:
     grid_s = time.perf_counter() - t_grid
     row, train_only = best
     t0 = time.perf_counter()
-    model = make_model(row["C"], row["class_weight"]).fit(x_train + x_val, np.concatenate([y_train, y_val]))
+    model = make_model(row["C"], row["class_weight"]).fit(*texts(data, TRAIN, VALIDATION))
     refit_s = time.perf_counter() - t0
     return NgramResult(model, train_only, row["C"], row["class_weight"], refit_s, row["fit_s"], grid_s,
                        row["val_macro_f1"], grid)
@@ -90,7 +91,10 @@ def evaluate(model: Pipeline, data: TensorData, side: int = TEST) -> dict:
 
 def main() -> None:
     import argparse
+    import sys
+    from pathlib import Path
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `bench` from the repo root
     from bench.train import load_data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

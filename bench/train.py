@@ -64,7 +64,7 @@ from pipeline.train import predict_logits, split_metrics, train_model  # noqa: E
 SHARED_NAMES = ROOT.parent / "shared" / "data" / "names"
 
 
-def load_data(source: str | None = None, split_seed: int | None = None) -> TensorData:
+def load_data(source: str | None = None, split_seed: int = SplitConfig().seed) -> TensorData:
     """Ingest, normalize and split the names (scratch folders in a temp dir)."""
     from pipeline.ingest import ingest
     from pipeline.normalize import normalize
@@ -73,8 +73,7 @@ def load_data(source: str | None = None, split_seed: int | None = None) -> Tenso
     with tempfile.TemporaryDirectory() as tmp:
         table = normalize(ingest(DataConfig(source=source, raw_dir=Path(tmp) / "raw",
                                             processed_dir=Path(tmp) / "processed")))
-    split = SplitConfig() if split_seed is None else SplitConfig(seed=split_seed)
-    return build_tensors(table.names, table.sha256, split)
+    return build_tensors(table.names, table.sha256, SplitConfig(seed=split_seed))
 
 
 # --- (a) the notebook's method --------------------------------------------------------------
@@ -155,11 +154,9 @@ def run_seed(data: TensorData, budget_s: float, epochs: int, seed: int = 2024) -
 
 # --- (c) the default model ----------------------------------------------------------------
 
-def run_default(data: TensorData, checkpoint_dir: Path, train_seed: int | None = None) -> dict:
+def run_default(data: TensorData, checkpoint_dir: Path, train_seed: int = TrainConfig().seed) -> dict:
     model_cfg = ModelConfig()
-    train_cfg = TrainConfig(checkpoint_dir=checkpoint_dir, progress=False)
-    if train_seed is not None:
-        train_cfg.seed = train_seed
+    train_cfg = TrainConfig(checkpoint_dir=checkpoint_dir, progress=False, seed=train_seed)
     curve: list[tuple[float, float]] = []  # (training seconds so far, test accuracy) per epoch
     holder: dict = {}
 

@@ -15,30 +15,19 @@ import signal
 import socket
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from flows import run_logs
 from pipeline.config import DEFAULT_SOURCE, DataConfig
-from pipeline.errors import NamelangError, NamelangWarning
+from pipeline.errors import NamelangError
 
 app = typer.Typer(help="Learn which language a surname comes from, from its spelling.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 SourceOption = Annotated[str, typer.Option("--source", "-s", help="Folder of <Language>.txt, a .zip, or a URL")]
-
-
-_python_formatwarning = warnings.formatwarning
-
-
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """Our warnings (a file that gave no names, nothing to resume) are sentences for the user: one
-    line, no source line echoed; other libraries' keep Python's format, which says where they come from."""
-    if issubclass(category, NamelangWarning):
-        return f"warning: {message}\n"
-    return _python_formatwarning(message, category, filename, lineno, line)
 
 
 @app.callback()
@@ -346,7 +335,7 @@ def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    warnings.formatwarning = _one_line_warning  # the process is ours: no test session's format to keep
+    run_logs.warnings_in_one_line()
     app(prog_name="namelang")
 
 

@@ -1,17 +1,19 @@
-"""Prefect's run logs: a bad-input error in one line, a bug with its traceback.
+"""How our messages reach the user: a bad-input error in one line, a bug with its traceback.
 
 Prefect logs a failed task's or flow's exception with its traceback, chained causes and all (some
 240 lines for one bad byte in a names file, repeated for the task, its parent and the flow). A
 NamelangError that the input explains already names the file, line and problem; its records keep
 their message and lose the traceback, in the terminal and in the Prefect UI alike. Any other
-exception, or a NamelangError wrapping one (maybe a bug), keeps it.
+exception, or a NamelangError wrapping one (maybe a bug), keeps it. Our warnings, likewise, are
+one `warning:` line in the processes our entry points start (`warnings_in_one_line`).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 
-from pipeline.errors import explained_by_input
+from pipeline.errors import NamelangWarning, explained_by_input
 
 RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 
@@ -29,3 +31,20 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, UserErrorsInOneLine) for f in logger.filters):
             logger.addFilter(UserErrorsInOneLine())
+
+
+_python_formatwarning = warnings.formatwarning
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Our warnings (a file that gave no names, nothing to resume) are sentences for the user: one
+    line, no source line echoed; other libraries' keep Python's format, which says where they come from."""
+    if issubclass(category, NamelangWarning):
+        return f"warning: {message}\n"
+    return _python_formatwarning(message, category, filename, lineno, line)
+
+
+def warnings_in_one_line() -> None:
+    """For an entry point's own process (the CLI, `python -m flows.serve`): a library importing
+    `flows` (a test session, a notebook) keeps its warnings format."""
+    warnings.formatwarning = _one_line_warning

@@ -14,7 +14,9 @@ from prefect import serve
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
+from pydantic import ValidationError
 
+from flows import run_logs
 from flows.batch_predict import batch_predict
 from flows.training import train_name_classifier
 from pipeline.config import DEFAULT_SOURCE, DataConfig, PipelineConfig
@@ -47,10 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         CronSchedule(cron=args.cron, timezone=args.timezone)  # what the deployment's schedule becomes
-    except ValueError as exc:  # a bad cron or time zone (pydantic's error is one): argparse's usage error, exit 2
-        errors = getattr(exc, "errors", None)
-        problem = errors()[0]["msg"] if callable(errors) else str(exc).splitlines()[0]
-        parser.error(f"bad schedule (--cron {args.cron!r}, --timezone {args.timezone!r}): {problem}")
+    except ValidationError as exc:  # a bad cron or time zone: argparse's one-line usage error, exit 2
+        parser.error(f"bad schedule (--cron {args.cron!r}, --timezone {args.timezone!r}): {exc.errors()[0]['msg']}")
+    run_logs.warnings_in_one_line()
     serve(*deployments(args.cron, args.source, args.timezone))
 
 

@@ -116,9 +116,10 @@ def resolve_source(config: DataConfig) -> Path:
     path = Path(config.source).expanduser()
     if not path.exists():
         raise NamelangError("source does not exist", path)
-    if config.source_sha256 and path.is_file() and sha256_file(path) != config.source_sha256.lower():
-        raise NamelangError(f"SHA-256 mismatch: expected {config.source_sha256.lower()}, got {sha256_file(path)}",
-                            path)
+    if config.source_sha256 and path.is_file():
+        actual = sha256_file(path)  # read once: an archive may be hundreds of MB
+        if actual != config.source_sha256.lower():
+            raise NamelangError(f"SHA-256 mismatch: expected {config.source_sha256.lower()}, got {actual}", path)
     return path
 
 

@@ -59,7 +59,7 @@ def _problems(names: list[Any], stripped: list[str], ascii_names: list[str], max
 
 def _missing(value: Any) -> bool:
     """None, NaN (of any float type) or pandas' NA: what a DataFrame holds for a missing name."""
-    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and bool(np.isnan(value)))
+    return pd.api.types.is_scalar(value) and bool(pd.isna(value))
 
 
 @dataclass

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -299,19 +300,45 @@ def _server_group(proc: subprocess.Popen) -> int | None:
     return int(children[0]) if children else None
 
 
-def test_namelang_serve_answers_invocations_and_stops_on_sigterm(store):
-    """`namelang serve` (mlflow models serve, which runs uvicorn) answers; a SIGTERM to namelang alone,
-    as systemd or docker send, stops the whole server."""
+@contextlib.contextmanager
+def namelang_serve(store) -> Iterator[tuple[subprocess.Popen, int]]:
+    """The real `namelang serve` on a free port, answering; whatever the test does to it, nothing of
+    it (namelang, mlflow, uvicorn) outlives the test."""
     port = free_port()
     # no bin folder on PATH: `namelang serve` must put the virtualenv's there for mlflow to find uvicorn
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port)],
+                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     group = None
     try:
         wait_for_http(f"http://127.0.0.1:{port}/ping", proc=proc)
         group = _server_group(proc)
         assert group is not None
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+
+
+def _stops_answering(port: int, within_s: float = 30) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2)
+        except httpx.TransportError:
+            return True  # nobody listening any more
+        time.sleep(0.5)
+    return False
+
+
+def test_namelang_serve_answers_invocations_and_stops_on_sigterm(store):
+    """`namelang serve` (mlflow models serve, which runs uvicorn) answers; a SIGTERM to namelang alone,
+    as systemd or docker send, stops the whole server."""
+    with namelang_serve(store) as (proc, port):
         url = f"http://127.0.0.1:{port}/invocations"
         ok = httpx.post(url, json={"dataframe_split": {"columns": ["name"], "data": [["Hinton"], ["Nakamura"]]}},
                         timeout=30)
@@ -331,28 +358,6 @@ def test_namelang_serve_answers_invocations_and_stops_on_sigterm(store):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
         assert _stops_answering(port), "the server still answers after `namelang serve` got SIGTERM"
-    finally:
-        _clean_up(proc, group)
-
-
-def _stops_answering(port: int, within_s: float = 30) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2)
-        except httpx.TransportError:
-            return True  # nobody listening any more
-        time.sleep(0.5)
-    return False
-
-
-def _clean_up(proc: subprocess.Popen, group: int | None) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=30)
-    if group is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP, signal.SIGKILL],
@@ -360,19 +365,10 @@ def _clean_up(proc: subprocess.Popen, group: int | None) -> None:
 def test_namelang_serve_stops_with_whatever_stops_it(store, stop):
     """Ctrl-C exits 0; a closed terminal (SIGHUP) exits 0; even a SIGKILL, which namelang cannot
     forward, takes the server down with it: nothing keeps serving."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port)],
-                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    group = None
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}/ping", proc=proc)
-        group = _server_group(proc)
+    with namelang_serve(store) as (proc, port):
         proc.send_signal(stop)
         assert proc.wait(timeout=60) == (-signal.SIGKILL if stop == signal.SIGKILL else 0)
         assert _stops_answering(port), f"the server still answers after namelang got {stop.name}"
-    finally:
-        _clean_up(proc, group)
 
 
 def test_serve_on_a_port_in_use_is_one_line(tmp_path, monkeypatch):

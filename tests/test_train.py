@@ -156,6 +156,10 @@ def charlm_tables(state: dict) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k.startswith("charlm.")}
 
 
+def network_weights(state: dict) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.startswith("charlm.")}
+
+
 def counts_of(data, *sides: int) -> dict[str, torch.Tensor]:
     """The n-gram model tables of TINY fitted on the rows of `sides`."""
     idx = data.indices(*sides)
@@ -171,8 +175,7 @@ def test_the_ngram_models_count_validation_names_once_the_network_is_chosen(smal
     assert counted.history == [{**r, **{k: counted.history[i][k] for k in ("epoch_seconds", "elapsed_s")}}
                                for i, r in enumerate(train_only.history)]
     assert counted.best_epoch == train_only.best_epoch
-    network = {k: v for k, v in weights(counted.model).items() if not k.startswith("charlm.")}
-    assert_same_weights(network, {k: v for k, v in weights(train_only.model).items() if not k.startswith("charlm.")})
+    assert_same_weights(network_weights(weights(counted.model)), network_weights(weights(train_only.model)))
     # ... but the returned n-gram models have counted train + validation; the checkpoint's, train only
     train_counts, both_counts = (counts_of(small_data, TRAIN), counts_of(small_data, TRAIN, VALIDATION))
     assert_same_weights(charlm_tables(counted.model.state_dict()), both_counts)
