@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.retries import worth_retrying
 from pipeline.batch import predict_file
 from pipeline.errors import NamelangError
-from pipeline.registry import get_alias_version, load_model, model_uri
+from pipeline.registry import get_alias_version, load_model, missing_model_problem, model_uri
 from pipeline.tracking import MODEL_NAME, configure
 
 TRACKING_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition_fn": worth_retrying}
@@ -26,8 +26,9 @@ def resolve_version(uri: str) -> str:
         alias = uri.split("@", 1)[1]
         version = get_alias_version(MlflowClient(), alias)
         if version is None:
-            raise NamelangError(f"no version of model {MODEL_NAME!r} has the alias {alias!r}; train one with "
-                                "`make run` or `namelang train --source DATA`, or pass another --model")
+            # the same message as every other command: which aliases and versions there are instead
+            raise NamelangError(missing_model_problem(uri.removeprefix("models:/"))
+                                or f"no version of model {MODEL_NAME!r} has the alias {alias!r}")
         return str(version.version)
     number = uri.removeprefix(f"models:/{MODEL_NAME}/")
     return number if number.isdigit() else uri  # a version asked for by number is recorded as its number

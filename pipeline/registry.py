@@ -64,14 +64,14 @@ def load_model(uri: str = model_uri()):
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if exc.error_code not in _NOT_THERE:
             raise TrackingError(f"the model store failed while loading the model ({first_line})", uri) from exc
-        problem = _missing_model_problem(uri.removeprefix("models:/")) if uri.startswith("models:/") else None
+        problem = missing_model_problem(uri.removeprefix("models:/")) if uri.startswith("models:/") else None
         raise NamelangError(problem or f"cannot load model: {first_line}", None if problem else uri) from exc
 
 
 _TRAIN_ONE = "train one with `make run` or `namelang train --source DATA`"
 
 
-def _missing_model_problem(ref: str) -> str | None:
+def missing_model_problem(ref: str) -> str | None:
     """What is missing of `models:/<ref>` and what there is instead (a registered model whose alias
     or version is missing needs another alias or version, not another training run); None when all
     of it is there (the model failed to load for another reason) or the store cannot say."""
