@@ -44,15 +44,22 @@ def model_uri(alias: str = CHAMPION, name: str = MODEL_NAME) -> str:
     return f"models:/{name}@{alias}"
 
 
-def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-
-
 # what the registry answers for a model, version or alias that is not there
 _NOT_THERE = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
+
+
+def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
+    """The version behind `alias`, or None when the registry says there is none. Any other failure
+    (a locked database, a 5xx) is a `TrackingError`, worth a retry: read as "no champion", it would
+    let the gate crown a new version without scoring the real champion."""
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in _NOT_THERE:
+            return None
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TrackingError(f"the model store failed while looking up alias @{alias} ({first_line})",
+                            mlflow.get_tracking_uri()) from exc
 
 
 def load_model(uri: str = model_uri()):

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from pipeline import workflow
 from pipeline.errors import TrackingError
-from pipeline.registry import CHALLENGER, CHAMPION, load_model
+from pipeline.registry import CHALLENGER, CHAMPION, get_alias_version, load_model
 from pipeline.tracking import MODEL_NAME, configure
 from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
 
@@ -232,6 +232,16 @@ def test_unreachable_tracking_server_fails_clearly_and_keeps_model(store, monkey
         mlflow.set_registry_uri(store["uri"])
     assert str(bundle) in str(info.value) and "kept on disk" in str(info.value)
     assert bundle.exists() and bundle.stat().st_size > 0
+
+
+def test_a_failing_store_is_not_read_as_no_champion(store, monkeypatch):
+    """Read as "no champion", a store failure would let the gate crown a version unscored."""
+    assert get_alias_version(MlflowClient(), "nosuchalias") is None  # the registry says: not there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    nobody = f"http://127.0.0.1:{free_port()}"
+    client = MlflowClient(tracking_uri=nobody, registry_uri=nobody)
+    with pytest.raises(TrackingError, match="failed while looking up alias @champion"):  # retried by the flows
+        get_alias_version(client, CHAMPION)
 
 
 def test_logging_the_model_leaves_the_run_open_for_its_final_status(store):
