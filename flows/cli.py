@@ -102,10 +102,11 @@ def train(
     from pipeline.config import PipelineConfig
 
     try:
-        config = PipelineConfig.model_validate(json.loads(config_file.read_text()) if config_file else {})
+        config = PipelineConfig.model_validate(json.loads(config_file.read_text(encoding="utf-8"))
+                                               if config_file else {})
     except ValidationError as exc:
         fail(NamelangError(f"bad configuration: {validation_problems(exc)}", config_file))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8 (UnicodeDecodeError), not JSON (JSONDecodeError)
         fail(NamelangError(f"bad configuration: {exc}", config_file))
     # options given on the command line win over the file; options not given leave it alone
     for option, section, key, value in (("--source", "data", "source", source), ("--epochs", "train", "epochs", epochs),
@@ -233,15 +234,21 @@ def batch(
     out: Annotated[Path | None, typer.Option(help="Output Parquet (default: <input>.predictions.parquet)")] = None,
     model: Annotated[str, typer.Option(help="Model URI")] = "models:/namelang@champion",
     column: Annotated[str, typer.Option(help="Column holding the names (Parquet, CSV)")] = "name",
-    chunk_size: Annotated[int, typer.Option(help="Names per chunk (bounds memory)")] = 50_000,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Names per chunk (bounds memory)")] = 50_000,
 ) -> None:
     """Predict a whole file through the `batch-predict` flow; writes Parquet with the top-3 languages."""
     from flows.batch_predict import batch_predict
+    from flows.local_api import prefect_api
 
     try:
-        stats = batch_predict(str(input_path), str(out) if out else None, model, column, chunk_size)
+        with prefect_api():
+            stats = batch_predict(str(input_path), str(out) if out else None, model, column, chunk_size)
     except NamelangError as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted; the output is written only when every name is done, so nothing was written",
+                   err=True)
+        raise typer.Exit(code=130) from None
     typer.echo(f"{stats['rows']} names -> {stats['output']} ({stats['errors']} could not be classified; "
                f"model version {stats['model_version']})")
 

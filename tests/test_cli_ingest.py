@@ -146,7 +146,8 @@ def test_an_empty_language_file_is_reported_not_silently_dropped(tmp_path):
     (folder / "English.txt").write_text("Smith\nJones\n", encoding="utf-8")
     (folder / "Klingon.txt").write_bytes(b"")
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "ingest", "--source", str(folder), "--out", str(out)],
+    # the console script users run, whose entry point must install the one-line warning format
+    done = subprocess.run([*namelang_command(), "ingest", "--source", str(folder), "--out", str(out)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     empty = (folder / "Klingon.txt").resolve()

@@ -360,6 +360,11 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == "error: bad value for --threads: num_threads: Input should be greater than or " \
                                     "equal to 1"
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"data": {"source": "élise"}}'.encode("latin-1"))
+    result = CliRunner().invoke(app, ["train", "--config", str(latin1)])
+    assert result.exit_code == 2 and result.output.startswith(f"error: {latin1}: bad configuration: 'utf-8' codec")
+    assert len(result.output.strip().splitlines()) == 1
 
 
 def test_cli_train_on_bad_input_says_what_is_wrong_without_tracebacks(harness, tmp_path):
@@ -459,6 +464,39 @@ def test_cli_batch_predicts_a_file(first_run, tmp_path):
     assert len(pd.read_parquet(out)) == 3
     missing = CliRunner().invoke(app, ["batch", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "input file not found" in missing.output
+    assert CliRunner().invoke(app, ["batch", str(names), "--chunk-size", "0"]).exit_code == 2  # a usage error
+
+
+def test_ctrl_c_during_cli_batch_stops_at_once_and_writes_nothing(first_run, tmp_path):
+    """As for training: the temporary Prefect API must not die with the flow on a terminal's Ctrl-C
+    (it did: minutes of connection tracebacks), and a half-predicted file is never written."""
+    import signal
+    import time
+
+    names = tmp_path / "many.txt"
+    names.write_text("Nakamura\nRossi\nSmith\nIvanov\n" * 250_000, encoding="utf-8")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), "batch", str(names), "--chunk-size",
+                             "500"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "resolve-model" in line and "Completed" in line:  # predicting now
+                break
+        time.sleep(2)
+        assert proc.poll() is None, "".join(lines)[-3000:]
+        interrupted = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+        took = time.monotonic() - interrupted
+    finally:
+        _kill(proc)
+    output = "".join(lines) + rest
+    assert proc.returncode == 130 and took < 30, output[-3000:]
+    assert "nothing was written" in output and "Connection refused" not in output, output[-3000:]
+    assert not list(tmp_path.glob("many.txt.predictions.parquet*"))  # neither the output nor a temp file
 
 
 def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path):
