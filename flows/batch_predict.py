@@ -15,10 +15,10 @@ from pipeline.errors import NamelangError
 from pipeline.registry import get_alias_version, load_model, missing_model_problem, model_uri
 from pipeline.tracking import MODEL_NAME, configure
 
-TRACKING_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition_fn": worth_retrying}
+TRANSIENT_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition_fn": worth_retrying}
 
 
-@task(name="resolve-model", cache_policy=NO_CACHE, **TRACKING_RETRY)
+@task(name="resolve-model", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
 def resolve_version(uri: str) -> str:
     """The concrete version behind an alias URI, recorded beside every prediction."""
     configure(create=False)

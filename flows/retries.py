@@ -1,17 +1,18 @@
-"""Which failed tasks are worth another try: shared by the flows' tracking-store tasks."""
+"""Which failed tasks are worth another try: shared by the flows' download and tracking-store tasks."""
 
 from __future__ import annotations
 
-from pipeline.errors import NamelangError, TrackingError
+from pipeline.errors import NamelangError, TransientError
 
 
 def worth_retrying(task, task_run, state) -> bool:
-    """Retry what may pass on a second try (the tracking store busy, restarting, unreachable), not
-    another NamelangError: it says what the user has to do (e.g. train a model first), and a retry
-    would only say it again, later."""
+    """Retry what may pass on a second try (the tracking store busy, restarting, unreachable; a
+    download cut off or answered with a 5xx), not another NamelangError: it says what the user has
+    to do (e.g. train a model first, fix a URL that gives 404), and a retry would only say it again,
+    later."""
     try:
         state.result()
-    except TrackingError:
+    except TransientError:
         return True
     except NamelangError:
         return False

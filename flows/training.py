@@ -34,8 +34,8 @@ from pipeline.train import TrainResult
 
 DEFAULT_CONFIG = PipelineConfig()
 RETRY = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.2}
-# the tracking store's tasks: not when the error is one the user has to act on
-TRACKING_RETRY = {**RETRY, "retry_condition_fn": worth_retrying}
+# downloads and the tracking store: not when the error is one the user has to act on (a 404, no model)
+TRANSIENT_RETRY = {**RETRY, "retry_condition_fn": worth_retrying}
 
 
 def _key(*parts: Any) -> str:
@@ -68,7 +68,7 @@ def _prepared_key(ctx: TaskRunContext, params: dict) -> str:
                               workflow.code_version(ingest, normalize, features, store))
 
 
-@task(name="fetch-source", cache_policy=NO_CACHE, **RETRY)
+@task(name="fetch-source", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
 def fetch_source(config: DataConfig) -> Path:
     return workflow.fetch_source(config)
 
@@ -94,7 +94,7 @@ def build_tensors(table: Stored, split: SplitConfig, cache_dir: Path) -> Stored:
     return store.store_tensors(workflow.build_tensors(store.load_table(table), split), cache_dir)
 
 
-@task(name="start-mlflow-run", cache_policy=NO_CACHE, **TRACKING_RETRY)
+@task(name="start-mlflow-run", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
 def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
     tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
     return workflow.start_run(config, table, tags)
@@ -127,7 +127,7 @@ def evaluate(result: TrainResult, data: TensorData, table: NamesTable, config: P
     return ev
 
 
-@task(name="register", cache_policy=NO_CACHE, **TRACKING_RETRY)
+@task(name="register", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
 def register(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) -> workflow.Registration:
     return workflow.register_model(bundle, ev, data, run)
 

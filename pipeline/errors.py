@@ -29,9 +29,18 @@ class NamelangWarning(UserWarning):
     the CLI prints these as one `warning:` line, other libraries' warnings in Python's format."""
 
 
-class TrackingError(NamelangError):
-    """The tracking store failed (unreachable, busy, a server error): unlike other user-facing
-    errors, one that may pass on a second try, so orchestration may retry it."""
+class TransientError(NamelangError):
+    """A failure of the outside world that may pass on a second try (unlike other user-facing
+    errors, which say what the user has to change): orchestration may retry it."""
+
+
+class TrackingError(TransientError):
+    """The tracking store failed (unreachable, busy, a server error)."""
+
+
+class DownloadError(TransientError):
+    """A download failed on the way (connection, timeout, a cut-off transfer, a 5xx or 429 answer);
+    a 404 or a file over the size limit is a plain NamelangError: retrying cannot mend it."""
 
 
 # libraries whose exceptions are the outside world failing, in their own words (httpx wraps httpcore's

@@ -23,7 +23,7 @@ import pyarrow as pa
 from pipeline import __version__
 from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig
-from pipeline.errors import NamelangError, NamelangWarning
+from pipeline.errors import DownloadError, NamelangError, NamelangWarning
 
 ARCHIVE_NAMES_FOLDER = "data/names"  # where the tutorial's data.zip keeps its files
 
@@ -62,6 +62,10 @@ class IngestResult:
         return {"ingest": self.run, "files": [asdict(f) for f in self.files]}
 
 
+# answers that may change on a second try: timeout, too many requests, the server's own failures
+_WORTH_ANOTHER_TRY = {408, 425, 429, 500, 502, 503, 504}
+
+
 def is_url(source: str) -> bool:
     return urlparse(str(source)).scheme in ("http", "https")
 
@@ -84,7 +88,8 @@ def download(url: str, raw_dir: Path, expected_sha256: str | None = None, timeou
         with atomic_path(target) as tmp, httpx.stream("GET", url, timeout=timeout_s, follow_redirects=True,
                                                       headers={"Accept-Encoding": "identity"}) as response:
             if response.status_code != 200:
-                raise NamelangError(f"download failed: HTTP {response.status_code}", url)
+                error = DownloadError if response.status_code in _WORTH_ANOTHER_TRY else NamelangError
+                raise error(f"download failed: HTTP {response.status_code}", url)
             declared = response.headers.get("content-length")
             with open(tmp, "wb") as out:
                 for chunk in response.iter_bytes(1 << 20):
@@ -94,7 +99,7 @@ def download(url: str, raw_dir: Path, expected_sha256: str | None = None, timeou
                     digest.update(chunk)
                     out.write(chunk)
             if declared is not None and int(declared) != response.num_bytes_downloaded:
-                raise NamelangError(f"download incomplete: {response.num_bytes_downloaded} of {declared} bytes",
+                raise DownloadError(f"download incomplete: {response.num_bytes_downloaded} of {declared} bytes",
                                     url)
             actual = digest.hexdigest()
             if expected_sha256 and actual != expected_sha256.lower():
@@ -102,7 +107,10 @@ def download(url: str, raw_dir: Path, expected_sha256: str | None = None, timeou
                                     url)
     except httpx.HTTPError as exc:
         problem = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever httpx says
-        raise NamelangError(f"download failed after {received} bytes: {problem}", url) from exc
+        # the network failing may pass; a URL httpx cannot fetch at all, or endless redirects, will not
+        transient = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
+        raise (DownloadError if transient else NamelangError)(f"download failed after {received} bytes: {problem}",
+                                                              url) from exc
     return target
 
 

@@ -148,11 +148,11 @@ def test_a_new_rejected_line_alone_updates_every_output(harness, tmp_path):
 def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
     from prefect import task
 
-    from flows.training import TRACKING_RETRY
+    from flows.training import TRANSIENT_RETRY
 
     attempts = []
 
-    @task(**{**TRACKING_RETRY, "retries": 1, "retry_delay_seconds": 0})
+    @task(**{**TRANSIENT_RETRY, "retries": 1, "retry_delay_seconds": 0})
     def flaky() -> str:
         attempts.append(1)
         if len(attempts) == 1:
@@ -173,30 +173,35 @@ def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
 
 class _Failing(BaseHTTPRequestHandler):
     hits = 0
+    status = 500
 
     def do_GET(self):  # noqa: N802 - http.server's naming
         type(self).hits += 1
-        self.send_error(500, "server exploded")
+        self.send_error(self.status, "no luck")
 
     def log_message(self, *args):
         pass
 
 
-def test_failing_download_is_retried_then_fails_clearly(harness):
+@pytest.mark.parametrize(("status", "tries"), [(500, 3), (404, 1)])
+def test_failing_download_is_retried_only_if_it_may_pass_then_fails_clearly(harness, status, tries):
+    """A 5xx may pass: the first try and two retries. A 404 will not: retrying only delays the error
+    (and a file over the size limit would be downloaded again each time)."""
+    _Failing.hits, _Failing.status = 0, status
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/data.zip"
-        config = tiny_config(harness["root"] / "failing", url)
+        config = tiny_config(harness["root"] / f"failing{status}", url)
         config.data.download_retries, config.data.retry_backoff_s = 2, 0.05
-        with pytest.raises(NamelangError, match="HTTP 500") as info:
+        with pytest.raises(NamelangError, match=f"HTTP {status}") as info:
             train_name_classifier(config)
     finally:
         server.shutdown()
-    assert _Failing.hits == 3  # the first try and two retries
+    assert _Failing.hits == tries
     assert url in str(info.value)
-    assert not any((harness["root"] / "failing" / "data" / "raw").glob("*")) if (
-        harness["root"] / "failing" / "data" / "raw").exists() else True
+    raw = harness["root"] / f"failing{status}" / "data" / "raw"
+    assert not any(raw.glob("*")) if raw.exists() else True
 
 
 @pytest.mark.parametrize("kind", ["csv", "txt", "parquet"])
