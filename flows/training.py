@@ -42,17 +42,23 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
+def _location(source: str) -> str:
+    """Where the names come from, as provenance records it: the URL, or the absolute path (the same
+    relative `names` in two working directories is two folders)."""
+    return source if ingest.is_url(source) else str(Path(source).expanduser().resolve())
+
+
 def _ingest_key(ctx: TaskRunContext, params: dict) -> str:
     cfg: DataConfig = params["config"]
     # the source's location is part of the key: provenance records where the names came from
-    return "ingest-" + _key(params["fingerprint"], cfg.source, workflow.code_version(ingest, store),
+    return "ingest-" + _key(params["fingerprint"], _location(cfg.source), workflow.code_version(ingest, store),
                             cfg.max_member_bytes)
 
 
 def _normalize_key(ctx: TaskRunContext, params: dict) -> str:
     cfg: DataConfig = params["config"]
-    return "normalize-" + _key(params["fingerprint"], cfg.source, workflow.code_version(ingest, normalize, store),
-                               cfg.max_name_chars)
+    return "normalize-" + _key(params["fingerprint"], _location(cfg.source),
+                               workflow.code_version(ingest, normalize, store), cfg.max_name_chars)
 
 
 def _tensors_key(ctx: TaskRunContext, params: dict) -> str:
@@ -63,7 +69,7 @@ def _tensors_key(ctx: TaskRunContext, params: dict) -> str:
 def _prepared_key(ctx: TaskRunContext, params: dict) -> str:
     """Everything the three data steps' keys depend on (the table hash follows from these)."""
     cfg: PipelineConfig = params["config"]
-    return "prepared-" + _key(params["fingerprint"], cfg.data.source, cfg.data.max_member_bytes,
+    return "prepared-" + _key(params["fingerprint"], _location(cfg.data.source), cfg.data.max_member_bytes,
                               cfg.data.max_name_chars, cfg.split.model_dump_json(),
                               workflow.code_version(ingest, normalize, features, store))
 

@@ -82,6 +82,17 @@ def evaluate_probabilities(probs: np.ndarray, y_true: np.ndarray, label_names: l
 def plot_confusion(ev: Evaluation, path: Path) -> Path:
     n = len(ev.label_names)
     fig, ax = plt.subplots(figsize=(0.55 * n + 3, 0.55 * n + 2), dpi=110)
+    try:
+        _draw_confusion(fig, ax, ev)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:  # pyplot keeps every open figure alive: a failed save must not leak one per run
+        plt.close(fig)
+    return path
+
+
+def _draw_confusion(fig, ax, ev: Evaluation) -> None:
+    n = len(ev.label_names)
     im = ax.imshow(ev.confusion, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), ev.label_names, rotation=90)
     ax.set_yticks(range(n), ev.label_names)
@@ -96,10 +107,6 @@ def plot_confusion(ev: Evaluation, path: Path) -> Path:
                         color="white" if ev.confusion[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
 
 
 def misclassified(ev: Evaluation, limit: int = 100) -> pd.DataFrame:

@@ -113,6 +113,24 @@ def test_changed_split_reruns_only_the_tensors(first_run):
     assert load_tensors(config.data.processed_dir / "tensors.pt").split_config["seed"] == config.split.seed
 
 
+def test_the_same_relative_source_in_another_directory_is_another_table(first_run, tmp_path, monkeypatch):
+    """`--source names` from two working directories: the same bytes, two folders; provenance
+    records the absolute path, so the second must not reuse the first one's table."""
+    from pipeline.normalize import read_provenance
+
+    config, _ = first_run
+    for place in ("here", "there"):
+        small_names_folder(tmp_path / place, per_language=20)
+    relative = config.model_copy(update={"data": config.data.model_copy(update={"source": "names"})})
+    steps = []
+    for place in ("here", "there"):
+        monkeypatch.chdir(tmp_path / place)
+        steps.append(data_steps(relative)["ingest"])
+        files = read_provenance(config.data.processed_dir / "names.parquet")["files"]
+        assert {Path(f["path"]).parent for f in files} == {tmp_path / place / "names"}
+    assert steps == ["ran", "ran"]
+
+
 def test_cached_run_writes_a_deleted_table_again(first_run):
     config, _ = first_run
     table = config.data.processed_dir / "names.parquet"
