@@ -141,22 +141,25 @@ def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epo
 _BF16_FAILED: set[str] = set()  # devices where bf16 autocast raised once: stay in float32 there
 
 
-def _forward(model: CharClassifier, loss_fn: nn.Module, x: torch.Tensor, n: torch.Tensor, y: torch.Tensor,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and logits of one batch; on CUDA under bf16 autocast, falling back to float32 if a kernel
-    (e.g. a cuDNN RNN without bf16 support) refuses it."""
+def _step_gradients(model: CharClassifier, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                    n: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and logits of one batch, its gradients in place; on CUDA under bf16 autocast, falling back
+    to float32 if a kernel (e.g. a cuDNN RNN without bf16 support) refuses it, forward or backward."""
     autocast = device.type == "cuda" and str(device) not in _BF16_FAILED
+    optimizer.zero_grad(set_to_none=True)
     try:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             outputs = model.member_logits(x, n)
-            return torch.stack([loss_fn(z.float(), y) for z in outputs]).mean(), combine(outputs)
+            loss = torch.stack([loss_fn(z.float(), y) for z in outputs]).mean()
+        loss.backward()  # outside autocast, as PyTorch advises; its kernels follow the forward's dtypes
+        return loss, combine(outputs)
     except RuntimeError as exc:
         if not autocast or isinstance(exc, torch.cuda.OutOfMemoryError):
             raise  # out of memory is not a bf16 problem: float32 would need more
         warnings.warn(f"bf16 autocast failed on {device} ({str(exc).splitlines()[0]}); training in float32",
                       NamelangWarning, stacklevel=2)
         _BF16_FAILED.add(str(device))
-        return _forward(model, loss_fn, x, n, y, device)
+        return _step_gradients(model, loss_fn, optimizer, x, n, y, device)
 
 
 def _train_epoch(model: CharClassifier, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
@@ -168,9 +171,7 @@ def _train_epoch(model: CharClassifier, loss_fn: nn.Module, optimizer: torch.opt
     for batch in length_batches(lengths, cfg.batch_size, generator):
         width = int(lengths[batch].max())
         x, n, y = tokens[batch, :width].to(device), lengths[batch], labels[batch].to(device)
-        loss, logits = _forward(model, loss_fn, x, n, y, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, logits = _step_gradients(model, loss_fn, optimizer, x, n, y, device)
         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -265,9 +266,9 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
             torch.set_rng_state(saved["torch_rng"])
             generator.set_state(saved["batch_rng"])
             if device.type == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+                torch.cuda.set_rng_state(saved["cuda_rng"], device)  # the training device's alone
             state = saved["state"]
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as exc:
             raise NamelangError(f"checkpoint does not match this model or version ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0] if str(exc) else exc}); delete it or train without "
                                 "--resume", checkpoint) from exc
@@ -276,6 +277,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
         if state.get("stopped_by_budget") and (train_cfg.max_seconds is None
                                                or state["elapsed"] < train_cfg.max_seconds):
             state.update(finished=False, stopped_by_budget=False)  # a time budget stop, now lifted: go on
+            refit_state = None  # a refit made at the budget stop is for an epoch count that may change
 
         if on_epoch is not None:  # the epochs before the interruption, e.g. for a new tracking run's curves
             for record in state["history"]:
@@ -322,17 +324,21 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                             val_f1=f"{val.get('macro_f1', float('nan')):.3f}")
             if on_epoch is not None:
                 on_epoch(record)
-        model.load_state_dict(best_state)
         refit_epochs, counted = None, (TRAIN,)
-        if train_cfg.refit_on_train_and_validation and has_validation and state["best_epoch"] > 0:
+        refitting = train_cfg.refit_on_train_and_validation and has_validation and state["best_epoch"] > 0
+        # where the first phase stopped (last epoch's weights, RNG before a refit reseeds it), for the
+        # checkpoint written after the refit: a resume that lifts a time budget trains on from there
+        stopped_at = (copy.deepcopy(_checkpoint_state(model, optimizer, scheduler, state, generator))
+                      if refitting and refit_state is None else None)
+        model.load_state_dict(best_state)
+        if refitting:
             refit_epochs = state["best_epoch"]
             if refit_state is None:  # not refit yet (or interrupted while refitting): a deterministic redo
                 t0 = time.perf_counter()
                 refit_state = refit(data, model_cfg, train_cfg, refit_epochs, device).state_dict()
                 state["refit_seconds"] = time.perf_counter() - t0
                 state["elapsed"] += state["refit_seconds"]
-                writer.save(_checkpoint_state(model, optimizer, scheduler, state, generator, refit_state),
-                            best_state)
+                writer.save({**stopped_at, "state": copy.deepcopy(state), "refit_state": refit_state}, best_state)
             model.load_state_dict(refit_state)
             counted = (TRAIN, VALIDATION)
         elif train_cfg.charlm_counts_validation and has_validation:
@@ -377,7 +383,9 @@ def _validator(model: CharClassifier, data: TensorData, weight: torch.Tensor | N
 
 def _checkpoint_state(model, optimizer, scheduler, state, generator, refit_state: dict | None = None) -> dict:
     """Everything a resumed run needs, but the best weights (`CheckpointWriter.save` adds those)."""
-    cuda_rng = torch.cuda.get_rng_state_all() if next(model.parameters()).is_cuda else None
+    # the training device's generator only: one per visible GPU would not load where fewer are visible
+    device = next(model.parameters()).device
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "state": state, "torch_rng": torch.get_rng_state(), "batch_rng": generator.get_state(),
             "cuda_rng": cuda_rng, "refit_state": refit_state}

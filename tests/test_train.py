@@ -120,6 +120,19 @@ def test_resume_continues_from_the_checkpoint_of_an_interrupted_run(small_data, 
     assert_same_weights(weights(again.model), weights(full.model))
 
 
+def test_a_budget_stopped_refit_run_resumed_without_the_budget_matches_an_unstopped_one(small_data, tmp_path):
+    """The refit made at the budget stop is for that moment's best epoch: resumed without the budget,
+    training goes on from the last epoch (not the best weights, not the refit's RNG) and refits anew."""
+    config = tiny_train(tmp_path / "stopped", epochs=5, patience=10, refit_on_train_and_validation=True)
+    full = train_model(small_data, TINY, config.model_copy(update={"checkpoint_dir": tmp_path / "full"}))
+    stopped = train_model(small_data, TINY, config.model_copy(update={"max_seconds": 1e-6}))
+    assert stopped.stopped_by_budget and len(stopped.history) == 1 and stopped.refit_epochs == 1
+    resumed = train_model(small_data, TINY, config, resume=True)
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
+    assert resumed.refit_epochs == full.refit_epochs == full.best_epoch
+    assert_same_weights(weights(resumed.model), weights(full.model))
+
+
 def test_refit_retrains_on_train_and_validation_for_the_best_epoch_count(small_data, tmp_path):
     config = tiny_train(tmp_path, epochs=5, patience=10, refit_on_train_and_validation=True)
     result = train_model(small_data, TINY, config)
@@ -301,6 +314,29 @@ def test_short_default_run_on_the_shared_data_learns(tmp_path):
     result = train_model(data, ModelConfig(), TrainConfig(epochs=2, progress=False, checkpoint_dir=tmp_path / "ck"))
     assert len(result.history) == 2 and result.history[1]["train_loss"] < result.history[0]["train_loss"]
     assert result.history[-1]["val_acc"] > 0.6 and len(data.indices(TRAIN)) > 10000
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_resume_continues_the_interrupted_run(small_data, tmp_path):
+    """The CUDA generator is saved and restored with the rest; GPU kernels (atomics in embedding
+    gradients, cuDNN) need not be bit-reproducible, so the comparison allows rounding."""
+    config = tiny_train(tmp_path / "interrupted", device="cuda", epochs=5, patience=10)
+    full = train_model(small_data, TINY, config.model_copy(update={"checkpoint_dir": tmp_path / "full"}))
+
+    def stop_after_two(record: dict) -> None:
+        if record["epoch"] == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_model(small_data, TINY, config, on_epoch=stop_after_two)
+    assert load_checkpoint(next((tmp_path / "interrupted").glob("train-*.pt")))["cuda_rng"] is not None
+    resumed = train_model(small_data, TINY, config, resume=True)
+    assert resumed.resumed_from_epoch == 2 and resumed.device.startswith("cuda")
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in full.history],
+                                                                       rel=1e-2)
+    got = weights(resumed.model)
+    for name, tensor in weights(full.model).items():
+        assert torch.allclose(got[name].float(), tensor.float(), atol=5e-2), name
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
