@@ -181,7 +181,7 @@ def run_default(data: TensorData, checkpoint_dir: Path, train_seed: int = TrainC
               f"{result.refit_seconds:.1f}s", flush=True)
     return {"train_s": result.train_seconds, "epochs": epochs, "s_per_epoch": result.train_seconds / epochs,
             "acc": test["acc"], "macro_f1": test["macro_f1"], "names_per_s": len(idx) / predict_s,
-            "best_epoch": result.best_epoch, "refit_epochs": result.refit_epochs,
+            "best_epoch": result.best_epoch, "refit_epochs": result.refit_epochs, "device": result.device,
             "refit_s": result.refit_seconds, "curve": curve}
 
 
@@ -229,7 +229,8 @@ def main() -> None:
     print(f"  chosen C={ngram_fit.C:g} class_weight={ngram_fit.class_weight} (grid {ngram_fit.grid_s:.0f}s), "
           "refit on train + validation")
     plain = run_ngram_plain(data)
-    print("(c) default: train_model with the default config", flush=True)
+    print(f"(c) default: train_model with the default config (device {TrainConfig().device}: "
+          f"{'CUDA, ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         default = run_default(data, Path(tmp), args.train_seed)
 
@@ -263,7 +264,8 @@ def main() -> None:
                       "ngram_plain": {k: round(plain[k], 4) for k in keep},
                       "default": {k: round(default[k], 4) for k in keep},
                       "speedup_to_seed_acc": round(speedup, 2),
-                      "split_seed": args.split_seed, "train_seed": args.train_seed}))
+                      "split_seed": args.split_seed, "train_seed": args.train_seed, "device": default["device"],
+                      "cpu_threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":
