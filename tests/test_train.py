@@ -329,7 +329,7 @@ def test_cuda_resume_continues_the_interrupted_run(small_data, tmp_path):
 
     with pytest.raises(Interrupt):
         train_model(small_data, TINY, config, on_epoch=stop_after_two)
-    assert load_checkpoint(next((tmp_path / "interrupted").glob("train-*.pt")))["cuda_rng"] is not None
+    assert load_checkpoint(next((tmp_path / "interrupted" / "checkpoints").glob("train-*.pt")))["cuda_rng"] is not None
     resumed = train_model(small_data, TINY, config, resume=True)
     assert resumed.resumed_from_epoch == 2 and resumed.device.startswith("cuda")
     assert [r["train_loss"] for r in resumed.history] == pytest.approx([r["train_loss"] for r in full.history],
