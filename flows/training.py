@@ -8,6 +8,7 @@ download and the tracking store, artifacts in the UI, and the flow-run id on the
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +247,8 @@ def _run(step, *args):
 @flow(name="train-name-classifier", log_prints=True)
 def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool = False) -> dict:
     """Train, evaluate and register a surname-language classifier; returns a summary."""
+    if not config.train.progress:  # a deployment's logs, not a terminal: MLflow's download bars too
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     prepared = prepare_data(config)
     table, data = prepared.table, prepared.data
     get_run_logger().info("data steps: %s (%.2f s)", prepared.steps, prepared.seconds)

@@ -194,7 +194,9 @@ class TrackedRun:
 
 
 def _requirements() -> list[str]:
+    """Pins an environment manager can install: without a local label such as torch's `+cpu`,
+    which exists only on PyTorch's own index (the same release from PyPI runs the model)."""
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "torch", "pandas", "pyarrow", "numpy")]
+    return [f"{pkg}=={version(pkg).split('+')[0]}" for pkg in ("mlflow", "torch", "pandas", "pyarrow", "numpy")]
 

@@ -78,6 +78,10 @@ def test_run_logs_params_curves_dataset_and_artifacts(store):
     assert "| language" in card and "| Japanese" in card  # the per-language table, as Markdown
     assert f"macro-F1 {run.data.metrics['test_macro_f1']:.4f}" in card
     assert "ngram_models_counted: train + validation" in card
+    # the model's pins install from PyPI: torch's local label (+cpu) exists only on PyTorch's index
+    requirements = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1/requirements.txt")).read_text()
+    pins = dict(line.split("==") for line in requirements.split() if "==" in line)
+    assert pins.keys() >= {"torch", "mlflow"} and not any("+" in v for v in pins.values()), requirements
 
 
 def test_first_model_is_champion_with_gate_tags(store):
