@@ -11,6 +11,7 @@ import argparse
 import os
 
 from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
@@ -33,6 +34,8 @@ def deployments(cron: str = DEFAULT_CRON, source: str = DEFAULT_SOURCE, timezone
         name=RETRAIN, schedule=Cron(cron, timezone=timezone), parameters={"config": config.model_dump(mode="json")},
         description="Retrain on the configured source; the champion alias moves only through the gate.",
         tags=["namelang", "training"],
+        # one training at a time (two would share the cores); a run due meanwhile waits its turn
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
     )
     on_demand = batch_predict.to_deployment(name=ON_DEMAND, tags=["namelang", "prediction"],
                                             description="Predict languages for a file of names.")

@@ -167,7 +167,9 @@ def _report_registration(reg: workflow.Registration, run: TrackedRun) -> None:
     create_markdown_artifact(key="promotion-decision", markdown=(
         f"# Promotion decision\n\nVersion **{reg.version}** of `{MODEL_NAME}` got the alias **{d.alias}**.\n\n"
         f"| | macro-F1 on this run's test split |\n|---|---:|\n| new version | {d.new_macro_f1:.4f} |\n"
-        f"| champion before | {champion} |\n"))
+        f"| champion before | {champion} |\n"
+        + (f"\nCompared on {d.compared_names} test rows; {d.excluded_names} left out, their names being among "
+           "those the champion learnt from.\n" if d.excluded_names else "")))
 
 
 @dataclass

@@ -2,13 +2,22 @@
 
 The gate scores the current champion again on the *new* run's test split, so both numbers
 come from the same names: a new version becomes champion only if its macro-F1 is at least
-the champion's; otherwise it is tagged `challenger`.
+the champion's; otherwise it is tagged `challenger`. Test names the champion learnt from (its
+run's `data/learnt_names.txt`: its train and validation names) are left out of that comparison,
+for both models: on grown data or another split seed most of a new test split may be names the
+champion was trained on, and it would be judged on them flattered. One gate at a time per store:
+a lock file beside a SQLite store, and for any store a check that the champion did not change
+while it was being scored.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import filelock
 import mlflow
 import numpy as np
 import pandas as pd
@@ -20,15 +29,19 @@ from pipeline.errors import NamelangError, TrackingError
 from pipeline.tracking import MODEL_NAME
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+LEARNT_NAMES_ARTIFACT = "data/learnt_names.txt"  # in each run: the names its model learnt from
+GATE_LOCK_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
 class PromotionDecision:
     version: str
     alias: str                       # champion | challenger
-    new_macro_f1: float
-    champion_macro_f1: float | None  # None when there was no champion
+    new_macro_f1: float              # on the names compared (all test names when nothing is left out)
+    champion_macro_f1: float | None  # None when there was no champion (or no name it had not learnt)
     previous_champion: str | None
+    compared_names: int | None = None  # test rows both models were scored on
+    excluded_names: int = 0            # test rows left out: the champion had learnt those names
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -131,33 +144,90 @@ def describe(version: str, text: str, name: str = MODEL_NAME) -> None:
 
 def promote_if_better(version: str, new_macro_f1: float, test_names: list[str], test_languages: list[str],
                       name: str = MODEL_NAME) -> PromotionDecision:
-    """Give `version` the champion alias if it scores at least the champion on the same test names.
+    """Give `version` the champion alias if it scores at least the champion on the same test names,
+    those the champion did not learn from.
 
     The decision is recorded in the version's `gate.*` tags before the alias moves; a retry after
     a failure (the alias may already point here) takes the recorded decision instead of judging
-    the version against itself.
+    the version against itself, unless the champion has changed since.
     """
     client = MlflowClient()
-    recorded = _recorded_decision(client, name, str(version))
-    if recorded is not None:
-        client.set_registered_model_alias(name, recorded.alias, str(version))
-        return recorded
-    current = get_alias_version(client, CHAMPION, name)
-    champion_f1 = None
-    if current is not None and str(current.version) != str(version):
-        champion_f1 = score_model(f"models:/{name}/{current.version}", test_names, test_languages)
-    promote = champion_f1 is None or new_macro_f1 >= champion_f1
-    alias = CHAMPION if promote else CHALLENGER
-    decision = PromotionDecision(str(version), alias, new_macro_f1, champion_f1,
-                                 str(current.version) if current is not None else None)
-    for key, value in {"gate.decision": "promoted to champion" if promote else "kept champion; challenger",
-                       "gate.new_macro_f1": repr(float(new_macro_f1)),  # exact: a retry reads them back
-                       "gate.champion_macro_f1": "" if champion_f1 is None else repr(float(champion_f1)),
-                       "gate.previous_champion": decision.previous_champion or "",
-                       "gate.alias": alias}.items():  # written last: its presence means all are there
-        client.set_model_version_tag(name, str(version), key, value)
-    client.set_registered_model_alias(name, alias, str(version))
-    return decision
+    with _gate_lock(name):
+        recorded = _recorded_decision(client, name, str(version))
+        if recorded is not None:
+            now = get_alias_version(client, CHAMPION, name)
+            still = now is None or str(now.version) in {str(version), recorded.previous_champion or ""}
+            if still or recorded.alias != CHAMPION:
+                client.set_registered_model_alias(name, recorded.alias, str(version))
+                return recorded
+            # a newer champion came since this decision: judge again, against it
+        for _ in range(3):  # a store without a lock file (a tracking server): re-judge if the champion moved
+            current = get_alias_version(client, CHAMPION, name)
+            decision = _judge(client, name, str(version), new_macro_f1, test_names, test_languages, current)
+            latest = get_alias_version(client, CHAMPION, name)
+            if (latest is None) == (current is None) and (latest is None or latest.version == current.version):
+                break
+        for key, value in {"gate.decision": "promoted to champion" if decision.alias == CHAMPION
+                           else "kept champion; challenger",
+                           "gate.new_macro_f1": repr(float(decision.new_macro_f1)),  # exact: a retry reads them
+                           "gate.champion_macro_f1": "" if decision.champion_macro_f1 is None
+                           else repr(float(decision.champion_macro_f1)),
+                           "gate.previous_champion": decision.previous_champion or "",
+                           "gate.compared_names": "" if decision.compared_names is None
+                           else str(decision.compared_names),
+                           "gate.excluded_names": str(decision.excluded_names),
+                           "gate.alias": decision.alias}.items():  # written last: its presence means all are there
+            client.set_model_version_tag(name, str(version), key, value)
+        client.set_registered_model_alias(name, decision.alias, str(version))
+        return decision
+
+
+def _judge(client: MlflowClient, name: str, version: str, new_macro_f1: float, test_names: list[str],
+           test_languages: list[str], current) -> PromotionDecision:
+    """Both models' macro-F1 on the test names the champion did not learn from, and the verdict."""
+    if current is None or str(current.version) == version:
+        return PromotionDecision(version, CHAMPION, new_macro_f1, None, None)
+    learnt = learnt_names(client, current.run_id)
+    keep = [i for i, n in enumerate(test_names) if learnt is None or n not in learnt]
+    previous = str(current.version)
+    if not keep:  # the champion learnt every one of them: nothing to compare on; the newer model wins
+        return PromotionDecision(version, CHAMPION, new_macro_f1, None, previous, 0, len(test_names))
+    names, languages = [test_names[i] for i in keep], [test_languages[i] for i in keep]
+    champion_f1 = score_model(f"models:/{name}/{previous}", names, languages)
+    new_f1 = new_macro_f1 if len(keep) == len(test_names) else score_model(f"models:/{name}/{version}", names,
+                                                                            languages)
+    alias = CHAMPION if new_f1 >= champion_f1 else CHALLENGER
+    return PromotionDecision(version, alias, new_f1, champion_f1, previous, len(keep), len(test_names) - len(keep))
+
+
+def learnt_names(client: MlflowClient, run_id: str) -> set[str] | None:
+    """The names a run's model learnt from; None for a run that did not record them (an older
+    namelang): then every test name is compared, as before."""
+    try:
+        path = client.download_artifacts(run_id, LEARNT_NAMES_ARTIFACT)
+    except (MlflowException, OSError):
+        return None
+    return set(Path(path).read_text(encoding="utf-8").splitlines())
+
+
+@contextlib.contextmanager
+def _gate_lock(name: str) -> Iterator[None]:
+    """One gate at a time on a SQLite store (two runs at once both judged against the old champion,
+    and the later one won the alias whatever its score); a server store has no file to lock."""
+    uri = mlflow.get_registry_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = filelock.FileLock(f"{uri.removeprefix('sqlite:///')}.{name}-gate.lock", timeout=GATE_LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except filelock.Timeout as exc:
+        raise TrackingError(f"another run held the promotion gate for over {GATE_LOCK_TIMEOUT_S:.0f} s",
+                            lock.lock_file) from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _recorded_decision(client: MlflowClient, name: str, version: str) -> PromotionDecision | None:
@@ -166,4 +236,6 @@ def _recorded_decision(client: MlflowClient, name: str, version: str) -> Promoti
         return None
     return PromotionDecision(version, tags["gate.alias"], float(tags["gate.new_macro_f1"]),
                              float(tags["gate.champion_macro_f1"]) if tags["gate.champion_macro_f1"] else None,
-                             tags["gate.previous_champion"] or None)
+                             tags["gate.previous_champion"] or None,
+                             int(tags["gate.compared_names"]) if tags.get("gate.compared_names") else None,
+                             int(tags.get("gate.excluded_names") or 0))

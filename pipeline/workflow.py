@@ -21,11 +21,11 @@ from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
 from pipeline.errors import NamelangError, TrackingError
 from pipeline.evaluate import Evaluation, evaluate, model_card, write_reports
-from pipeline.features import TEST, TensorData
+from pipeline.features import TEST, TRAIN, VALIDATION, TensorData
 from pipeline.ingest import IngestResult, git_commit
 from pipeline.normalize import NamesTable
 from pipeline.pyfunc import save_bundle
-from pipeline.registry import PromotionDecision, describe, promote_if_better, register
+from pipeline.registry import LEARNT_NAMES_ARTIFACT, PromotionDecision, describe, promote_if_better, register
 from pipeline.tracking import MODEL_NAME, TrackedRun, configure
 from pipeline.train import TrainResult, run_key, train_model
 
@@ -158,7 +158,18 @@ def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, con
         quality = {k: p for k, p in normalize.output_paths(config.data.processed_dir).items()
                    if k.startswith("quality") and p.exists()}
         run.log_artifacts(quality, "data")
+        run.log_artifacts({"learnt_names": write_learnt_names(data, model_dir(config, data) / "reports")}, "data")
     return ev, paths
+
+
+def write_learnt_names(data: TensorData, folder: Path) -> Path:
+    """The distinct names the model learnt from (train and validation: early stopping and the n-gram
+    models use the latter): as champion, it is not judged on these names of a later run's test split."""
+    names = sorted({data.names[i] for i in data.indices(TRAIN, VALIDATION).tolist()})
+    path = folder / Path(LEARNT_NAMES_ARTIFACT).name
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
+    return path
 
 
 @dataclass(frozen=True)

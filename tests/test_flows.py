@@ -317,6 +317,7 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
             time.sleep(1)
         assert inspect.returncode == 0, inspect.stdout + inspect.stderr
         assert "0 3 * * 1" in inspect.stdout  # the weekly cron schedule
+        assert "ENQUEUE" in inspect.stdout  # one training at a time: a run due meanwhile waits
         assert subprocess.run([PREFECT, "deployment", "inspect", "batch-predict/on-demand"], env=env,
                               capture_output=True, timeout=60).returncode == 0
         params = {"config": tiny_config(work, source, epochs=2).model_dump(mode="json")}

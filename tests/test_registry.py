@@ -113,6 +113,47 @@ def test_gate_keeps_champion_when_new_model_is_worse(store, tmp_path):
     assert new.tags["gate.previous_champion"] == "1"
 
 
+def test_gate_leaves_out_test_names_the_champion_learnt_from(store, tmp_path):
+    """Another split seed on the same names: most of the new test split is names the champion was
+    trained on. Both models are compared on the rest only, or the champion is judged flattered."""
+    from pipeline.features import TEST, load_tensors
+    from pipeline.registry import learnt_names, score_model
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    learnt = learnt_names(client, champion.run_id)
+    champion_data = load_tensors(store["config"].data.processed_dir / "tensors.pt")
+    assert learnt == {champion_data.names[i] for i in champion_data.indices(0, 1).tolist()}  # train + validation
+    other = tiny_config(tmp_path, store["config"].data.source, epochs=1, learning_rate=1e-6)  # poor: champion stays
+    other.split.seed = store["config"].split.seed + 1
+    summary = workflow.run_pipeline(other)
+    data = load_tensors(other.data.processed_dir / "tensors.pt")
+    test = data.indices(TEST).tolist()
+    unseen = [i for i in test if data.names[i] not in learnt]
+    assert 0 < len(unseen) < len(test)
+    tags = client.get_model_version(MODEL_NAME, summary["version"]).tags
+    assert (int(tags["gate.compared_names"]), int(tags["gate.excluded_names"])) == (len(unseen),
+                                                                                    len(test) - len(unseen))
+    languages = [data.label_names[int(data.labels[i])] for i in unseen]
+    expected = score_model(f"models:/{MODEL_NAME}/{champion.version}", [data.names[i] for i in unseen], languages)
+    assert float(tags["gate.champion_macro_f1"]) == pytest.approx(expected, abs=1e-12)
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
+
+
+def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
+    """Two runs judged at once both compared against the old champion; the later took the alias."""
+    import filelock
+
+    from pipeline import registry
+
+    monkeypatch.setattr(registry, "GATE_LOCK_TIMEOUT_S", 0.5)
+    database = store["uri"].removeprefix("sqlite:///")
+    with (filelock.FileLock(f"{database}.{MODEL_NAME}-gate.lock"),  # another run is passing the gate
+          pytest.raises(TrackingError, match="another run held the promotion gate")):
+        registry.promote_if_better("1", 1.0, ["Rossi"], ["Italian"])
+    assert registry.promote_if_better("1", 1.0, ["Rossi"], ["Italian"]).alias == CHAMPION  # free again
+
+
 def test_champion_loads_and_predicts_in_fresh_process_outside_repo(store, tmp_path):
     script = textwrap.dedent("""
         import json, sys, mlflow, pandas as pd
