@@ -162,8 +162,9 @@ def _report_registration(reg: workflow.Registration, run: TrackedRun) -> None:
     create_link_artifact(key="model-version", link=f"{base}/#/models/{MODEL_NAME}/versions/{reg.version}",
                          link_text=f"{MODEL_NAME} version {reg.version}")
     d = reg.decision
-    champion = "none (first model)" if d.champion_macro_f1 is None else f"{d.champion_macro_f1:.4f} " \
-        f"(version {d.previous_champion})"
+    champion = ("none (first model)" if d.previous_champion is None
+                else f"version {d.previous_champion}, not compared: it learnt every test name"
+                if d.champion_macro_f1 is None else f"{d.champion_macro_f1:.4f} (version {d.previous_champion})")
     create_markdown_artifact(key="promotion-decision", markdown=(
         f"# Promotion decision\n\nVersion **{reg.version}** of `{MODEL_NAME}` got the alias **{d.alias}**.\n\n"
         f"| | macro-F1 on this run's test split |\n|---|---:|\n| new version | {d.new_macro_f1:.4f} |\n"

@@ -5,9 +5,9 @@ come from the same names: a new version becomes champion only if its macro-F1 is
 the champion's; otherwise it is tagged `challenger`. Test names the champion learnt from (its
 run's `data/learnt_names.txt`: its train and validation names) are left out of that comparison,
 for both models: on grown data or another split seed most of a new test split may be names the
-champion was trained on, and it would be judged on them flattered. One gate at a time per store:
-a lock file beside a SQLite store, and for any store a check that the champion did not change
-while it was being scored.
+champion was trained on, and it would be judged on them flattered. One gate at a time on a SQLite
+store (a lock file beside it); with a tracking server, the gate judges again when the champion
+changed while it was scoring (a narrower window, not a lock: MLflow has no compare-and-set).
 """
 
 from __future__ import annotations
@@ -167,6 +167,11 @@ def promote_if_better(version: str, new_macro_f1: float, test_names: list[str], 
             latest = get_alias_version(client, CHAMPION, name)
             if (latest is None) == (current is None) and (latest is None or latest.version == current.version):
                 break
+        else:
+            raise TrackingError("the champion changed three times while this version was being judged; try again",
+                                mlflow.get_registry_uri())
+        if recorded is not None:  # judged again: until all the new tags are written, no decision is recorded
+            client.delete_model_version_tag(name, str(version), "gate.alias")
         for key, value in {"gate.decision": "promoted to champion" if decision.alias == CHAMPION
                            else "kept champion; challenger",
                            "gate.new_macro_f1": repr(float(decision.new_macro_f1)),  # exact: a retry reads them
@@ -200,13 +205,22 @@ def _judge(client: MlflowClient, name: str, version: str, new_macro_f1: float, t
     return PromotionDecision(version, alias, new_f1, champion_f1, previous, len(keep), len(test_names) - len(keep))
 
 
-def learnt_names(client: MlflowClient, run_id: str) -> set[str] | None:
+def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
     """The names a run's model learnt from; None for a run that did not record them (an older
-    namelang): then every test name is compared, as before."""
+    namelang, a deleted run): then every test name is compared, as before. A store that fails is a
+    TrackingError: read as "not recorded", it would judge the champion on names it learnt."""
+    folder = LEARNT_NAMES_ARTIFACT.rsplit("/", 1)[0]
     try:
+        if not run_id or LEARNT_NAMES_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
+            return None
         path = client.download_artifacts(run_id, LEARNT_NAMES_ARTIFACT)
-    except (MlflowException, OSError):
-        return None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise TrackingError(f"could not read the champion's learnt names ({str(exc).splitlines()[0]})",
+                            mlflow.get_tracking_uri()) from exc
+    except OSError as exc:
+        raise TrackingError(f"could not read the champion's learnt names ({exc})", mlflow.get_tracking_uri()) from exc
     return set(Path(path).read_text(encoding="utf-8").splitlines())
 
 

@@ -27,7 +27,7 @@ from pipeline import workflow
 from pipeline.errors import TrackingError
 from pipeline.registry import CHALLENGER, CHAMPION, get_alias_version, load_model
 from pipeline.tracking import MODEL_NAME, configure
-from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
+from tests.support import SHARED_NAMES, free_port, small_names_folder, tiny_config, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -444,3 +444,26 @@ def test_predict_through_serve_wrapper_fails_cleanly_without_model(tmp_path, mon
     assert result.exit_code == 2 and "train" in result.output
 
 
+
+
+def test_a_retried_gate_judges_again_when_a_newer_champion_came(store):
+    """A decision recorded against an older champion is not replayed over a newer one: the version is
+    judged again, against the champion there is now. (Last in this module: it may move the alias.)"""
+    from pipeline.registry import learnt_names, promote_if_better
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    copy = mlflow.register_model(champion.source, MODEL_NAME)  # the same model, as a later run's version
+    for key, value in {"gate.decision": "promoted to champion", "gate.new_macro_f1": "0.5",
+                       "gate.champion_macro_f1": "", "gate.previous_champion": "",  # as if first, back then
+                       "gate.alias": CHAMPION}.items():
+        client.set_model_version_tag(MODEL_NAME, copy.version, key, value)
+    learnt = learnt_names(client, champion.run_id)
+    japanese = (SHARED_NAMES / "Japanese.txt").read_text(encoding="utf-8").split()
+    names = [n for n in japanese if n not in learnt][:20]  # names new to the champion, which it mostly knows
+    decision = promote_if_better(str(copy.version), 0.0, names, ["Japanese"] * len(names))
+    assert decision.previous_champion == str(champion.version) and decision.champion_macro_f1 > 0
+    assert decision.alias == CHALLENGER and decision.compared_names == len(names)  # 0.0 loses: not replayed
+    tags = client.get_model_version(MODEL_NAME, copy.version).tags
+    assert tags["gate.alias"] == CHALLENGER and tags["gate.previous_champion"] == str(champion.version)
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
