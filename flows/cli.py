@@ -22,7 +22,7 @@ import typer
 
 from flows import run_logs
 from pipeline.config import DEFAULT_SOURCE, DataConfig
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, first_line
 
 app = typer.Typer(help="Learn which language a surname comes from, from its spelling.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -119,8 +119,6 @@ def train(
                 setattr(getattr(config, section), key, value)
             except ValidationError as exc:
                 fail(NamelangError(f"bad value for {option}: {validation_problems(exc)}"))
-    if not config.train.progress:  # no bars at all: MLflow's artifact-download bars included
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     from flows.local_api import prefect_api
     from flows.training import train_name_classifier
 
@@ -135,6 +133,13 @@ def train(
         raise typer.Exit(code=130) from None
     typer.echo("")
     typer.echo(f"trained {summary['model']} version {summary['version']} -> alias '{summary['alias']}'")
+    gate = summary["gate"]
+    if gate["champion_macro_f1"] is not None:  # why that alias: the gate's comparison
+        left_out = (f"; {gate['excluded_names']} left out, names the champion learnt from"
+                    if gate["excluded_names"] else "")
+        typer.echo(f"  gate: macro-F1 {gate['new_macro_f1']:.3f} against champion version "
+                   f"{gate['previous_champion']}'s {gate['champion_macro_f1']:.3f}, on {gate['compared_names']} "
+                   f"test rows{left_out}")
     typer.echo(f"  test accuracy {summary['test_accuracy']:.3f}, macro-F1 {summary['test_macro_f1']:.3f}, "
                f"top-3 accuracy {summary['test_top3_accuracy']:.3f} ({summary['train_seconds']} s on "
                f"{summary['device']})")
@@ -204,7 +209,7 @@ def predict(
     except NamelangError as exc:
         fail(exc)
     except Exception as exc:  # MLflow's own errors (bad top_k, schema) reach the user in one line
-        fail(NamelangError(str(exc).splitlines()[0]))
+        fail(NamelangError(first_line(exc) or type(exc).__name__))
     failed = 0
     records = []
     for row in frame.to_dict("records"):

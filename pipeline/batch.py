@@ -12,7 +12,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, first_line
 
 
 def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> Iterator[list]:
@@ -47,7 +47,7 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
         located = _first_bad_csv_line(path) if suffix == ".csv" and isinstance(exc, pa.ArrowInvalid) else None
         if located is not None:
             raise NamelangError(located[1], path, located[0]) from exc
-        raise NamelangError(f"cannot read names: {str(exc).splitlines()[0]}", path) from exc
+        raise NamelangError(f"cannot read names: {first_line(exc)}", path) from exc
 
 
 def _first_bad_csv_line(path: Path) -> tuple[int, str] | None:

@@ -24,6 +24,12 @@ class NamelangError(Exception):
         return (type(self), (self.problem, self.file, self.line))
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line ("" when it has none): libraries' messages often
+    go on with SQL, stack dumps or request bodies that a one-line error does not want."""
+    return next((line for line in str(exc).splitlines() if line.strip()), "")
+
+
 class NamelangWarning(UserWarning):
     """Something the user should know that does not stop the run (an empty file, nothing to resume):
     the CLI prints these as one `warning:` line, other libraries' warnings in Python's format."""

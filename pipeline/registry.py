@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sklearn.metrics import f1_score
 
-from pipeline.errors import NamelangError, TrackingError
+from pipeline.errors import NamelangError, TrackingError, first_line
 from pipeline.tracking import MODEL_NAME
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -57,6 +57,10 @@ def model_uri(alias: str = CHAMPION, name: str = MODEL_NAME) -> str:
     return f"models:/{name}@{alias}"
 
 
+def _said(exc: BaseException) -> str:
+    return first_line(exc) or type(exc).__name__
+
+
 # what the registry answers for a model, version or alias that is not there
 _NOT_THERE = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
 
@@ -70,8 +74,7 @@ def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
     except MlflowException as exc:
         if exc.error_code in _NOT_THERE:
             return None
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TrackingError(f"the model store failed while looking up alias @{alias} ({first_line})",
+        raise TrackingError(f"the model store failed while looking up alias @{alias} ({_said(exc)})",
                             mlflow.get_tracking_uri()) from exc
 
 
@@ -81,11 +84,10 @@ def load_model(uri: str = model_uri()):
     try:
         return mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if exc.error_code not in _NOT_THERE:
-            raise TrackingError(f"the model store failed while loading the model ({first_line})", uri) from exc
+            raise TrackingError(f"the model store failed while loading the model ({_said(exc)})", uri) from exc
         problem = missing_model_problem(uri.removeprefix("models:/")) if uri.startswith("models:/") else None
-        raise NamelangError(problem or f"cannot load model: {first_line}", None if problem else uri) from exc
+        raise NamelangError(problem or f"cannot load model: {_said(exc)}", None if problem else uri) from exc
 
 
 _TRAIN_ONE = "train one with `make run` or `namelang train --source DATA`"
@@ -155,42 +157,47 @@ def promote_if_better(version: str, new_macro_f1: float, test_names: list[str], 
     with _gate_lock(name):
         recorded = _recorded_decision(client, name, str(version))
         if recorded is not None:
-            now = get_alias_version(client, CHAMPION, name)
-            still = now is None or str(now.version) in {str(version), recorded.previous_champion or ""}
-            if still or recorded.alias != CHAMPION:
+            now = _version(get_alias_version(client, CHAMPION, name))
+            if now in {None, str(version), recorded.previous_champion} or recorded.alias != CHAMPION:
                 client.set_registered_model_alias(name, recorded.alias, str(version))
                 return recorded
             # a newer champion came since this decision: judge again, against it
         for _ in range(3):  # a store without a lock file (a tracking server): re-judge if the champion moved
             current = get_alias_version(client, CHAMPION, name)
             decision = _judge(client, name, str(version), new_macro_f1, test_names, test_languages, current)
-            latest = get_alias_version(client, CHAMPION, name)
-            if (latest is None) == (current is None) and (latest is None or latest.version == current.version):
+            if _version(get_alias_version(client, CHAMPION, name)) == _version(current):
                 break
         else:
             raise TrackingError("the champion changed three times while this version was being judged; try again",
                                 mlflow.get_registry_uri())
         if recorded is not None:  # judged again: until all the new tags are written, no decision is recorded
             client.delete_model_version_tag(name, str(version), "gate.alias")
-        for key, value in {"gate.decision": "promoted to champion" if decision.alias == CHAMPION
-                           else "kept champion; challenger",
-                           "gate.new_macro_f1": repr(float(decision.new_macro_f1)),  # exact: a retry reads them
-                           "gate.champion_macro_f1": "" if decision.champion_macro_f1 is None
-                           else repr(float(decision.champion_macro_f1)),
-                           "gate.previous_champion": decision.previous_champion or "",
-                           "gate.compared_names": "" if decision.compared_names is None
-                           else str(decision.compared_names),
-                           "gate.excluded_names": str(decision.excluded_names),
-                           "gate.alias": decision.alias}.items():  # written last: its presence means all are there
-            client.set_model_version_tag(name, str(version), key, value)
+        _record(client, name, decision)
         client.set_registered_model_alias(name, decision.alias, str(version))
         return decision
+
+
+def _record(client: MlflowClient, name: str, d: PromotionDecision) -> None:
+    """The decision as the version's `gate.*` tags (`_recorded_decision` reads them back)."""
+    tags = {"gate.decision": "promoted to champion" if d.alias == CHAMPION else "kept champion; challenger",
+            "gate.new_macro_f1": repr(float(d.new_macro_f1)),  # exact: a retry reads them back
+            "gate.champion_macro_f1": "" if d.champion_macro_f1 is None else repr(float(d.champion_macro_f1)),
+            "gate.previous_champion": d.previous_champion or "",
+            "gate.compared_names": "" if d.compared_names is None else str(d.compared_names),
+            "gate.excluded_names": str(d.excluded_names),
+            "gate.alias": d.alias}  # written last: its presence means all are there
+    for key, value in tags.items():
+        client.set_model_version_tag(name, d.version, key, value)
+
+
+def _version(model_version) -> str | None:
+    return None if model_version is None else str(model_version.version)
 
 
 def _judge(client: MlflowClient, name: str, version: str, new_macro_f1: float, test_names: list[str],
            test_languages: list[str], current) -> PromotionDecision:
     """Both models' macro-F1 on the test names the champion did not learn from, and the verdict."""
-    if current is None or str(current.version) == version:
+    if _version(current) in {None, version}:
         return PromotionDecision(version, CHAMPION, new_macro_f1, None, None)
     learnt = learnt_names(client, current.run_id)
     keep = [i for i, n in enumerate(test_names) if learnt is None or n not in learnt]
@@ -214,13 +221,11 @@ def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
         if not run_id or LEARNT_NAMES_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
             return None
         path = client.download_artifacts(run_id, LEARNT_NAMES_ARTIFACT)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+    except (MlflowException, OSError) as exc:  # OSError: requests' connection errors, a local store's files
+        if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # the run itself is gone
             return None
-        raise TrackingError(f"could not read the champion's learnt names ({str(exc).splitlines()[0]})",
+        raise TrackingError(f"could not read the champion's learnt names ({_said(exc)})",
                             mlflow.get_tracking_uri()) from exc
-    except OSError as exc:
-        raise TrackingError(f"could not read the champion's learnt names ({exc})", mlflow.get_tracking_uri()) from exc
     return set(Path(path).read_text(encoding="utf-8").splitlines())
 
 

@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from pipeline.config import PipelineConfig, flat_params
-from pipeline.errors import NamelangError, NamelangWarning, TrackingError
+from pipeline.errors import NamelangError, NamelangWarning, TrackingError, first_line
 
 EXPERIMENT = "namelang"
 MODEL_NAME = "namelang"
@@ -171,7 +171,7 @@ class TrackedRun:
             self.finish("FAILED")
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, the first error matters more
             warnings.warn(f"could not mark MLflow run {self.run_id} as FAILED ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''})", NamelangWarning,
+                          f"{first_line(exc)})", NamelangWarning,
                           stacklevel=2)
 
     @contextlib.contextmanager

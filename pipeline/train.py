@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.errors import NamelangError, NamelangWarning
+from pipeline.errors import NamelangError, NamelangWarning, first_line
 from pipeline.features import SPLIT_NAMES, TRAIN, VALIDATION, TensorData
 from pipeline.model import CharClassifier, combine
 
@@ -156,7 +156,7 @@ def _step_gradients(model: CharClassifier, loss_fn: nn.Module, optimizer: torch.
     except RuntimeError as exc:
         if not autocast or isinstance(exc, torch.cuda.OutOfMemoryError):
             raise  # out of memory is not a bf16 problem: float32 would need more
-        warnings.warn(f"bf16 autocast failed on {device} ({str(exc).splitlines()[0]}); training in float32",
+        warnings.warn(f"bf16 autocast failed on {device} ({first_line(exc)}); training in float32",
                       NamelangWarning, stacklevel=2)
         _BF16_FAILED.add(str(device))
         return _step_gradients(model, loss_fn, optimizer, x, n, y, device)
@@ -270,7 +270,7 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
             state = saved["state"]
         except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as exc:
             raise NamelangError(f"checkpoint does not match this model or version ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0] if str(exc) else exc}); delete it or train without "
+                                f"{first_line(exc)}); delete it or train without "
                                 "--resume", checkpoint) from exc
         refit_state = saved.get("refit_state")
         resumed_from = state["epoch"]

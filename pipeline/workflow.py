@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline import __version__, features, ingest, normalize
 from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
-from pipeline.errors import NamelangError, TrackingError
+from pipeline.errors import NamelangError, TrackingError, first_line
 from pipeline.evaluate import Evaluation, evaluate, model_card, write_reports
 from pipeline.features import TEST, TRAIN, VALIDATION, TensorData
 from pipeline.ingest import IngestResult, git_commit
@@ -218,7 +218,7 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
         raise
     except Exception as exc:
         raise TrackingError(f"could not log or register the model in MLflow ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else ''}); the trained model is kept "
+                            f"{first_line(exc)}); the trained model is kept "
                             f"on disk", bundle) from exc
     return Registration(run.run_id, version.source, str(version.version), decision, str(bundle))
 
@@ -241,7 +241,8 @@ def summary(result: TrainResult, ev: Evaluation, registration: Registration | No
         out["checkpoint"] = str(result.checkpoint)
     if registration is not None:
         out.update(version=registration.version, alias=registration.decision.alias,
-                   run_id=registration.run_id, champion_macro_f1=registration.decision.champion_macro_f1)
+                   run_id=registration.run_id, champion_macro_f1=registration.decision.champion_macro_f1,
+                   gate=registration.decision.as_dict())
     return out
 
 

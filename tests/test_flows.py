@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -360,6 +361,8 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     [checkpoint] = checkpoints.iterdir()
     assert load_checkpoint(checkpoint)["state"]["epoch"] == 1
     assert f"the time budget ended training; its checkpoint is kept ({checkpoint})" in result.output
+    assert re.search(r"gate: macro-F1 [\d.]+ against champion version \d+'s [\d.]+, on \d+ test rows\n",
+                     result.output), result.output  # why it got its alias (the same split: nothing left out)
     result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--epochs", "3", "--resume"])
     assert result.exit_code == 0, result.output
     assert "resumed from the checkpoint written after epoch 1" in result.output
@@ -437,26 +440,22 @@ def test_only_user_errors_lose_their_traceback_in_prefect_logs():
     assert bug.exc_info is not None and wrapped_bug.exc_info is not None
 
 
-def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp_path):
-    """A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect API
-    must outlive it long enough for the flow to record the interrupt."""
+def _ctrl_c(args: list[str], cwd: Path, env: dict, ready, settle_s: float = 0.0) -> tuple[int, float, str]:
+    """Run `namelang *args` as a terminal would (its own process group), wait for the output line
+    `ready` accepts (and `settle_s` more), then Ctrl-C the whole group: (exit code, seconds it took
+    to stop, output)."""
     import signal
     import time
 
-    settings = tiny_config(tmp_path, small_names_folder(tmp_path), epochs=2000, patience=2000)
-    config_file = tmp_path / "settings.json"
-    config_file.write_text(settings.model_dump_json())
-    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PREFECT_HOME": str(tmp_path / "prefect-home")}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), "train", "--config", str(config_file)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []
     try:
         for line in proc.stdout:
             lines.append(line)
-            if "epoch 3/2000" in line:
+            if ready(line):
                 break
+        time.sleep(settle_s)
         assert proc.poll() is None, "".join(lines)[-3000:]
         interrupted = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
@@ -464,8 +463,20 @@ def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp
         took = time.monotonic() - interrupted
     finally:
         _kill(proc)
-    output = "".join(lines) + rest
-    assert proc.returncode == 130, output[-3000:]
+    return proc.returncode, took, "".join(lines) + rest
+
+
+def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp_path):
+    """A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect API
+    must outlive it long enough for the flow to record the interrupt."""
+    settings = tiny_config(tmp_path, small_names_folder(tmp_path), epochs=2000, patience=2000)
+    config_file = tmp_path / "settings.json"
+    config_file.write_text(settings.model_dump_json())
+    store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    returncode, took, output = _ctrl_c(["train", "--config", str(config_file)], tmp_path, env,
+                                       ready=lambda line: "epoch 3/2000" in line)
+    assert returncode == 130, output[-3000:]
     assert took < 30, output[-3000:]  # was over two minutes when the server died with the flow
     assert "--resume" in output and "Connection refused" not in output and "Error logging to API" not in output
     assert "Crashed" in output or "Cancelled" in output  # the flow run's end was recorded, not left Running
@@ -494,31 +505,13 @@ def test_cli_batch_predicts_a_file(first_run, tmp_path):
 def test_ctrl_c_during_cli_batch_stops_at_once_and_writes_nothing(first_run, tmp_path):
     """As for training: the temporary Prefect API must not die with the flow on a terminal's Ctrl-C
     (it did: minutes of connection tracebacks), and a half-predicted file is never written."""
-    import signal
-    import time
-
     names = tmp_path / "many.txt"
     names.write_text("Nakamura\nRossi\nSmith\nIvanov\n" * 250_000, encoding="utf-8")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), "batch", str(names), "--chunk-size",
-                             "500"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if "resolve-model" in line and "Completed" in line:  # predicting now
-                break
-        time.sleep(2)
-        assert proc.poll() is None, "".join(lines)[-3000:]
-        interrupted = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)
-        rest, _ = proc.communicate(timeout=90)
-        took = time.monotonic() - interrupted
-    finally:
-        _kill(proc)
-    output = "".join(lines) + rest
-    assert proc.returncode == 130 and took < 30, output[-3000:]
+    returncode, took, output = _ctrl_c(["batch", str(names), "--chunk-size", "500"], tmp_path, env,
+                                       ready=lambda line: "resolve-model" in line and "Completed" in line,
+                                       settle_s=2)  # predicting by then
+    assert returncode == 130 and took < 30, output[-3000:]
     assert "nothing was written" in output and "Connection refused" not in output, output[-3000:]
     assert not list(tmp_path.glob("many.txt.predictions.parquet*"))  # neither the output nor a temp file
 

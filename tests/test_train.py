@@ -95,16 +95,23 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_continues_from_the_checkpoint_of_an_interrupted_run(small_data, tmp_path):
-    config = tiny_train(tmp_path / "interrupted", epochs=5, patience=10)
-    full = train_model(small_data, TINY, config.model_copy(update={"checkpoint_dir": tmp_path / "full"}))
+def full_and_interrupted(data, config: TrainConfig, full_dir: Path):
+    """An uninterrupted run (checkpoints in `full_dir`), and the same run interrupted after epoch 2
+    (its checkpoint in `config.checkpoint_dir`); returns the first."""
+    full = train_model(data, TINY, config.model_copy(update={"checkpoint_dir": full_dir}))
 
     def stop_after_two(record: dict) -> None:
         if record["epoch"] == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_model(small_data, TINY, config, on_epoch=stop_after_two)
+        train_model(data, TINY, config, on_epoch=stop_after_two)
+    return full
+
+
+def test_resume_continues_from_the_checkpoint_of_an_interrupted_run(small_data, tmp_path):
+    config = tiny_train(tmp_path / "interrupted", epochs=5, patience=10)
+    full = full_and_interrupted(small_data, config, tmp_path / "full")
     seen: list[dict] = []
     resumed = train_model(small_data, TINY, config, on_epoch=seen.append, resume=True)
     # the callback hears of every epoch: the two before the interruption first (a new tracking run
@@ -321,14 +328,7 @@ def test_cuda_resume_continues_the_interrupted_run(small_data, tmp_path):
     """The CUDA generator is saved and restored with the rest; GPU kernels (atomics in embedding
     gradients, cuDNN) need not be bit-reproducible, so the comparison allows rounding."""
     config = tiny_train(tmp_path / "interrupted", device="cuda", epochs=5, patience=10)
-    full = train_model(small_data, TINY, config.model_copy(update={"checkpoint_dir": tmp_path / "full"}))
-
-    def stop_after_two(record: dict) -> None:
-        if record["epoch"] == 2:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train_model(small_data, TINY, config, on_epoch=stop_after_two)
+    full = full_and_interrupted(small_data, config, tmp_path / "full")
     assert load_checkpoint(next((tmp_path / "interrupted" / "checkpoints").glob("train-*.pt")))["cuda_rng"] is not None
     resumed = train_model(small_data, TINY, config, resume=True)
     assert resumed.resumed_from_epoch == 2 and resumed.device.startswith("cuda")
