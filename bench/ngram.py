@@ -86,7 +86,7 @@ def evaluate(model: Pipeline, data: TensorData, side: int = TEST) -> dict:
     t0 = time.perf_counter()
     pred = model.predict(x)
     seconds = time.perf_counter() - t0
-    return {**scores(y, pred), "names_per_s": len(x) / max(seconds, 1e-9)}
+    return {**scores(y, pred), "names_per_s": len(x) / max(seconds, 1e-9), "pred": np.asarray(pred)}
 
 
 def main() -> None:
