@@ -97,6 +97,8 @@ def missing_model_problem(ref: str) -> str | None:
     """What is missing of `models:/<ref>` and what there is instead (a registered model whose alias
     or version is missing needs another alias or version, not another training run); None when all
     of it is there (the model failed to load for another reason) or the store cannot say."""
+    # split by hand: MLflow's own parser (mlflow.store.artifact.utils.models._parse_model_uri) is
+    # private, and it reads `models:/<name>` without a version as a logged-model id, not a name
     name, alias, version = ref, None, None
     if "@" in ref:
         name, alias = ref.split("@", 1)
