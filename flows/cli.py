@@ -171,16 +171,17 @@ def _command(name: str) -> str:
 
 
 def _read_names(names: list[str], file: Path | None) -> list[str]:
+    from pipeline.batch import stream_lines, text_lines  # the batch reader: BOM removed, a bad byte named by its line
+
     collected = list(names)
     if file is not None:
-        from pipeline.batch import text_lines  # the batch reader: BOM removed, a bad byte named by its line
-
         try:
             collected += [line.strip() for chunk in text_lines(file) for line in chunk if line.strip()]
         except OSError as exc:
             raise NamelangError(f"cannot read names: {exc.strerror or exc}", file) from exc
     if not collected and not sys.stdin.isatty():
-        collected = [line.strip() for line in sys.stdin if line.strip()]
+        collected = [line.strip() for chunk in stream_lines(sys.stdin.buffer, "<stdin>") for line in chunk
+                     if line.strip()]
     if not collected:
         raise NamelangError("no names given: pass them as arguments, with --file, or on standard input")
     return collected
@@ -224,8 +225,9 @@ def predict(
         typer.echo(json.dumps(records, ensure_ascii=False, indent=2))
     else:
         for rec in records:
-            if rec["error"]:
-                typer.echo(f"{rec['name']}: error: {rec['error']}")
+            if rec["error"]:  # a blank name is shown quoted, not as an empty start of line
+                shown = rec["name"] if isinstance(rec["name"], str) and rec["name"].strip() else repr(rec["name"])
+                typer.echo(f"{shown}: error: {rec['error']}")
             else:
                 typer.echo(f"{rec['name']}: " + ", ".join(f"{t['language']} ({t['probability']:.2f})"
                                                           for t in rec["top"]))

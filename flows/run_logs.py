@@ -18,9 +18,16 @@ from pipeline.errors import NamelangWarning, explained_by_input
 RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 
 
+# Prefect's process that runs a deployment's flow logs this after the flow's own failure line; for
+# an input error it would read as a bug ("unexpected"), and the flow's line has already said it all
+_ENGINE_EXIT = "Engine execution exited with unexpected exception"
+
+
 class UserErrorsInOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and explained_by_input(record.exc_info[1]):
+            if record.getMessage() == _ENGINE_EXIT:
+                return False
             record.exc_info, record.exc_text = None, None
         return True
 

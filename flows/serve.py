@@ -43,7 +43,8 @@ def deployments(cron: str = DEFAULT_CRON, source: str = DEFAULT_SOURCE, timezone
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cron", default=os.environ.get("NAMELANG_RETRAIN_CRON", DEFAULT_CRON),
                         help=f"retraining schedule (default: {DEFAULT_CRON!r}, env NAMELANG_RETRAIN_CRON)")
     parser.add_argument("--source", default=os.environ.get("NAMELANG_SOURCE", DEFAULT_SOURCE),

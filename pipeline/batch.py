@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -71,18 +72,24 @@ def text_lines(path: Path, chunk_size: int = 50_000) -> Iterator[list[str]]:
     """Lines of a UTF-8 text file (BOM and line endings removed), decoded one by one so that a bad
     byte is reported on its own line (a text-mode file decodes blocks ahead of the line read)."""
     with open(path, "rb") as fh:
-        chunk: list[str] = []
-        for line_number, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise NamelangError(f"not valid UTF-8 text ({exc.reason})", path, line_number) from exc
-            chunk.append(line.rstrip("\r\n"))
-            if len(chunk) >= chunk_size:
-                yield chunk
-                chunk = []
-        if chunk:
+        yield from stream_lines(fh, path, chunk_size)
+
+
+def stream_lines(stream: BinaryIO, source: str | Path, chunk_size: int = 50_000) -> Iterator[list[str]]:
+    """`text_lines` of an open binary stream (standard input too), errors naming it `source`."""
+    chunk: list[str] = []
+    for line_number, raw in enumerate(stream, 1):
+        try:
+            line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            problem = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason})"  # as ingest says it
+            raise NamelangError(problem, source, line_number) from exc
+        chunk.append(line.rstrip("\r\n"))
+        if len(chunk) >= chunk_size:
             yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _output_schema(columns: list[str]) -> pa.Schema:

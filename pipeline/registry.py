@@ -110,7 +110,7 @@ def missing_model_problem(ref: str) -> str | None:
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return f"no model {ref!r} in the registry at {mlflow.get_tracking_uri()}; {_TRAIN_ONE}"
+            return f"no model {name!r} in the registry at {mlflow.get_tracking_uri()}; {_TRAIN_ONE}"
         return None
     if not versions:
         return f"model {name!r} has no versions yet; {_TRAIN_ONE}"

@@ -34,7 +34,7 @@ def test_csv_and_parquet_read_the_named_column(tmp_path):
 
 
 @pytest.mark.parametrize(("body", "line", "problem"), [
-    (b"id,name\n1,Smith\n2,Mu\xffller\n3,Rossi\n", 3, "not valid UTF-8 text (invalid start byte)"),
+    (b"id,name\n1,Smith\n2,Mu\xffller\n3,Rossi\n", 3, "not valid UTF-8 (byte 0xff: invalid start byte)"),
     (b"id,name\n1,Smith\n\n2,Rossi,extra\n3,Lee\n", 4, "expected 2 fields as in the header, found 3"),
 ])
 def test_bad_csv_names_its_line(tmp_path, body, line, problem):

@@ -21,7 +21,7 @@ from prefect.testing.utilities import prefect_test_harness
 from flows.batch_predict import batch_predict
 from flows.training import prepare_data, train_name_classifier
 from pipeline.checkpoint import load_checkpoint
-from pipeline.errors import NamelangError, TrackingError
+from pipeline.errors import DownloadError, NamelangError, TrackingError
 from pipeline.features import load_tensors
 from pipeline.tracking import experiment_id
 from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
@@ -421,11 +421,11 @@ def test_only_user_errors_lose_their_traceback_in_prefect_logs():
 
     from flows.run_logs import UserErrorsInOneLine
 
-    def record(exc: Exception, cause: Exception | None = None) -> logging.LogRecord:
+    def record(exc: Exception, cause: Exception | None = None, message: str = "failed") -> logging.LogRecord:
         try:
             raise exc from cause
         except Exception:
-            return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
+            return logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1, message, None, sys.exc_info())
 
     bad_input = record(NamelangError("not valid UTF-8", "German.txt", 2),
                        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"))
@@ -438,6 +438,10 @@ def test_only_user_errors_lose_their_traceback_in_prefect_logs():
         assert UserErrorsInOneLine().filter(r)  # every record is still logged
     assert bad_input.exc_info is None and plain.exc_info is None
     assert bug.exc_info is not None and wrapped_bug.exc_info is not None
+    # a deployment's flow process repeats the failure as "unexpected": dropped for input errors only
+    engine_exit = "Engine execution exited with unexpected exception"
+    assert not UserErrorsInOneLine().filter(record(DownloadError("HTTP 503", "http://127.0.0.1/x"), None, engine_exit))
+    assert UserErrorsInOneLine().filter(record(KeyError("oops"), None, engine_exit))
 
 
 def _ctrl_c(args: list[str], cwd: Path, env: dict, ready, settle_s: float = 0.0) -> tuple[int, float, str]:

@@ -235,7 +235,12 @@ def test_cli_predict_prints_top_languages_and_json(store):
     names.write_bytes(b"Nakamura\nTana\xffka\n")
     result = runner.invoke(app, ["predict", "--file", str(names)])
     assert result.exit_code == 2
-    assert result.output.strip() == f"error: {names}:2: not valid UTF-8 text (invalid start byte)"
+    assert result.output.strip() == f"error: {names}:2: not valid UTF-8 (byte 0xff: invalid start byte)"
+    result = runner.invoke(app, ["predict"], input=b"Nakamura\nTana\xffka\n")  # standard input: the same reader
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: <stdin>:2: not valid UTF-8 (byte 0xff: invalid start byte)"
+    result = runner.invoke(app, ["predict", "", "Nakamura"])
+    assert result.exit_code == 1 and result.output.splitlines()[0] == "'': error: empty name", result.output
 
 
 def test_cli_predict_unknown_alias_is_one_line(store):
@@ -249,6 +254,8 @@ def test_cli_predict_unknown_alias_is_one_line(store):
                          ("models:/namelang", "has no version or alias;")):
         result = CliRunner().invoke(app, ["predict", "Smith", "--model", uri])
         assert result.exit_code == 2 and missing in result.output and "its versions: 1" in result.output, result.output
+    result = CliRunner().invoke(app, ["predict", "Smith", "--model", "models:/nosuch@champion"])
+    assert result.exit_code == 2 and "no model 'nosuch' in the registry" in result.output, result.output
     top = CliRunner().invoke(app, ["predict", "Smith", "--top", "0"])
     assert top.exit_code == 2 and "--top" in top.output
 
