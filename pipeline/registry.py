@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.metrics import f1_score
 
 from pipeline.errors import NamelangError, TrackingError, first_line
-from pipeline.tracking import MODEL_NAME
+from pipeline.tracking import MODEL_NAME, sqlite_file
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LEARNT_NAMES_ARTIFACT = "data/learnt_names.txt"  # in each run: the names its model learnt from
@@ -235,11 +235,11 @@ def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
 def _gate_lock(name: str) -> Iterator[None]:
     """One gate at a time on a SQLite store (two runs at once both judged against the old champion,
     and the later one won the alias whatever its score); a server store has no file to lock."""
-    uri = mlflow.get_registry_uri()
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_file(mlflow.get_registry_uri())
+    if db is None:
         yield
         return
-    lock = filelock.FileLock(f"{uri.removeprefix('sqlite:///')}.{name}-gate.lock", timeout=GATE_LOCK_TIMEOUT_S)
+    lock = filelock.FileLock(f"{db}.{name}-gate.lock", timeout=GATE_LOCK_TIMEOUT_S)
     try:
         lock.acquire()
     except filelock.Timeout as exc:

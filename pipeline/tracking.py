@@ -34,6 +34,11 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{(DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of an embedded `sqlite:///` store; None for a tracking server."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
 def tracking_uri() -> str:
     """`MLFLOW_TRACKING_URI` when set (a team's server), else the embedded SQLite store in mlruns/."""
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
@@ -60,8 +65,8 @@ def configure(uri: str | None = None, create: bool = True) -> str:
     With `create=False` (prediction), a missing SQLite store is an error, not a new empty store.
     """
     uri = uri or tracking_uri()
-    if urlparse(uri).scheme == "sqlite":
-        db = Path(uri.removeprefix("sqlite:///"))
+    db = sqlite_file(uri)
+    if db is not None:
         if not create and not db.exists():
             raise NamelangError("no MLflow store here, so no model to use; train one with `make run` or "
                                 "`namelang train --source DATA` (or set MLFLOW_TRACKING_URI)", db)
@@ -80,10 +85,8 @@ def experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None
-    uri = client._tracking_client.tracking_uri
-    if uri.startswith("sqlite:///"):  # embedded store: artifacts beside the database
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    db = sqlite_file(client._tracking_client.tracking_uri)  # embedded store: artifacts beside the database
+    location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
     return client.create_experiment(name, artifact_location=location)
 
 
@@ -171,8 +174,7 @@ class TrackedRun:
             self.finish("FAILED")
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, the first error matters more
             warnings.warn(f"could not mark MLflow run {self.run_id} as FAILED ({type(exc).__name__}: "
-                          f"{first_line(exc)})", NamelangWarning,
-                          stacklevel=2)
+                          f"{first_line(exc)})", NamelangWarning, stacklevel=2)
 
     @contextlib.contextmanager
     def failed_on_error(self) -> Iterator[None]:
