@@ -116,9 +116,10 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun, resume: boo
                     r["epoch"], config.train.epochs, r["train_loss"], r["train_acc"], r["val_acc"] or float("nan"),
                     r["val_macro_f1"] or float("nan"), r["epoch_seconds"])
 
-    result = workflow.train(data, config, run, resume, on_epoch=log_epoch)
-    if result.resumed_from_epoch is not None:
-        logger.info("resumed from the checkpoint written after epoch %d", result.resumed_from_epoch)
+    def log_resume(epoch: int) -> None:
+        logger.info("resuming from the checkpoint written after epoch %d (its epochs' figures follow)", epoch)
+
+    result = workflow.train(data, config, run, resume, on_epoch=log_epoch, on_resume=log_resume)
     logger.info("training ended after epoch %d (stopped by %s); kept epoch %d, validation macro-F1 %.4f, %.1f s",
                 len(result.history), result.stopped_by, result.best_epoch, result.best_val_macro_f1,
                 result.train_seconds)

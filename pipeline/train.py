@@ -218,7 +218,8 @@ def refit(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, epoc
 
 def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig,
                 on_epoch: EpochCallback | None = None, resume: bool = False,
-                extra_metrics: Callable[[nn.Module], dict] | None = None) -> TrainResult:
+                extra_metrics: Callable[[nn.Module], dict] | None = None,
+                on_resume: Callable[[int], None] | None = None) -> TrainResult:
     """Train on the train split, early-stop on validation macro-F1, return the best weights
     (or, with `refit_on_train_and_validation`, a model retrained on train + validation for the
     best epoch count; `best_val_macro_f1` and `history` stay those of the first phase). With
@@ -227,7 +228,8 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
 
     `on_epoch(record)` is called after every epoch with that epoch's figures, while its checkpoint is
     written in the background (complete on disk once this function returns or raises); on resume it
-    is first called with each epoch trained before the interruption;
+    is first called with each epoch trained before the interruption; `on_resume(epoch)`, if given, is
+    called once a checkpoint has been loaded, before those replayed epochs (so a log says so up front);
     `extra_metrics(model)`, if given, adds to the record (e.g. test accuracy for a benchmark's
     learning curve) and its time is kept off the training clock.
     """
@@ -274,6 +276,8 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                                 "--resume", checkpoint) from exc
         refit_state = saved.get("refit_state")
         resumed_from = state["epoch"]
+        if on_resume is not None:
+            on_resume(resumed_from)
         if state.get("stopped_by_budget") and (train_cfg.max_seconds is None
                                                or state["elapsed"] < train_cfg.max_seconds):
             state.update(finished=False, stopped_by_budget=False)  # a time budget stop, now lifted: go on

@@ -117,14 +117,16 @@ def start_run(config: PipelineConfig, table: NamesTable, tags: dict[str, str] | 
 
 
 def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = None, resume: bool = False,
-          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train; every epoch's metrics go to the MLflow run (curves) and to `on_epoch` (e.g. a log)."""
+          on_epoch: Callable[[dict], None] | None = None,
+          on_resume: Callable[[int], None] | None = None) -> TrainResult:
+    """Train; every epoch's metrics go to the MLflow run (curves) and to `on_epoch` (e.g. a log);
+    `on_resume(epoch)` hears first when a checkpoint is resumed."""
     def each_epoch(record: dict) -> None:
         for callback in (run, on_epoch):
             if callback is not None:
                 callback(record)
 
-    result = train_model(data, config.model, config.train, on_epoch=each_epoch, resume=resume)
+    result = train_model(data, config.model, config.train, on_epoch=each_epoch, resume=resume, on_resume=on_resume)
     if run is not None:
         run.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
                          "train_seconds": result.train_seconds})

@@ -112,10 +112,13 @@ def full_and_interrupted(data, config: TrainConfig, full_dir: Path):
 def test_resume_continues_from_the_checkpoint_of_an_interrupted_run(small_data, tmp_path):
     config = tiny_train(tmp_path / "interrupted", epochs=5, patience=10)
     full = full_and_interrupted(small_data, config, tmp_path / "full")
-    seen: list[dict] = []
-    resumed = train_model(small_data, TINY, config, on_epoch=seen.append, resume=True)
-    # the callback hears of every epoch: the two before the interruption first (a new tracking run
-    # gets whole curves), then the three trained now
+    seen: list = []
+    resumed = train_model(small_data, TINY, config, on_epoch=seen.append, resume=True,
+                          on_resume=lambda epoch: seen.append(f"resumed after {epoch}"))
+    # the resume is announced first; then the callback hears of every epoch: the two before the
+    # interruption (a new tracking run gets whole curves), then the three trained now
+    assert seen[0] == "resumed after 2"
+    seen = seen[1:]
     assert resumed.resumed_from_epoch == 2 and [r["epoch"] for r in seen] == [1, 2, 3, 4, 5]
     assert [r["train_loss"] for r in seen] == [r["train_loss"] for r in full.history]
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4, 5]
