@@ -474,3 +474,60 @@ def test_a_retried_gate_judges_again_when_a_newer_champion_came(store):
     tags = client.get_model_version(MODEL_NAME, copy.version).tags
     assert tags["gate.alias"] == CHALLENGER and tags["gate.previous_champion"] == str(champion.version)
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
+
+
+def _names_new_to(client: MlflowClient, champion, count: int = 20) -> list[str]:
+    """Japanese names the champion did not learn from (it knows Japanese well: it scores above 0)."""
+    from pipeline.registry import learnt_names
+
+    learnt = learnt_names(client, champion.run_id)
+    japanese = (SHARED_NAMES / "Japanese.txt").read_text(encoding="utf-8").split()
+    return [n for n in japanese if n not in learnt][:count]
+
+
+def test_a_gate_retried_after_a_half_written_judgement_judges_afresh(store):
+    """`gate.alias` is written last: without it, the other `gate.*` tags of a judgement cut short are
+    not taken for a decision. (At the end of this module: it may move the alias.)"""
+    from pipeline.registry import promote_if_better
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    copy = mlflow.register_model(champion.source, MODEL_NAME)
+    # a judgement against today's champion, cut short before its last tag: replayed, it would crown the copy
+    for key, value in {"gate.decision": "promoted to champion", "gate.new_macro_f1": "0.99",
+                       "gate.champion_macro_f1": "0.5", "gate.previous_champion": str(champion.version)}.items():
+        client.set_model_version_tag(MODEL_NAME, copy.version, key, value)
+    names = _names_new_to(client, champion)
+    decision = promote_if_better(str(copy.version), 0.0, names, ["Japanese"] * len(names))
+    assert decision.alias == CHALLENGER and decision.previous_champion == str(champion.version)
+    assert decision.new_macro_f1 == 0.0 and decision.champion_macro_f1 > 0
+    tags = client.get_model_version(MODEL_NAME, copy.version).tags
+    assert tags["gate.alias"] == CHALLENGER and tags["gate.new_macro_f1"] == "0.0"
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
+
+
+def test_the_gate_judges_again_when_the_champion_moves_while_it_scores(store, monkeypatch):
+    """A tracking server has no lock file: another run's gate may crown its version while this one is
+    scoring the old champion. The verdict must be against the champion there is at the end."""
+    from pipeline import registry
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    rival = mlflow.register_model(champion.source, MODEL_NAME)  # crowned by another gate meanwhile
+    candidate = mlflow.register_model(champion.source, MODEL_NAME)
+    names = _names_new_to(client, champion)
+    scored: list[str] = []
+    real_score = registry.score_model
+
+    def score_while_another_gate_crowns(uri: str, names_: list[str], languages: list[str]) -> float:
+        scored.append(uri)
+        if len(scored) == 1:
+            client.set_registered_model_alias(MODEL_NAME, CHAMPION, rival.version)
+        return real_score(uri, names_, languages)
+
+    monkeypatch.setattr(registry, "score_model", score_while_another_gate_crowns)
+    decision = registry.promote_if_better(str(candidate.version), 0.0, names, ["Japanese"] * len(names))
+    assert scored == [f"models:/{MODEL_NAME}/{champion.version}", f"models:/{MODEL_NAME}/{rival.version}"]
+    assert decision.previous_champion == str(rival.version) and decision.alias == CHALLENGER
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(rival.version)
+    assert client.get_model_version(MODEL_NAME, candidate.version).tags["gate.previous_champion"] == str(rival.version)
