@@ -12,31 +12,34 @@ from prefect.cache_policies import NO_CACHE
 from flows.retries import worth_retrying
 from pipeline.batch import predict_file
 from pipeline.errors import NamelangError
-from pipeline.registry import get_alias_version, load_model, missing_model_problem, model_uri
-from pipeline.tracking import MODEL_NAME, configure
+from pipeline.registry import get_alias_version, load_model, missing_model_problem, model_uri, parse_model_uri
+from pipeline.tracking import configure
 
 TRANSIENT_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition_fn": worth_retrying}
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
 def resolve_version(uri: str) -> str:
-    """The concrete version behind an alias URI, recorded beside every prediction."""
+    """The concrete version behind an alias URI: recorded beside every prediction, and the one loaded
+    (an alias moved meanwhile does not change the model mid-file). Other URIs are kept as they are."""
     configure(create=False)
-    if uri.startswith(f"models:/{MODEL_NAME}@"):
-        alias = uri.split("@", 1)[1]
-        version = get_alias_version(MlflowClient(), alias)
+    ref = parse_model_uri(uri)
+    if ref is not None and ref.alias is not None:
+        version = get_alias_version(MlflowClient(), ref.alias, ref.name)
         if version is None:
             # the same message as every other command: which aliases and versions there are instead
-            raise NamelangError(missing_model_problem(uri.removeprefix("models:/"))
-                                or f"no version of model {MODEL_NAME!r} has the alias {alias!r}")
+            raise NamelangError(missing_model_problem(ref)
+                                or f"no version of model {ref.name!r} has the alias {ref.alias!r}")
         return str(version.version)
-    number = uri.removeprefix(f"models:/{MODEL_NAME}/")
-    return number if number.isdigit() else uri  # a version asked for by number is recorded as its number
+    if ref is not None and ref.version is not None and ref.version.isdigit():
+        return ref.version  # a version asked for by number is recorded as its number
+    return uri
 
 
 @task(name="predict-file", cache_policy=NO_CACHE)
 def predict(uri: str, version: str, input_path: Path, output_path: Path, column: str, chunk_size: int) -> dict:
-    model = load_model(f"models:/{MODEL_NAME}/{version}" if version.isdigit() else uri)
+    ref = parse_model_uri(uri)
+    model = load_model(f"models:/{ref.name}/{version}" if ref is not None and version.isdigit() else uri)
     return predict_file(model, input_path, output_path, version, column, chunk_size)
 
 

@@ -86,24 +86,45 @@ def load_model(uri: str = model_uri()):
     except MlflowException as exc:
         if exc.error_code not in _NOT_THERE:
             raise TrackingError(f"the model store failed while loading the model ({_said(exc)})", uri) from exc
-        problem = missing_model_problem(uri.removeprefix("models:/")) if uri.startswith("models:/") else None
+        ref = parse_model_uri(uri)
+        problem = missing_model_problem(ref) if ref is not None else None
         raise NamelangError(problem or f"cannot load model: {_said(exc)}", None if problem else uri) from exc
 
 
 _TRAIN_ONE = "train one with `make run` or `namelang train --source DATA`"
 
 
-def missing_model_problem(ref: str) -> str | None:
-    """What is missing of `models:/<ref>` and what there is instead (a registered model whose alias
-    or version is missing needs another alias or version, not another training run); None when all
-    of it is there (the model failed to load for another reason) or the store cannot say."""
-    # split by hand: MLflow's own parser (mlflow.store.artifact.utils.models._parse_model_uri) is
-    # private, and it reads `models:/<name>` without a version as a logged-model id, not a name
-    name, alias, version = ref, None, None
+@dataclass(frozen=True)
+class ModelRef:
+    """A `models:/` URI's parts: a registered model's name, and an alias or a version (or neither)."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+
+def parse_model_uri(uri: str) -> ModelRef | None:
+    """`models:/<name>@<alias>`, `models:/<name>/<version>` or `models:/<name>`; None for any other URI
+    (`runs:/...`, a path). Split by hand: MLflow's own parser
+    (mlflow.store.artifact.utils.models._parse_model_uri) is private, and it reads `models:/<name>`
+    without a version as a logged-model id, not a name."""
+    if not uri.startswith("models:/"):
+        return None
+    ref = uri.removeprefix("models:/")
     if "@" in ref:
         name, alias = ref.split("@", 1)
-    elif "/" in ref:
+        return ModelRef(name, alias=alias)
+    if "/" in ref:
         name, version = ref.split("/", 1)
+        return ModelRef(name, version=version)
+    return ModelRef(ref)
+
+
+def missing_model_problem(ref: ModelRef) -> str | None:
+    """What is missing of the model `ref` names and what there is instead (a registered model whose
+    alias or version is missing needs another alias or version, not another training run); None when
+    all of it is there (the model failed to load for another reason) or the store cannot say."""
+    name, alias, version = ref.name, ref.alias, ref.version
     client = MlflowClient()
     try:
         registered = client.get_registered_model(name)

@@ -12,6 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -252,6 +253,12 @@ def test_batch_predict_records_a_version_asked_for_by_number_as_its_number(first
     path.write_text("Rossi\n", encoding="utf-8")
     batch_predict(str(path), str(tmp_path / "out.parquet"), model="models:/namelang/1")
     assert pd.read_parquet(tmp_path / "out.parquet")["model_version"].tolist() == ["1"]
+    # an alias of another registered model is resolved to its version too, not recorded as the URI
+    client = MlflowClient()
+    other = mlflow.register_model(client.get_model_version("namelang", "1").source, "namelang-other")
+    client.set_registered_model_alias("namelang-other", "production", other.version)
+    batch_predict(str(path), str(tmp_path / "other.parquet"), model="models:/namelang-other@production")
+    assert pd.read_parquet(tmp_path / "other.parquet")["model_version"].tolist() == [str(other.version)]
 
 
 def test_batch_predict_missing_column_is_clear(first_run, tmp_path):
