@@ -34,9 +34,9 @@ import torch  # noqa: E402
 from pipeline import workflow  # noqa: E402
 from pipeline.config import DataConfig, PipelineConfig, TrainConfig  # noqa: E402
 from pipeline.features import encode_names  # noqa: E402
+from pipeline.model import predict_logits  # noqa: E402
 from pipeline.normalize import to_ascii  # noqa: E402
 from pipeline.tracking import TrackedRun, configure  # noqa: E402
-from pipeline.train import predict_logits  # noqa: E402
 
 
 def percentile_ms(samples: list[float], q: float) -> float:

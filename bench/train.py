@@ -63,7 +63,8 @@ from bench.ngram import evaluate as ngram_evaluate  # noqa: E402
 from bench.ngram import fit_ngram, make_model, scores, texts  # noqa: E402
 from pipeline.config import DataConfig, ModelConfig, SplitConfig, TrainConfig  # noqa: E402
 from pipeline.features import ALPHABET, TEST, TRAIN, TensorData, build_tensors  # noqa: E402
-from pipeline.train import predict_logits, split_metrics, train_model  # noqa: E402
+from pipeline.model import predict_logits  # noqa: E402
+from pipeline.train import split_metrics, train_model  # noqa: E402
 
 SHARED_NAMES = ROOT.parent / "shared" / "data" / "names"
 

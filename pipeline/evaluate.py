@@ -26,7 +26,7 @@ from sklearn.metrics import (  # noqa: E402
 
 from pipeline.atomic import atomic_path, write_text_atomic  # noqa: E402
 from pipeline.features import SPLIT_NAMES, TEST, TensorData  # noqa: E402
-from pipeline.train import predict_logits  # noqa: E402
+from pipeline.model import predict_logits  # noqa: E402
 
 
 @dataclass

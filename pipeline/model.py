@@ -162,3 +162,19 @@ class CharClassifier(nn.Module):
         if self.ngrams is not None:
             features = torch.cat([features, self.ngram_features(tokens, lengths).to(features.dtype)], dim=-1)
         return self.head(self.dropout(features))
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor,
+                   batch_size: int = 2048) -> torch.Tensor:
+    """Logits for many names at once, on the model's device, returned on CPU in input order."""
+    model.eval()
+    device = next(model.parameters()).device
+    order = torch.argsort(lengths)
+    out = torch.empty(len(lengths), model.head.out_features)
+    if len(lengths) == 0:
+        return out
+    for chunk in order.split(batch_size):
+        width = int(lengths[chunk].max().clamp(min=1))
+        out[chunk] = model(tokens[chunk, :width].to(device), lengths[chunk]).float().cpu()
+    return out

@@ -15,9 +15,8 @@ import pyarrow as pa
 import torch
 
 from pipeline.features import encode_names
-from pipeline.model import CharClassifier
+from pipeline.model import CharClassifier, predict_logits
 from pipeline.normalize import REJECTION_REASONS, rejection_codes, to_ascii
-from pipeline.train import predict_logits
 
 TOP_K = 3
 # why a name cannot be classified: the same rules, in the same order, as rows rejected from the

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from sklearn.metrics import f1_score
 
 from pipeline.errors import NamelangError, TrackingError, first_line
 from pipeline.tracking import MODEL_NAME, sqlite_file
@@ -49,6 +48,8 @@ class PromotionDecision:
 
 def macro_f1(predicted: list[str], true: list[str]) -> float:
     """Macro-F1 over the languages present in `true`, from language names (so label sets may differ)."""
+    from sklearn.metrics import f1_score  # here, not at the top: `namelang predict` loads this module, not it
+
     return float(f1_score(np.asarray(true, dtype=object), np.asarray(predicted, dtype=object), average="macro",
                           labels=sorted(set(true)), zero_division=0))
 

@@ -26,7 +26,7 @@ from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.errors import NamelangError, NamelangWarning, first_line
 from pipeline.features import SPLIT_NAMES, TRAIN, VALIDATION, TensorData
-from pipeline.model import CharClassifier, combine
+from pipeline.model import CharClassifier, combine, predict_logits
 
 EpochCallback = Callable[[dict], None]
 # Settings that change how a run is carried out, not the epochs it trains or what its checkpoint holds:
@@ -93,22 +93,6 @@ def class_weights(counts: torch.Tensor, power: float = 0.5) -> torch.Tensor:
     1: "balanced", every language counts the same in the loss)."""
     w = counts.float().clamp(min=1).pow(-power)
     return w / w.mean()
-
-
-@torch.no_grad()
-def predict_logits(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor,
-                   batch_size: int = 2048) -> torch.Tensor:
-    """Logits for many names at once, on the model's device, returned on CPU in input order."""
-    model.eval()
-    device = next(model.parameters()).device
-    order = torch.argsort(lengths)
-    out = torch.empty(len(lengths), model.head.out_features)
-    if len(lengths) == 0:
-        return out
-    for chunk in order.split(batch_size):
-        width = int(lengths[chunk].max().clamp(min=1))
-        out[chunk] = model(tokens[chunk, :width].to(device), lengths[chunk]).float().cpu()
-    return out
 
 
 def split_metrics(model: nn.Module, data: TensorData, side: int, weight: torch.Tensor | None = None) -> dict:

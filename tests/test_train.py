@@ -14,11 +14,10 @@ from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import DataConfig, ModelConfig, SplitConfig, TrainConfig
 from pipeline.errors import NamelangError
 from pipeline.features import TEST, TRAIN, VALIDATION, build_tensors
-from pipeline.model import CharClassifier
+from pipeline.model import CharClassifier, predict_logits
 from pipeline.train import (
     class_weights,
     length_batches,
-    predict_logits,
     refit,
     resolve_device,
     run_key,
