@@ -19,9 +19,10 @@ TRANSIENT_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
-def resolve_version(uri: str) -> str:
-    """The concrete version behind an alias URI: recorded beside every prediction, and the one loaded
-    (an alias moved meanwhile does not change the model mid-file). Other URIs are kept as they are."""
+def resolve_version(uri: str) -> tuple[str, str]:
+    """(URI to load, version to record): an alias resolves to its version now, which is both recorded
+    beside every prediction and the one loaded (an alias moved meanwhile does not change the model
+    mid-file); a version asked for by number is recorded as its number; other URIs stay as they are."""
     configure(create=False)
     ref = parse_model_uri(uri)
     if ref is not None and ref.alias is not None:
@@ -30,17 +31,15 @@ def resolve_version(uri: str) -> str:
             # the same message as every other command: which aliases and versions there are instead
             raise NamelangError(missing_model_problem(ref)
                                 or f"no version of model {ref.name!r} has the alias {ref.alias!r}")
-        return str(version.version)
+        return f"models:/{ref.name}/{version.version}", str(version.version)
     if ref is not None and ref.version is not None and ref.version.isdigit():
-        return ref.version  # a version asked for by number is recorded as its number
-    return uri
+        return uri, ref.version
+    return uri, uri
 
 
 @task(name="predict-file", cache_policy=NO_CACHE)
 def predict(uri: str, version: str, input_path: Path, output_path: Path, column: str, chunk_size: int) -> dict:
-    ref = parse_model_uri(uri)
-    model = load_model(f"models:/{ref.name}/{version}" if ref is not None and version.isdigit() else uri)
-    return predict_file(model, input_path, output_path, version, column, chunk_size)
+    return predict_file(load_model(uri), input_path, output_path, version, column, chunk_size)
 
 
 @flow(name="batch-predict", log_prints=True)
@@ -50,8 +49,8 @@ def batch_predict(input_path: str, output_path: str | None = None, model: str = 
     source = Path(input_path)
     # beside the input, after its whole name: names.csv and names.txt make two outputs, not one
     target = Path(output_path) if output_path else source.with_name(f"{source.name}.predictions.parquet")
-    version = resolve_version(model)
-    stats = predict(model, version, source, target, column, chunk_size)
+    pinned, version = resolve_version(model)
+    stats = predict(pinned, version, source, target, column, chunk_size)
     create_markdown_artifact(key="batch-predictions", markdown=(
         f"# Batch prediction\n\n- input: `{stats['input']}`\n- output: `{stats['output']}`\n"
         f"- rows: {stats['rows']} ({stats['errors']} with an error)\n- model version: {stats['model_version']}\n"))

@@ -210,7 +210,7 @@ def predict(
     except NamelangError as exc:
         fail(exc)
     except Exception as exc:  # MLflow's own errors (bad top_k, schema) reach the user in one line
-        fail(NamelangError(first_line(exc) or type(exc).__name__))
+        fail(NamelangError(first_line(exc)))
     failed = 0
     records = []
     for row in frame.to_dict("records"):

@@ -25,9 +25,9 @@ class NamelangError(Exception):
 
 
 def first_line(exc: BaseException) -> str:
-    """An exception's message cut to its first line ("" when it has none): libraries' messages often
-    go on with SQL, stack dumps or request bodies that a one-line error does not want."""
-    return next((line for line in str(exc).splitlines() if line.strip()), "")
+    """An exception's message cut to its first line (its type's name when it has none): libraries'
+    messages often go on with SQL, stack dumps or request bodies that a one-line error does not want."""
+    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 class NamelangWarning(UserWarning):

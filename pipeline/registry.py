@@ -58,10 +58,6 @@ def model_uri(alias: str = CHAMPION, name: str = MODEL_NAME) -> str:
     return f"models:/{name}@{alias}"
 
 
-def _said(exc: BaseException) -> str:
-    return first_line(exc) or type(exc).__name__
-
-
 # what the registry answers for a model, version or alias that is not there
 _NOT_THERE = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
 
@@ -75,7 +71,7 @@ def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
     except MlflowException as exc:
         if exc.error_code in _NOT_THERE:
             return None
-        raise TrackingError(f"the model store failed while looking up alias @{alias} ({_said(exc)})",
+        raise TrackingError(f"the model store failed while looking up alias @{alias} ({first_line(exc)})",
                             mlflow.get_tracking_uri()) from exc
 
 
@@ -86,10 +82,10 @@ def load_model(uri: str = model_uri()):
         return mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
         if exc.error_code not in _NOT_THERE:
-            raise TrackingError(f"the model store failed while loading the model ({_said(exc)})", uri) from exc
+            raise TrackingError(f"the model store failed while loading the model ({first_line(exc)})", uri) from exc
         ref = parse_model_uri(uri)
         problem = missing_model_problem(ref) if ref is not None else None
-        raise NamelangError(problem or f"cannot load model: {_said(exc)}", None if problem else uri) from exc
+        raise NamelangError(problem or f"cannot load model: {first_line(exc)}", None if problem else uri) from exc
 
 
 _TRAIN_ONE = "train one with `make run` or `namelang train --source DATA`"
@@ -179,18 +175,20 @@ def promote_if_better(version: str, new_macro_f1: float, test_names: list[str], 
     """
     client = MlflowClient()
     with _gate_lock(name):
+        current = get_alias_version(client, CHAMPION, name)
         recorded = _recorded_decision(client, name, str(version))
-        if recorded is not None:
-            now = _version(get_alias_version(client, CHAMPION, name))
-            if now in {None, str(version), recorded.previous_champion} or recorded.alias != CHAMPION:
-                client.set_registered_model_alias(name, recorded.alias, str(version))
-                return recorded
-            # a newer champion came since this decision: judge again, against it
+        # a recorded decision stands, unless it crowned this version over a champion since replaced: then
+        # it is judged again, against the newer one
+        if recorded is not None and (recorded.alias != CHAMPION
+                                     or _version(current) in {None, str(version), recorded.previous_champion}):
+            client.set_registered_model_alias(name, recorded.alias, str(version))
+            return recorded
         for _ in range(3):  # a store without a lock file (a tracking server): re-judge if the champion moved
-            current = get_alias_version(client, CHAMPION, name)
             decision = _judge(client, name, str(version), new_macro_f1, test_names, test_languages, current)
-            if _version(get_alias_version(client, CHAMPION, name)) == _version(current):
+            after = get_alias_version(client, CHAMPION, name)
+            if _version(after) == _version(current):
                 break
+            current = after
         else:
             raise TrackingError("the champion changed three times while this version was being judged; try again",
                                 mlflow.get_registry_uri())
@@ -248,7 +246,7 @@ def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
     except (MlflowException, OSError) as exc:  # OSError: requests' connection errors, a local store's files
         if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # the run itself is gone
             return None
-        raise TrackingError(f"could not read the champion's learnt names ({_said(exc)})",
+        raise TrackingError(f"could not read the champion's learnt names ({first_line(exc)})",
                             mlflow.get_tracking_uri()) from exc
     return set(Path(path).read_text(encoding="utf-8").splitlines())
 

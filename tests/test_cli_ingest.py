@@ -166,3 +166,10 @@ def test_ingest_where_every_line_is_rejected_fails_and_writes_nothing(tmp_path):
     assert result.exit_code == 2
     assert re.search(r"Russian\.txt:1: no usable names: all 3 lines were rejected", result.output)
     assert not (out / "names.parquet").exists()
+
+
+def test_an_error_line_is_the_first_line_of_a_message_or_the_exceptions_type():
+    from pipeline.errors import first_line
+
+    assert first_line(RuntimeError("\n  \nstore locked\nSQL: UPDATE ...")) == "store locked"
+    assert first_line(KeyError()) == "KeyError"  # never an empty "cannot load model: "
