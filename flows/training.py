@@ -7,13 +7,16 @@ download and the tracking store, artifacts in the UI, and the flow-run id on the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -248,11 +251,32 @@ def _run(step, *args):
     return state
 
 
+@contextlib.contextmanager
+def _artifact_progress_bars(enabled: bool) -> Iterator[None]:
+    """MLflow reads MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR when it downloads; set for the flow's run
+    and restored after it, so that the rest of the process (a served flow, a notebook) keeps its own."""
+    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+    before = os.environ.get(name)
+    if not enabled:
+        os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 @flow(name="train-name-classifier", log_prints=True)
 def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool = False) -> dict:
     """Train, evaluate and register a surname-language classifier; returns a summary."""
-    if not config.train.progress:  # a deployment's logs, not a terminal: MLflow's download bars too
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    # a deployment's logs, not a terminal: MLflow's download bars off too, for this run only
+    with _artifact_progress_bars(config.train.progress):
+        return _train_name_classifier(config, resume)
+
+
+def _train_name_classifier(config: PipelineConfig, resume: bool) -> dict:
     prepared = prepare_data(config)
     table, data = prepared.table, prepared.data
     get_run_logger().info("data steps: %s (%.2f s)", prepared.steps, prepared.seconds)

@@ -18,7 +18,7 @@ from types import TracebackType
 import torch
 
 from pipeline.atomic import atomic_path
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, typed_first_line
 
 CHECKPOINT_FORMAT = 1
 
@@ -27,7 +27,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         saved = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # a truncated or foreign file fails in many ways inside torch
-        raise NamelangError(f"checkpoint is corrupt or unreadable ({type(exc).__name__}: {exc}); delete it "
+        raise NamelangError(f"checkpoint is corrupt or unreadable ({typed_first_line(exc)}); delete it "
                             "or train without --resume", path) from exc
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
@@ -75,7 +75,7 @@ class CheckpointWriter:
             self._written = None
         if self._error is not None:
             error, self._error = self._error, None
-            raise NamelangError(f"could not write the checkpoint ({type(error).__name__}: {error})",
+            raise NamelangError(f"could not write the checkpoint ({typed_first_line(error)})",
                                 self.path) from error
 
     def __enter__(self) -> CheckpointWriter:

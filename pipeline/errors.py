@@ -30,6 +30,13 @@ def first_line(exc: BaseException) -> str:
     return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
+def typed_first_line(exc: BaseException) -> str:
+    """`first_line` after the exception's type ("KeyError: 'state'"), the type alone when the
+    message is empty: where the type tells what went wrong, as a library's bare message may not."""
+    line = first_line(exc)
+    return line if line == type(exc).__name__ else f"{type(exc).__name__}: {line}"
+
+
 class NamelangWarning(UserWarning):
     """Something the user should know that does not stop the run (an empty file, nothing to resume):
     the CLI prints these as one `warning:` line, other libraries' warnings in Python's format."""

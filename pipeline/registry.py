@@ -164,10 +164,13 @@ def describe(version: str, text: str, name: str = MODEL_NAME) -> None:
     client.update_model_version(name, str(version), description=text)
 
 
-def promote_if_better(version: str, new_macro_f1: float, test_names: list[str], test_languages: list[str],
+def promote_if_better(version: str, test_names: list[str], test_languages: list[str], predicted: list[str],
                       name: str = MODEL_NAME) -> PromotionDecision:
     """Give `version` the champion alias if it scores at least the champion on the same test names,
     those the champion did not learn from.
+
+    `predicted` holds the new version's predicted language for each test name (evaluation has them
+    already): the version is scored on any subset from them, not loaded back from the registry.
 
     The decision is recorded in the version's `gate.*` tags before the alias moves; a retry after
     a failure (the alias may already point here) takes the recorded decision instead of judging
@@ -184,7 +187,7 @@ def promote_if_better(version: str, new_macro_f1: float, test_names: list[str], 
             client.set_registered_model_alias(name, recorded.alias, str(version))
             return recorded
         for _ in range(3):  # a store without a lock file (a tracking server): re-judge if the champion moved
-            decision = _judge(client, name, str(version), new_macro_f1, test_names, test_languages, current)
+            decision = _judge(client, name, str(version), test_names, test_languages, predicted, current)
             after = get_alias_version(client, CHAMPION, name)
             if _version(after) == _version(current):
                 break
@@ -216,20 +219,23 @@ def _version(model_version) -> str | None:
     return None if model_version is None else str(model_version.version)
 
 
-def _judge(client: MlflowClient, name: str, version: str, new_macro_f1: float, test_names: list[str],
-           test_languages: list[str], current) -> PromotionDecision:
+def _judge(client: MlflowClient, name: str, version: str, test_names: list[str], test_languages: list[str],
+           predicted: list[str], current) -> PromotionDecision:
     """Both models' macro-F1 on the test names the champion did not learn from, and the verdict."""
+    if len(predicted) != len(test_names) or len(test_languages) != len(test_names):
+        raise ValueError(f"{len(test_names)} test names, {len(test_languages)} languages and {len(predicted)} "
+                         "predictions: one of each per row expected")
     if _version(current) in {None, version}:
-        return PromotionDecision(version, CHAMPION, new_macro_f1, None, None)
+        return PromotionDecision(version, CHAMPION, macro_f1(predicted, test_languages), None, None)
     learnt = learnt_names(client, current.run_id)
     keep = [i for i, n in enumerate(test_names) if learnt is None or n not in learnt]
     previous = str(current.version)
     if not keep:  # the champion learnt every one of them: nothing to compare on; the newer model wins
-        return PromotionDecision(version, CHAMPION, new_macro_f1, None, previous, 0, len(test_names))
+        return PromotionDecision(version, CHAMPION, macro_f1(predicted, test_languages), None, previous, 0,
+                                 len(test_names))
     names, languages = [test_names[i] for i in keep], [test_languages[i] for i in keep]
     champion_f1 = score_model(f"models:/{name}/{previous}", names, languages)
-    new_f1 = new_macro_f1 if len(keep) == len(test_names) else score_model(f"models:/{name}/{version}", names,
-                                                                            languages)
+    new_f1 = macro_f1([predicted[i] for i in keep], languages)
     alias = CHAMPION if new_f1 >= champion_f1 else CHALLENGER
     return PromotionDecision(version, alias, new_f1, champion_f1, previous, len(keep), len(test_names) - len(keep))
 

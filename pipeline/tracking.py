@@ -23,7 +23,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from pipeline.config import PipelineConfig, flat_params
-from pipeline.errors import NamelangError, NamelangWarning, TrackingError, first_line
+from pipeline.errors import NamelangError, NamelangWarning, TrackingError, typed_first_line
 
 EXPERIMENT = "namelang"
 MODEL_NAME = "namelang"
@@ -173,8 +173,8 @@ class TrackedRun:
         try:
             self.finish("FAILED")
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, the first error matters more
-            warnings.warn(f"could not mark MLflow run {self.run_id} as FAILED ({type(exc).__name__}: "
-                          f"{first_line(exc)})", NamelangWarning, stacklevel=2)
+            warnings.warn(f"could not mark MLflow run {self.run_id} as FAILED ({typed_first_line(exc)})",
+                          NamelangWarning, stacklevel=2)
 
     @contextlib.contextmanager
     def failed_on_error(self) -> Iterator[None]:

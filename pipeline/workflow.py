@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline import __version__, features, ingest, normalize
 from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
-from pipeline.errors import NamelangError, TrackingError, first_line
+from pipeline.errors import NamelangError, TrackingError, typed_first_line
 from pipeline.evaluate import Evaluation, evaluate, model_card, write_reports
 from pipeline.features import TEST, TRAIN, VALIDATION, TensorData
 from pipeline.ingest import IngestResult, git_commit
@@ -214,14 +214,14 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
                                                 "namelang.test_macro_f1": f"{ev.metrics['macro_f1']:.6f}"})
         describe(str(version.version), version_description(ev, data, run))
         test_languages = [ev.label_names[i] for i in ev.y_true]
-        decision = promote_if_better(str(version.version), ev.metrics["macro_f1"], ev.names, test_languages)
+        predicted = [ev.label_names[i] for i in ev.y_pred]
+        decision = promote_if_better(str(version.version), ev.names, test_languages, predicted)
         run.set_tags({"namelang.model_version": str(version.version), "namelang.alias": decision.alias})
     except NamelangError:
         raise
     except Exception as exc:
-        raise TrackingError(f"could not log or register the model in MLflow ({type(exc).__name__}: "
-                            f"{first_line(exc)}); the trained model is kept "
-                            f"on disk", bundle) from exc
+        raise TrackingError(f"could not log or register the model in MLflow ({typed_first_line(exc)}); "
+                            "the trained model is kept on disk", bundle) from exc
     return Registration(run.run_id, version.source, str(version.version), decision, str(bundle))
 
 

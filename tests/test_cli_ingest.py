@@ -173,3 +173,11 @@ def test_an_error_line_is_the_first_line_of_a_message_or_the_exceptions_type():
 
     assert first_line(RuntimeError("\n  \nstore locked\nSQL: UPDATE ...")) == "store locked"
     assert first_line(KeyError()) == "KeyError"  # never an empty "cannot load model: "
+
+
+def test_a_typed_error_line_names_the_type_once():
+    from pipeline.errors import typed_first_line
+
+    assert typed_first_line(KeyError("state")) == "KeyError: 'state'"
+    assert typed_first_line(OSError("disk full\nerrno 28")) == "OSError: disk full"
+    assert typed_first_line(KeyError()) == "KeyError"  # not "KeyError: KeyError"

@@ -113,11 +113,16 @@ def test_gate_keeps_champion_when_new_model_is_worse(store, tmp_path):
     assert new.tags["gate.previous_champion"] == "1"
 
 
-def test_gate_leaves_out_test_names_the_champion_learnt_from(store, tmp_path):
+def test_gate_leaves_out_test_names_the_champion_learnt_from(store, tmp_path, monkeypatch):
     """Another split seed on the same names: most of the new test split is names the champion was
-    trained on. Both models are compared on the rest only, or the champion is judged flattered."""
+    trained on. Both models are compared on the rest only, or the champion is judged flattered. The
+    new version is scored from evaluation's predictions: only the champion is loaded to be scored."""
+    from pipeline import registry
     from pipeline.features import TEST, load_tensors
     from pipeline.registry import learnt_names, score_model
+
+    scored: list[str] = []
+    monkeypatch.setattr(registry, "score_model", lambda uri, *args: scored.append(uri) or score_model(uri, *args))
 
     client = MlflowClient()
     champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
@@ -137,6 +142,10 @@ def test_gate_leaves_out_test_names_the_champion_learnt_from(store, tmp_path):
     languages = [data.label_names[int(data.labels[i])] for i in unseen]
     expected = score_model(f"models:/{MODEL_NAME}/{champion.version}", [data.names[i] for i in unseen], languages)
     assert float(tags["gate.champion_macro_f1"]) == pytest.approx(expected, abs=1e-12)
+    assert scored == [f"models:/{MODEL_NAME}/{champion.version}"]
+    as_registered = score_model(f"models:/{MODEL_NAME}/{summary['version']}", [data.names[i] for i in unseen],
+                                languages)
+    assert float(tags["gate.new_macro_f1"]) == pytest.approx(as_registered, abs=1e-12)
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
 
 
@@ -150,8 +159,8 @@ def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
     database = store["uri"].removeprefix("sqlite:///")
     with (filelock.FileLock(f"{database}.{MODEL_NAME}-gate.lock"),  # another run is passing the gate
           pytest.raises(TrackingError, match="another run held the promotion gate")):
-        registry.promote_if_better("1", 1.0, ["Rossi"], ["Italian"])
-    assert registry.promote_if_better("1", 1.0, ["Rossi"], ["Italian"]).alias == CHAMPION  # free again
+        registry.promote_if_better("1", ["Rossi"], ["Italian"], ["Italian"])
+    assert registry.promote_if_better("1", ["Rossi"], ["Italian"], ["Italian"]).alias == CHAMPION  # free again
 
 
 def test_champion_loads_and_predicts_in_fresh_process_outside_repo(store, tmp_path):
@@ -468,7 +477,7 @@ def test_a_retried_gate_judges_again_when_a_newer_champion_came(store):
     learnt = learnt_names(client, champion.run_id)
     japanese = (SHARED_NAMES / "Japanese.txt").read_text(encoding="utf-8").split()
     names = [n for n in japanese if n not in learnt][:20]  # names new to the champion, which it mostly knows
-    decision = promote_if_better(str(copy.version), 0.0, names, ["Japanese"] * len(names))
+    decision = promote_if_better(str(copy.version), names, ["Japanese"] * len(names), ["Russian"] * len(names))
     assert decision.previous_champion == str(champion.version) and decision.champion_macro_f1 > 0
     assert decision.alias == CHALLENGER and decision.compared_names == len(names)  # 0.0 loses: not replayed
     tags = client.get_model_version(MODEL_NAME, copy.version).tags
@@ -498,7 +507,7 @@ def test_a_gate_retried_after_a_half_written_judgement_judges_afresh(store):
                        "gate.champion_macro_f1": "0.5", "gate.previous_champion": str(champion.version)}.items():
         client.set_model_version_tag(MODEL_NAME, copy.version, key, value)
     names = _names_new_to(client, champion)
-    decision = promote_if_better(str(copy.version), 0.0, names, ["Japanese"] * len(names))
+    decision = promote_if_better(str(copy.version), names, ["Japanese"] * len(names), ["Russian"] * len(names))
     assert decision.alias == CHALLENGER and decision.previous_champion == str(champion.version)
     assert decision.new_macro_f1 == 0.0 and decision.champion_macro_f1 > 0
     tags = client.get_model_version(MODEL_NAME, copy.version).tags
@@ -526,7 +535,8 @@ def test_the_gate_judges_again_when_the_champion_moves_while_it_scores(store, mo
         return real_score(uri, names_, languages)
 
     monkeypatch.setattr(registry, "score_model", score_while_another_gate_crowns)
-    decision = registry.promote_if_better(str(candidate.version), 0.0, names, ["Japanese"] * len(names))
+    decision = registry.promote_if_better(str(candidate.version), names, ["Japanese"] * len(names),
+                                         ["Russian"] * len(names))
     assert scored == [f"models:/{MODEL_NAME}/{champion.version}", f"models:/{MODEL_NAME}/{rival.version}"]
     assert decision.previous_champion == str(rival.version) and decision.alias == CHALLENGER
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(rival.version)
