@@ -346,6 +346,20 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
             log.close()
 
 
+def _flow_run_log(flow_run_id: str) -> list[str]:
+    """A flow run's log messages, its tasks' included, in the order they were logged."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)  # logs reach the API from a background worker
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                                sort=LogSort.TIMESTAMP_ASC)
+    return [log.message for log in logs]
+
+
 def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     from typer.testing import CliRunner
 
@@ -382,6 +396,11 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert stopped.data.tags["namelang.stopped_by"] == "time budget"
     assert resumed.data.tags["namelang.resumed_from_epoch"] == "1"
     assert len(client.get_metric_history(resumed.info.run_id, "train_loss")) == 3
+    # in the flow run's own log (what the Prefect UI shows), the resume is said before the replayed epochs
+    messages = _flow_run_log(resumed.data.tags["prefect.flow_run_id"])
+    said = messages.index("resuming from the checkpoint written after epoch 1 (its epochs' figures follow)")
+    epochs = [i for i, m in enumerate(messages) if re.match(r"epoch \d/3: ", m)]
+    assert len(epochs) == 3 and said < epochs[0], messages
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"train": {"epochs": 0}}))
     result = CliRunner().invoke(app, ["train", "--config", str(bad)])
