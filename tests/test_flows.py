@@ -567,3 +567,22 @@ def test_every_entry_point_turns_telemetry_off():
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_a_prefect_api_that_does_not_answer_is_one_line_not_a_traceback(tmp_path):
+    """PREFECT_API_URL left exported after its server stopped: the engine failed with a 135-line
+    connection traceback and exit code 1; each command now says what to do, in one line, exit 2."""
+    url = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there
+    names = tmp_path / "names.txt"
+    names.write_text("Rossi\n", encoding="utf-8")
+    env = {**os.environ, "PREFECT_API_URL": url}
+    commands = {"batch": [str(Path(sys.executable).parent / "namelang"), "batch", str(names)],
+                "serve": [sys.executable, "-m", "flows.serve", "--source", str(names.parent)]}
+    for command in commands.values():
+        proc = subprocess.run(command, env=env, cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr.strip() == (f"error: {url}: no Prefect API answers at PREFECT_API_URL (ConnectError: "
+                                       "[Errno 111] Connection refused): start it (prefect server start), or unset "
+                                       "PREFECT_API_URL to use a temporary local one"), proc.stderr
+    assert not list(tmp_path.glob("*.parquet"))
