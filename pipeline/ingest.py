@@ -82,6 +82,7 @@ def download(url: str, raw_dir: Path, expected_sha256: str | None = None, timeou
         return target
     digest = hashlib.sha256()
     received = 0
+    response = None
     try:
         # the archive's own bytes are wanted; a server may still compress them for transfer, and
         # then Content-Length counts the compressed bytes (`num_bytes_downloaded`), not the file's
@@ -109,7 +110,9 @@ def download(url: str, raw_dir: Path, expected_sha256: str | None = None, timeou
         problem = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever httpx says
         # the network failing may pass; a URL httpx cannot fetch at all, or endless redirects, will not
         transient = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
-        raise (DownloadError if transient else NamelangError)(f"download failed after {received} bytes: {problem}",
+        # httpx's own count: a connection cut inside the first chunk leaves `received` at 0
+        got = max(received, response.num_bytes_downloaded if response is not None else 0)
+        raise (DownloadError if transient else NamelangError)(f"download failed after {got} bytes: {problem}",
                                                               url) from exc
     return target
 
@@ -121,9 +124,16 @@ def resolve_source(config: DataConfig) -> Path:
     if is_url(config.source):
         return download(config.source, config.raw_dir, config.source_sha256, config.download_timeout_s,
                         config.max_download_bytes)
+    scheme = urlparse(str(config.source)).scheme
+    if len(scheme) > 1:  # one letter is a Windows drive
+        raise NamelangError(f"unsupported URL scheme {scheme!r}: a source URL must be http or https",
+                            config.source)
     path = Path(config.source).expanduser()
     if not path.exists():
         raise NamelangError("source does not exist", path)
+    if config.source_sha256 and path.is_dir():
+        raise NamelangError("a SHA-256 (--sha256) pins an archive or a download, and this source is a folder; "
+                            "its files' hashes are recorded in the table's provenance", path)
     if config.source_sha256 and path.is_file():
         actual = sha256_file(path)  # read once: an archive may be hundreds of MB
         if actual != config.source_sha256.lower():
@@ -132,8 +142,9 @@ def resolve_source(config: DataConfig) -> Path:
 
 
 def language_files(folder: Path) -> list[Path]:
-    """The folder's `<Language>.txt` files, in name order (a folder named `X.txt` is not one)."""
-    return sorted(p for p in folder.glob("*.txt") if p.is_file())
+    """The folder's `<Language>.txt` files, in name order (a folder named `X.txt` is not one; the
+    extension in any case: `Greek.TXT` is Greek)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
 
 
 def read_folder(folder: Path) -> list[SourceFile]:
@@ -168,7 +179,7 @@ def read_archive(archive: Path, max_member_bytes: int) -> list[SourceFile]:
             infos = zf.infolist()
             for info in infos:
                 _check_member(archive, info, max_member_bytes)
-            txt = [i for i in infos if not i.is_dir() and i.filename.endswith(".txt")
+            txt = [i for i in infos if not i.is_dir() and i.filename.lower().endswith(".txt")
                    and not i.filename.startswith("__MACOSX/")]
             folders = sorted({str(PurePosixPath(i.filename).parent) for i in txt})
             if ARCHIVE_NAMES_FOLDER in folders:
@@ -276,17 +287,36 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def ingest(config: DataConfig) -> IngestResult:
-    """Resolve the source, read every `<Language>.txt`, and return raw lines with provenance."""
-    path = resolve_source(config)
+def ingest(config: DataConfig, fetched: Path | None = None) -> IngestResult:
+    """Resolve the source, read every `<Language>.txt`, and return raw lines with provenance.
+
+    `fetched`: the source as `resolve_source` already fetched it (a cached download); the
+    configured source, a URL maybe, stays the recorded origin.
+    """
+    path = fetched if fetched is not None else resolve_source(config)
+    try:
+        return _ingest_local(path, config)
+    except NamelangError as exc:
+        if not is_url(config.source):
+            raise
+        # the file named is the local copy; say where its bytes came from
+        raise NamelangError(f"{exc.problem} (downloaded from {config.source})", exc.file, exc.line) from exc
+
+
+def _ingest_local(path: Path, config: DataConfig) -> IngestResult:
     files = read_source_files(path, config)
     chunks: list[np.ndarray] = []
     counts: list[int] = []
     lengths: list[np.ndarray] = []
     provenance: list[FileProvenance] = []
+    seen: dict[str, str] = {}
     for file in files:
         if not file.language.strip():
             raise NamelangError("file name gives no language (expected <Language>.txt)", file.origin)
+        if file.language in seen:  # English.txt and English.TXT
+            raise NamelangError(f"two files give the language {file.language!r}: this one and {seen[file.language]}",
+                                file.origin)
+        seen[file.language] = file.origin
         data, line_lengths, bom, crlf = split_lines(file)
         if not len(line_lengths):
             warnings.warn(f"{file.origin}: empty file: no {file.language} names from it", NamelangWarning,
@@ -312,6 +342,8 @@ def ingest(config: DataConfig) -> IngestResult:
     run = {
         "source_uri": config.source if is_url(config.source) else str(path.resolve()),
         "source_path": str(path.resolve()),
+        # the archive's own hash (what --sha256 pins); a folder's files each have theirs
+        "source_sha256": sha256_file(path) if path.is_file() else None,
         "loaded_at_utc": datetime.now(UTC).isoformat(),
         "package_version": __version__,
         "git_commit": git_commit(),

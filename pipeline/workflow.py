@@ -59,10 +59,7 @@ def fetch_source(config: DataConfig) -> Path:
 
 def ingest_source(config: DataConfig, local_source: Path) -> IngestResult:
     """Read the already-fetched source (the URL, if any, stays the recorded origin)."""
-    result = ingest.ingest(config.model_copy(update={"source": str(local_source), "source_sha256": None}))
-    if ingest.is_url(config.source):
-        result.run.update(source_uri=config.source, archive=str(local_source))
-    return result
+    return ingest.ingest(config, local_source)
 
 
 def normalize_names(raw: IngestResult, config: DataConfig) -> NamesTable:

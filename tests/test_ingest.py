@@ -382,6 +382,24 @@ def test_a_folder_named_like_a_file_is_not_read_or_fingerprinted(tmp_path):
     assert source_fingerprint(source) != fingerprint
 
 
+def test_the_txt_extension_in_any_case_and_one_file_per_language(tmp_path):
+    from pipeline.workflow import source_fingerprint
+
+    source = make_source(tmp_path / "src", {"English": "Smith\n"})
+    (source / "Greek.TXT").write_text("Papadopoulos\n")  # was skipped without a word
+    assert run(source, tmp_path).quality["languages"] == 2
+    fingerprint = source_fingerprint(source)
+    (source / "Greek.TXT").write_text("Pappas\n")
+    assert source_fingerprint(source) != fingerprint
+    (source / "English.Txt").write_text("Jones\n")
+    with pytest.raises(NamelangError, match="two files give the language 'English': this one and ") as info:
+        run(source, tmp_path)
+    assert info.value.file.endswith("English.txt")
+    archive = tmp_path / "upper.zip"
+    archive.write_bytes(make_zip({"names/Greek.TXT": "Pappas\n", "names/Irish.txt": "Murphy\n"}))
+    assert run(archive, tmp_path).quality["languages"] == 2
+
+
 def test_a_home_relative_source_is_recorded_as_its_real_path(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     make_source(tmp_path / "names", {"English": "Smith\n"})
@@ -396,6 +414,10 @@ def test_missing_source(tmp_path):
     assert info.value.file == str(missing)
     with pytest.raises(NamelangError, match="no source given"):
         run("  ", tmp_path)
+    with pytest.raises(NamelangError, match="unsupported URL scheme 'ftp': a source URL must be http or https"
+                       ) as info:
+        run("ftp://example.org/data.zip", tmp_path)  # not "ftp:/example.org/data.zip: does not exist"
+    assert info.value.file == "ftp://example.org/data.zip"
 
 
 def test_empty_folder_and_folder_without_txt_files(tmp_path):
@@ -509,7 +531,17 @@ def test_zip_sha256_is_checked(tmp_path):
     good = hashlib.sha256(archive.read_bytes()).hexdigest()
     with pytest.raises(NamelangError, match=f"SHA-256 mismatch: expected {'0' * 64}, got {good}"):
         run(archive, tmp_path, source_sha256="0" * 64)
-    assert run(archive, tmp_path, source_sha256=good.upper()).names.num_rows == 1
+    table = run(archive, tmp_path, source_sha256=good.upper())
+    assert table.names.num_rows == 1
+    assert table.provenance["ingest"]["source_sha256"] == good  # what --sha256 pins, recorded
+
+
+def test_a_sha256_for_a_folder_is_an_error_not_ignored(tmp_path):
+    source = make_source(tmp_path / "names", {"English": "Smith\n"})
+    with pytest.raises(NamelangError, match="pins an archive or a download, and this source is a folder") as info:
+        run(source, tmp_path, source_sha256="0" * 64)
+    assert info.value.file == str(source)
+    assert run(source, tmp_path).provenance["ingest"]["source_sha256"] is None  # each file has its own
 
 
 # ---------------------------------------------------------------- downloads from a real local server
@@ -572,6 +604,7 @@ def test_download_success(http_server, tmp_path):
     digest = hashlib.sha256(body).hexdigest()
     table = run(url, tmp_path, source_sha256=digest)
     assert table.provenance["ingest"]["source_uri"] == url
+    assert table.provenance["ingest"]["source_sha256"] == digest
     assert [p.name for p in raw_dir.iterdir()] == ["data.zip"]
     assert (raw_dir / "data.zip").read_bytes() == body
     expected_lines = sum(len(reference_lines(t.encode())) for t in ZIP_FILES.values())
@@ -583,6 +616,15 @@ def test_download_success(http_server, tmp_path):
         f"data/names/{lang}.txt" for lang in ZIP_FILES}
     # without an expected hash it downloads again and still works
     assert run(url, tmp_path).names.num_rows == table.names.num_rows
+
+
+def test_a_download_that_is_not_an_archive_says_where_it_came_from(http_server, tmp_path):
+    server, base = http_server
+    server.routes["/data.zip"] = (b"<html>moved</html>", 18)
+    with pytest.raises(NamelangError, match=f"not a readable zip archive: .* \\(downloaded from {base}/data.zip\\)$"
+                       ) as info:
+        run(f"{base}/data.zip", tmp_path)
+    assert info.value.file == str(tmp_path / "raw" / "data.zip")  # the copy, kept for a look
 
 
 def test_download_compressed_in_transit(http_server, tmp_path):
@@ -622,6 +664,7 @@ def test_download_that_breaks_midway_leaves_nothing(http_server, tmp_path):
         run(f"{base}/data.zip", tmp_path)
     assert info.value.file == f"{base}/data.zip"
     assert "\n" not in str(info.value)
+    assert f"download failed after {len(body) // 2} bytes: " in str(info.value)  # not "after 0 bytes"
     assert snapshot(raw_dir) == {}
 
 
