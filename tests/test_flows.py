@@ -169,7 +169,8 @@ def test_a_new_rejected_line_alone_updates_every_output(harness, tmp_path):
 def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
     from prefect import task
 
-    from flows.training import TRANSIENT_RETRY
+    from flows.retries import worth_retrying
+    from flows.training import TRANSIENT_RETRY, fetch_source, register, start_run
 
     attempts = []
 
@@ -190,6 +191,9 @@ def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
     else:
         assert calls_flaky() == "ok"
     assert len(attempts) == calls
+    # and the flow's own tasks that talk to the outside world carry that policy
+    for outside in (fetch_source, start_run, register):
+        assert outside.retries == TRANSIENT_RETRY["retries"] and outside.retry_condition_fn is worth_retrying
 
 
 class _Failing(BaseHTTPRequestHandler):
@@ -221,8 +225,8 @@ def test_failing_download_is_retried_only_if_it_may_pass_then_fails_clearly(harn
         server.shutdown()
     assert _Failing.hits == tries
     assert url in str(info.value)
-    raw = harness["root"] / f"failing{status}" / "data" / "raw"
-    assert not any(raw.glob("*")) if raw.exists() else True
+    raw = config.data.raw_dir
+    assert raw.is_dir() and not any(raw.iterdir())  # made before the request; nothing left in it
 
 
 @pytest.mark.parametrize("kind", ["csv", "txt", "parquet"])
@@ -245,7 +249,7 @@ def test_batch_predict_writes_one_row_per_name(first_run, tmp_path, kind):
             .__str__()).all()
     errors = out["error"].tolist()
     assert pd.isna(errors[0]) and errors[3] == "no Latin letters after normalization"
-    assert errors[1] == "empty name" or (kind == "csv" and not pd.isna(errors[1]))
+    assert errors[1] == "empty name"  # a CSV's empty field too: read as a string, not as a missing value
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -294,6 +298,7 @@ def _kill(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, 9)
 
 
+@pytest.mark.timeout(1200)  # above the sum of its own waits, so that a slow step fails with its message
 def test_deployment_run_on_a_real_prefect_server(tmp_path):
     """prefect server start -> python -m flows.serve -> prefect deployment run --watch -> new model version."""
     port = free_port()
@@ -490,7 +495,7 @@ def _ctrl_c(args: list[str], cwd: Path, env: dict, ready, settle_s: float = 0.0)
         assert proc.poll() is None, "".join(lines)[-3000:]
         interrupted = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
-        rest, _ = proc.communicate(timeout=90)
+        rest, _ = proc.communicate(timeout=120)
         took = time.monotonic() - interrupted
     finally:
         _kill(proc)
@@ -508,7 +513,7 @@ def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp
     returncode, took, output = _ctrl_c(["train", "--config", str(config_file)], tmp_path, env,
                                        ready=lambda line: "epoch 3/2000" in line)
     assert returncode == 130, output[-3000:]
-    assert took < 30, output[-3000:]  # was over two minutes when the server died with the flow
+    assert took < 60, output[-3000:]  # was over two minutes when the server died with the flow
     assert "--resume" in output and "Connection refused" not in output and "Error logging to API" not in output
     assert "Crashed" in output or "Cancelled" in output  # the flow run's end was recorded, not left Running
     [run] = MlflowClient(store).search_runs([experiment_id(MlflowClient(store))])
@@ -542,7 +547,7 @@ def test_ctrl_c_during_cli_batch_stops_at_once_and_writes_nothing(first_run, tmp
     returncode, took, output = _ctrl_c(["batch", str(names), "--chunk-size", "500"], tmp_path, env,
                                        ready=lambda line: "resolve-model" in line and "Completed" in line,
                                        settle_s=2)  # predicting by then
-    assert returncode == 130 and took < 30, output[-3000:]
+    assert returncode == 130 and took < 60, output[-3000:]  # over two minutes before
     assert "nothing was written" in output and "Connection refused" not in output, output[-3000:]
     assert not list(tmp_path.glob("many.txt.predictions.parquet*"))  # neither the output nor a temp file
 
