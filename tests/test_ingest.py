@@ -634,6 +634,21 @@ def test_a_download_that_is_not_an_archive_says_where_it_came_from(http_server, 
     assert info.value.file == str(tmp_path / "raw" / "data.zip")  # the copy, kept for a look
 
 
+def test_the_flows_two_steps_record_the_url_not_the_copy(http_server, tmp_path):
+    """The flow fetches (a retried, uncached step), then ingests the copy (a cached step): the
+    provenance still names the URL, with the archive's hash and where its copy lies."""
+    from pipeline.workflow import fetch_source, ingest_source
+
+    server, base = http_server
+    body = tutorial_zip(ZIP_FILES)
+    server.routes["/data.zip"] = (body, len(body))
+    config = DataConfig(source=f"{base}/data.zip", raw_dir=tmp_path / "raw")
+    recorded = ingest_source(config, fetch_source(config)).run
+    assert recorded["source_uri"] == f"{base}/data.zip"
+    assert recorded["source_path"] == str((tmp_path / "raw" / "data.zip").resolve())
+    assert recorded["source_sha256"] == hashlib.sha256(body).hexdigest()
+
+
 def test_download_compressed_in_transit(http_server, tmp_path):
     """A server that gzips the transfer anyway: the file is the archive, and it is complete."""
     import gzip
