@@ -35,7 +35,10 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
                 raise NamelangError(f"no column {column!r} (columns: {header})", path)
             # only the names are read: other columns' types, guessed from the first block, could
             # refuse a later row (an id column turning alphanumeric) that has nothing to do with them
+            # in a one-column CSV a blank line is an empty name, a row of the output as in a text
+            # file (rows keep their input's numbering); with more columns it is no record: skipped
             reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22),
+                                    parse_options=pacsv.ParseOptions(ignore_empty_lines=len(header) > 1),
                                     convert_options=pacsv.ConvertOptions(column_types={column: pa.string()},
                                                                          include_columns=[column]))
             for batch in reader:

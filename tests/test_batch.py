@@ -33,6 +33,17 @@ def test_csv_and_parquet_read_the_named_column(tmp_path):
             list(iter_names(path, column="surname"))
 
 
+def test_a_blank_line_is_an_empty_name_in_a_one_column_csv_as_in_text(tmp_path):
+    """Rows keep their input's numbering: a blank line is a row (an empty name) in a text file and
+    in a one-column CSV; with more columns a blank line is no record, and CSV readers skip it."""
+    (tmp_path / "one.csv").write_text("name\nHinton\n\nNakamura\n")
+    (tmp_path / "one.txt").write_text("Hinton\n\nNakamura\n")
+    (tmp_path / "two.csv").write_text("id,name\n1,Hinton\n\n2,Nakamura\n")
+    read = {p: [n for chunk in iter_names(tmp_path / p) for n in chunk] for p in ("one.csv", "one.txt", "two.csv")}
+    assert read == {"one.csv": ["Hinton", "", "Nakamura"], "one.txt": ["Hinton", "", "Nakamura"],
+                    "two.csv": ["Hinton", "Nakamura"]}
+
+
 @pytest.mark.parametrize(("body", "line", "problem"), [
     (b"id,name\n1,Smith\n2,Mu\xffller\n3,Rossi\n", 3, "not valid UTF-8 (byte 0xff: invalid start byte)"),
     (b"id,name\n1,Smith\n\n2,Rossi,extra\n3,Lee\n", 4, "expected 2 fields as in the header, found 3"),
