@@ -16,7 +16,6 @@ import subprocess
 from collections.abc import Iterator
 
 from prefect.client.orchestration import get_client
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL
 
 from pipeline.errors import TransientError, typed_first_line
@@ -41,6 +40,8 @@ def prefect_api() -> Iterator[None]:
         require_api(url)
         yield
         return
+    from prefect.server.api.server import SubprocessASGIServer  # here: importing it takes over a second
+
     server = SubprocessASGIServer()
     popen = subprocess.Popen
     # Prefect offers no option for the child's session; it calls subprocess.Popen once, here

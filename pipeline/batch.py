@@ -37,8 +37,10 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
             # refuse a later row (an id column turning alphanumeric) that has nothing to do with them
             # in a one-column CSV a blank line is an empty name, a row of the output as in a text
             # file (rows keep their input's numbering); with more columns it is no record: skipped
-            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 22),
-                                    parse_options=pacsv.ParseOptions(ignore_empty_lines=len(header) > 1),
+            one_column = len(header) == 1
+            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(
+                                        block_size=1 << 22, skip_rows=_blank_lines_first(path) if one_column else 0),
+                                    parse_options=pacsv.ParseOptions(ignore_empty_lines=not one_column),
                                     convert_options=pacsv.ConvertOptions(column_types={column: pa.string()},
                                                                          include_columns=[column]))
             for batch in reader:
@@ -52,6 +54,15 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
         if located is not None:
             raise NamelangError(located[1], path, located[0]) from exc
         raise NamelangError(f"cannot read names: {first_line(exc)}", path) from exc
+
+
+def _blank_lines_first(path: Path) -> int:
+    """Blank lines before a CSV's header: skipped as no record, since the header is not a name."""
+    with open(path, "rb") as fh:
+        for count, raw in enumerate(fh):
+            if raw.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n"):
+                return count
+    return 0
 
 
 def _first_bad_csv_line(path: Path) -> tuple[int, str] | None:

@@ -125,7 +125,7 @@ def resolve_source(config: DataConfig) -> Path:
         return download(config.source, config.raw_dir, config.source_sha256, config.download_timeout_s,
                         config.max_download_bytes)
     scheme = urlparse(str(config.source)).scheme
-    if len(scheme) > 1:  # one letter is a Windows drive
+    if "://" in str(config.source) and len(scheme) > 1:  # not a Windows drive, nor a folder named "names:v2"
         raise NamelangError(f"unsupported URL scheme {scheme!r}: a source URL must be http or https",
                             config.source)
     path = Path(config.source).expanduser()

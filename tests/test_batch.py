@@ -42,6 +42,8 @@ def test_a_blank_line_is_an_empty_name_in_a_one_column_csv_as_in_text(tmp_path):
     read = {p: [n for chunk in iter_names(tmp_path / p) for n in chunk] for p in ("one.csv", "one.txt", "two.csv")}
     assert read == {"one.csv": ["Hinton", "", "Nakamura"], "one.txt": ["Hinton", "", "Nakamura"],
                     "two.csv": ["Hinton", "Nakamura"]}
+    (tmp_path / "late.csv").write_bytes(b"\xef\xbb\xbf\r\n\nname\r\nHinton\r\n\r\nNakamura\r\n")  # blank lines first
+    assert [n for chunk in iter_names(tmp_path / "late.csv") for n in chunk] == ["Hinton", "", "Nakamura"]
 
 
 @pytest.mark.parametrize(("body", "line", "problem"), [

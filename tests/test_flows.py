@@ -58,6 +58,24 @@ def test_flow_trains_and_registers_a_model(first_run):
     assert run.info.status == "FINISHED"
 
 
+def test_mlflow_download_bars_are_off_for_a_quiet_run_only(monkeypatch):
+    """Set within the run, as MLflow reads it when it downloads; restored after, an error too."""
+    from flows.training import _artifact_progress_bars
+
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    monkeypatch.delenv(name, raising=False)
+    with _artifact_progress_bars(enabled=False):
+        assert os.environ[name] == "false"
+    assert name not in os.environ
+    monkeypatch.setenv(name, "true")  # the user's own setting
+    with pytest.raises(RuntimeError), _artifact_progress_bars(enabled=False):
+        assert os.environ[name] == "false"
+        raise RuntimeError("the flow failed")
+    assert os.environ[name] == "true"
+    with _artifact_progress_bars(enabled=True):
+        assert os.environ[name] == "true"  # a terminal run leaves it alone
+
+
 def test_flow_publishes_artifacts(first_run):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey

@@ -414,7 +414,7 @@ def test_a_home_relative_source_is_recorded_as_its_real_path(tmp_path, monkeypat
     assert ingest_run["source_uri"] == ingest_run["source_path"] == str((tmp_path / "names").resolve())
 
 
-def test_missing_source(tmp_path):
+def test_missing_source(tmp_path, monkeypatch):
     missing = tmp_path / "nowhere"
     with pytest.raises(NamelangError, match="does not exist") as info:
         run(missing, tmp_path)
@@ -425,6 +425,9 @@ def test_missing_source(tmp_path):
                        ) as info:
         run("ftp://example.org/data.zip", tmp_path)  # not "ftp:/example.org/data.zip: does not exist"
     assert info.value.file == "ftp://example.org/data.zip"
+    make_source(tmp_path / "names:v2", {"English": "Smith\n"})  # a colon in a folder's name is no URL scheme
+    monkeypatch.chdir(tmp_path)
+    assert run("names:v2", tmp_path).quality["languages"] == 1
 
 
 def test_empty_folder_and_folder_without_txt_files(tmp_path):
