@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlflow import MlflowClient
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -39,7 +39,12 @@ def resolve_version(uri: str) -> tuple[str, str]:
 
 @task(name="predict-file", cache_policy=NO_CACHE)
 def predict(uri: str, version: str, input_path: Path, output_path: Path, column: str, chunk_size: int) -> dict:
-    return predict_file(load_model(uri), input_path, output_path, version, column, chunk_size)
+    logger = get_run_logger()
+
+    def progress(rows: int, errors: int) -> None:
+        logger.info("predicted %s names so far (%s could not be classified)", f"{rows:,}", f"{errors:,}")
+
+    return predict_file(load_model(uri), input_path, output_path, version, column, chunk_size, on_chunk=progress)
 
 
 @flow(name="batch-predict", log_prints=True)

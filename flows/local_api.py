@@ -21,23 +21,26 @@ from prefect.settings import PREFECT_API_URL
 from pipeline.errors import TransientError, typed_first_line
 
 
-def require_api(url: str) -> None:
-    """A configured API that does not answer stops the command in one line, before a flow starts:
-    Prefect's engine would fail on it with a long connection traceback. (A server stopped while
-    `PREFECT_API_URL` stays exported in the shell is the usual cause.)"""
+def configured_api() -> bool:
+    """Whether `PREFECT_API_URL` names an API; one that does not answer stops the command in one
+    line, before a flow starts: Prefect's engine would fail on it with a long connection traceback.
+    (A server stopped while `PREFECT_API_URL` stays exported in the shell is the usual cause.)"""
+    url = PREFECT_API_URL.value()
+    if not url:
+        return False
     with get_client(sync_client=True) as client:
         problem = client.api_healthcheck()
     if problem is not None:
         raise TransientError(f"no Prefect API answers at PREFECT_API_URL ({typed_first_line(problem)}): start it "
                              "(prefect server start), or unset PREFECT_API_URL to use a temporary local one", url)
+    return True
 
 
 @contextlib.contextmanager
 def prefect_api() -> Iterator[None]:
     """The configured API if there is one and it answers; else a temporary server that a Ctrl-C
     does not reach."""
-    if url := PREFECT_API_URL.value():
-        require_api(url)
+    if configured_api():
         yield
         return
     from prefect.server.api.server import SubprocessASGIServer  # here: importing it takes over a second

@@ -15,12 +15,11 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
-from prefect.settings import PREFECT_API_URL
 from pydantic import ValidationError
 
 from flows import run_logs
 from flows.batch_predict import batch_predict
-from flows.local_api import require_api
+from flows.local_api import configured_api
 from flows.training import train_name_classifier
 from pipeline.config import DEFAULT_SOURCE, DataConfig, PipelineConfig
 from pipeline.errors import NamelangError
@@ -58,11 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         CronSchedule(cron=args.cron, timezone=args.timezone)  # what the deployment's schedule becomes
     except ValidationError as exc:  # a bad cron or time zone: argparse's one-line usage error, exit 2
         parser.error(f"bad schedule (--cron {args.cron!r}, --timezone {args.timezone!r}): {exc.errors()[0]['msg']}")
-    if url := PREFECT_API_URL.value():
-        try:
-            require_api(url)
-        except NamelangError as exc:
-            parser.exit(2, f"error: {exc}\n")
+    try:
+        configured_api()
+    except NamelangError as exc:
+        parser.exit(2, f"error: {exc}\n")
     run_logs.warnings_in_one_line()
     serve(*deployments(args.cron, args.source, args.timezone))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -116,8 +116,12 @@ def _output_schema(columns: list[str]) -> pa.Schema:
 
 
 def predict_file(model, input_path: str | Path, output_path: str | Path, model_version: str,
-                 column: str = "name", chunk_size: int = 50_000) -> dict:
-    """Predict every name of `input_path` with a pyfunc `model`; write Parquet atomically."""
+                 column: str = "name", chunk_size: int = 50_000,
+                 on_chunk: Callable[[int, int], None] | None = None) -> dict:
+    """Predict every name of `input_path` with a pyfunc `model`; write Parquet atomically.
+
+    `on_chunk(rows, errors)`, if given, hears the running totals after each chunk: a large file
+    takes minutes, and its output appears only at the end."""
     input_path, output_path = Path(input_path), Path(output_path)
     rows = failed = 0
     writer = None
@@ -132,6 +136,8 @@ def predict_file(model, input_path: str | Path, output_path: str | Path, model_v
                 writer.write_table(pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False))
                 rows += len(frame)
                 failed += int(frame["error"].notna().sum())
+                if on_chunk is not None:
+                    on_chunk(rows, failed)
             if writer is None:
                 raise NamelangError("input holds no names", input_path)
         finally:

@@ -124,8 +124,8 @@ def resolve_source(config: DataConfig) -> Path:
     if is_url(config.source):
         return download(config.source, config.raw_dir, config.source_sha256, config.download_timeout_s,
                         config.max_download_bytes)
-    scheme = urlparse(str(config.source)).scheme
-    if "://" in str(config.source) and len(scheme) > 1:  # not a Windows drive, nor a folder named "names:v2"
+    if "://" in str(config.source):  # a URL, not http(s); a Windows drive or a folder "names:v2" has no "//"
+        scheme = str(config.source).split("://", 1)[0]
         raise NamelangError(f"unsupported URL scheme {scheme!r}: a source URL must be http or https",
                             config.source)
     path = Path(config.source).expanduser()

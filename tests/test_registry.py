@@ -211,10 +211,12 @@ def test_batch_file_whose_first_chunk_has_no_errors(store, tmp_path):
 
     source = tmp_path / "names.txt"
     source.write_text("Nakamura\nRossi\n\nSmith\n___\n", encoding="utf-8")
+    heard: list[tuple[int, int]] = []
     stats = predict_file(load_model("models:/namelang@champion"), source, tmp_path / "out.parquet", "1",
-                         chunk_size=2)
+                         chunk_size=2, on_chunk=lambda rows, errors: heard.append((rows, errors)))
     out = pd.read_parquet(tmp_path / "out.parquet")
     assert stats["rows"] == len(out) == 5 and stats["errors"] == 2
+    assert heard == [(2, 0), (4, 1), (5, 2)]  # running totals after each chunk: the flow logs them
     errors = out["error"].tolist()
     assert errors[2] == "empty name" and pd.isna(errors[3]) and errors[4] == "no Latin letters after normalization"
     assert pd.isna(errors[0]) and pd.isna(errors[1])
