@@ -37,6 +37,15 @@ def typed_first_line(exc: BaseException) -> str:
     return line if line == type(exc).__name__ else f"{type(exc).__name__}: {line}"
 
 
+def is_programming_error(exc: BaseException) -> bool:
+    """Whether `exc` says the code is wrong (a wrong type, a missing key, lists that do not line up)
+    rather than that the outside world failed: a second try would fail the same way, only later and
+    with its traceback buried under the retries'."""
+    bug = (TypeError, ValueError, AttributeError, LookupError, NameError, AssertionError, NotImplementedError,
+           ArithmeticError)
+    return isinstance(exc, bug) and not isinstance(exc, (OSError, UnicodeError, NamelangError))
+
+
 class NamelangWarning(UserWarning):
     """Something the user should know that does not stop the run (an empty file, nothing to resume):
     the CLI prints these as one `warning:` line, other libraries' warnings in Python's format."""

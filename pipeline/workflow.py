@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline import __version__, features, ingest, normalize
 from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
-from pipeline.errors import NamelangError, TrackingError, typed_first_line
+from pipeline.errors import NamelangError, TrackingError, is_programming_error, typed_first_line
 from pipeline.evaluate import Evaluation, evaluate, model_card, write_reports
 from pipeline.features import TEST, TRAIN, VALIDATION, TensorData
 from pipeline.ingest import IngestResult, git_commit
@@ -200,7 +200,8 @@ def version_description(ev: Evaluation, data: TensorData, run: TrackedRun) -> st
 def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) -> Registration:
     """Log the pyfunc model, register it, and pass it through the promotion gate.
 
-    Safe to retry: a version already registered from this run is reused, not registered again.
+    Safe to retry: a version already registered from this run is reused, not registered again. A
+    store failure is a TrackingError, which the flow retries; a bug is raised as it is, not retried.
     """
     try:
         version = run.registered_version()
@@ -217,6 +218,8 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
     except NamelangError:
         raise
     except Exception as exc:
+        if is_programming_error(exc):
+            raise
         raise TrackingError(f"could not log or register the model in MLflow ({typed_first_line(exc)}); "
                             "the trained model is kept on disk", bundle) from exc
     return Registration(run.run_id, version.source, str(version.version), decision, str(bundle))

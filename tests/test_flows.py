@@ -183,7 +183,8 @@ def test_a_new_rejected_line_alone_updates_every_output(harness, tmp_path):
     assert files["Greek"]["sha256"] == sha256_file(greek)
 
 
-@pytest.mark.parametrize(("error", "calls"), [(TrackingError, 2), (NamelangError, 1), (OSError, 2)])
+@pytest.mark.parametrize(("error", "calls"), [(TrackingError, 2), (NamelangError, 1), (OSError, 2),
+                                             (TypeError, 1), (KeyError, 1), (ValueError, 1)])
 def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
     from prefect import task
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -347,6 +348,17 @@ def test_a_retried_registration_reuses_the_version(store):
     assert again.decision == first.decision and first.decision.previous_champion is not None
     assert len(MlflowClient().search_model_versions(f"name='{MODEL_NAME}' and run_id='{run.run_id}'")) == 1
     run.finish()
+
+
+def test_a_bug_in_registration_is_raised_as_it_is_not_as_a_store_failure(store):
+    """A TrackingError is retried by the flow: a bug wrapped as one would run three more times before
+    it showed, under a message blaming MLflow."""
+    run, data, ev, bundle = _trained_run(store["config"])
+    misaligned = dataclasses.replace(ev, names=ev.names[:-1])  # a caller's bug: the gate's lists differ
+    with pytest.raises(ValueError, match="test names") as info:
+        workflow.register_model(bundle, misaligned, data, run)
+    assert not isinstance(info.value, TrackingError)
+    run.finish("FAILED")
 
 
 def test_failing_run_keeps_the_first_error_when_the_store_is_gone(store, monkeypatch):
