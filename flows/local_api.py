@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import subprocess
+import warnings
 from collections.abc import Iterator
 
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
-from pipeline.errors import TransientError, typed_first_line
+from pipeline.errors import NamelangWarning, TransientError, typed_first_line
 
 
 def configured_api() -> bool:
@@ -53,4 +55,20 @@ def prefect_api() -> Iterator[None]:
         server.start()  # registers its own stop with atexit: after Prefect's log workers have drained
     finally:
         subprocess.Popen = popen
+    if server.server_process is not None and not in_own_session(server.server_process.pid):
+        # Prefect started it some other way (an upgrade): say so, rather than hang on the next Ctrl-C
+        warnings.warn("the temporary Prefect API shares this terminal's Ctrl-C, which will stop it before the "
+                      "flow can record the interrupt; start a server (prefect server start) and set "
+                      "PREFECT_API_URL to avoid that", NamelangWarning, stacklevel=3)
     yield
+
+
+def in_own_session(pid: int) -> bool:
+    """Whether process `pid` leads a session of its own, out of reach of the terminal's Ctrl-C (true
+    where sessions do not exist)."""
+    if not hasattr(os, "getsid"):
+        return True
+    try:
+        return os.getsid(pid) == pid
+    except ProcessLookupError:  # it has already exited: Prefect's start() would have failed
+        return True

@@ -519,6 +519,20 @@ def _ctrl_c(args: list[str], cwd: Path, env: dict, ready) -> tuple[int, float, s
     return proc.returncode, took, "".join(lines) + rest
 
 
+def test_a_server_out_of_reach_of_ctrl_c_is_told_apart():
+    """The check that warns when Prefect's temporary API did not start in a session of its own."""
+    from flows.local_api import in_own_session
+
+    shared = subprocess.Popen(["sleep", "60"])
+    own = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        assert not in_own_session(shared.pid) and in_own_session(own.pid)
+    finally:
+        for proc in (shared, own):
+            proc.kill()
+            proc.wait()
+
+
 def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp_path):
     """A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect API
     must outlive it long enough for the flow to record the interrupt."""
@@ -532,6 +546,7 @@ def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp
     assert returncode == 130, output[-3000:]
     assert took < 60, output[-3000:]  # was over two minutes when the server died with the flow
     assert "--resume" in output and "Connection refused" not in output and "Error logging to API" not in output
+    assert "shares this terminal's Ctrl-C" not in output  # the temporary API started in its own session
     assert "Crashed" in output or "Cancelled" in output  # the flow run's end was recorded, not left Running
     [run] = MlflowClient(store).search_runs([experiment_id(MlflowClient(store))])
     assert run.info.status == "FAILED"
