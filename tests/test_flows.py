@@ -319,7 +319,8 @@ def _kill(proc: subprocess.Popen) -> None:
 
 @pytest.mark.timeout(1200)  # above the sum of its own waits, so that a slow step fails with its message
 def test_deployment_run_on_a_real_prefect_server(tmp_path):
-    """prefect server start -> python -m flows.serve -> prefect deployment run --watch -> new model version."""
+    """prefect server start -> python -m flows.serve -> prefect deployment run --watch -> new model version;
+    then prefect.yaml: prefect deploy --all -> a process worker runs the batch deployment."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
@@ -333,7 +334,7 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port),
                                "--no-ui"], env=env, stdout=logs["server"], stderr=subprocess.STDOUT,
                               start_new_session=True)
-    serve = None
+    serve = worker = None
     try:
         wait_for_http(f"{api}/health", timeout_s=120, proc=server)
         serve = subprocess.Popen([sys.executable, "-m", "flows.serve", "--source", str(source)], cwd=work,
@@ -362,7 +363,31 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         mlflow_client = MlflowClient(tracking_uri=store, registry_uri=store)
         assert len(mlflow_client.search_model_versions("name='namelang'")) == 1
         assert str(mlflow_client.get_model_version_by_alias("namelang", "champion").version) == "1"
+
+        # the README's other way: prefect.yaml's deployments, run by a worker of a work pool
+        _kill(serve)
+        repo = Path(__file__).parents[1]
+        for command in (["work-pool", "create", "namelang", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
+            done = subprocess.run([PREFECT, *command], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        inspect = subprocess.run([PREFECT, "deployment", "inspect", name], env=env, capture_output=True, text=True,
+                                 timeout=60)
+        assert "'work_pool_name': 'namelang'" in inspect.stdout and "0 3 * * 1" in inspect.stdout, inspect.stdout
+        logs["worker"] = open(tmp_path / "worker.log", "w")  # noqa: SIM115
+        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "namelang"], cwd=work, env=env,
+                                  stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True)
+        names = work / "names.csv"
+        names.write_text("name\nHinton\nNakamura\n", encoding="utf-8")
+        batch = subprocess.run([PREFECT, "deployment", "run", "batch-predict/on-demand", "--params",
+                                json.dumps({"input_path": str(names)}), "--watch", "--watch-timeout", "300"],
+                               env=env, capture_output=True, text=True, timeout=350)
+        assert batch.returncode == 0 and "Completed" in batch.stdout, batch.stdout[-3000:] + (
+            tmp_path / "worker.log").read_text()[-3000:]
+        predicted = pd.read_parquet(work / "names.csv.predictions.parquet")
+        assert predicted["name"].tolist() == ["Hinton", "Nakamura"] and set(predicted["model_version"]) == {"1"}
     finally:
+        if worker is not None:
+            _kill(worker)
         if serve is not None:
             _kill(serve)
         _kill(server)
