@@ -55,7 +55,8 @@ def prefect_api() -> Iterator[None]:
         server.start()  # registers its own stop with atexit: after Prefect's log workers have drained
     finally:
         subprocess.Popen = popen
-    if server.server_process is not None and not in_own_session(server.server_process.pid):
+    process = getattr(server, "server_process", None)  # Prefect's attribute: not part of its API
+    if process is not None and not in_own_session(process.pid):
         # Prefect started it some other way (an upgrade): say so, rather than hang on the next Ctrl-C
         warnings.warn("the temporary Prefect API shares this terminal's Ctrl-C, which will stop it before the "
                       "flow can record the interrupt; start a server (prefect server start) and set "
