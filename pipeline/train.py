@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -146,13 +147,13 @@ def _step_gradients(model: CharClassifier, loss_fn: nn.Module, optimizer: torch.
         return _step_gradients(model, loss_fn, optimizer, x, n, y, device)
 
 
-def _train_epoch(model: CharClassifier, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                 tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-                 generator: torch.Generator, device: torch.device) -> tuple[float, float]:
+def _train_epoch(setup: _Setup, tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
+                 cfg: TrainConfig, device: torch.device) -> tuple[float, float]:
     """One pass over the rows given; (mean loss, accuracy) as seen during training."""
+    model, _, _, loss_fn, optimizer, scheduler = setup
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    for batch in length_batches(lengths, cfg.batch_size, generator):
+    for batch in length_batches(lengths, cfg.batch_size, setup.generator):
         width = int(lengths[batch].max())
         x, n, y = tokens[batch, :width].to(device), lengths[batch], labels[batch].to(device)
         loss, logits = _step_gradients(model, loss_fn, optimizer, x, n, y, device)
@@ -170,8 +171,17 @@ def _rows(data: TensorData, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return data.tokens[idx], data.lengths[idx], data.labels[idx]
 
 
+class _Setup(NamedTuple):
+    model: CharClassifier
+    generator: torch.Generator  # the batch order's
+    weight: torch.Tensor | None  # per class, also for the validation loss
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
 def _setup(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TensorData, idx: torch.Tensor,
-           counts: torch.Tensor, device: torch.device):
+           counts: torch.Tensor, device: torch.device) -> _Setup:
     """Seeded model, batch-order generator, weighted loss, optimizer and schedule for training on `idx`."""
     torch.manual_seed(train_cfg.seed)
     generator = torch.Generator().manual_seed(train_cfg.seed)
@@ -183,7 +193,7 @@ def _setup(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TensorData, idx
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.learning_rate,
                                   weight_decay=train_cfg.weight_decay)
     scheduler = _scheduler(optimizer, train_cfg, -(-len(idx) // train_cfg.batch_size))
-    return model, generator, weight, loss_fn, optimizer, scheduler
+    return _Setup(model, generator, weight, loss_fn, optimizer, scheduler)
 
 
 def refit(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, epochs: int,
@@ -192,12 +202,11 @@ def refit(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, epoc
     schedule (over `train_cfg.epochs`) and class weighting as the first phase, only more rows."""
     device = device or resolve_device(train_cfg.device)
     idx = data.indices(TRAIN, VALIDATION)
-    model, generator, _, loss_fn, optimizer, scheduler = _setup(model_cfg, train_cfg, data, idx,
-                                                                data.class_counts(TRAIN, VALIDATION), device)
-    tokens, lengths, labels = _rows(data, idx)
+    setup = _setup(model_cfg, train_cfg, data, idx, data.class_counts(TRAIN, VALIDATION), device)
+    rows = _rows(data, idx)
     for _ in range(epochs):
-        _train_epoch(model, loss_fn, optimizer, scheduler, tokens, lengths, labels, train_cfg, generator, device)
-    return model.eval()
+        _train_epoch(setup, *rows, train_cfg, device)
+    return setup.model.eval()
 
 
 def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig,
@@ -224,41 +233,22 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     if len(train_idx) == 0:
         raise NamelangError("the train split is empty")
     t_setup = time.perf_counter()  # building the model counts its n-gram language models: on the clock
-    model, generator, weight, loss_fn, optimizer, scheduler = _setup(
-        model_cfg, train_cfg, data, train_idx, data.class_counts(TRAIN), device)
-    setup_seconds = time.perf_counter() - t_setup
+    setup = _setup(model_cfg, train_cfg, data, train_idx, data.class_counts(TRAIN), device)
+    model = setup.model
     has_validation = len(data.indices(VALIDATION)) > 0
-
-    key = run_key(data, model_cfg, train_cfg)
-    checkpoint = Path(train_cfg.checkpoint_dir) / f"train-{key}.pt"
+    checkpoint = Path(train_cfg.checkpoint_dir) / f"train-{run_key(data, model_cfg, train_cfg)}.pt"
     # best_f1: the best score so far (the network's validation macro-F1; without validation rows, minus the
     # train loss)
     state = {"epoch": 0, "best_f1": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [],
-             "elapsed": setup_seconds, "finished": False}
+             "elapsed": time.perf_counter() - t_setup, "finished": False}
     best_state = copy.deepcopy(model.state_dict())
-    refit_state = None
-    resumed_from = None
+    refit_state = resumed_from = None
     if resume and not checkpoint.exists():
         warnings.warn(f"nothing to resume: no checkpoint {checkpoint} for this data and these settings (another "
                       "setting, other data or another namelang version makes another); training from the start",
                       NamelangWarning, stacklevel=2)
     if resume and checkpoint.exists():
-        saved = load_checkpoint(checkpoint)
-        try:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            best_state = saved["best_state"]
-            torch.set_rng_state(saved["torch_rng"])
-            generator.set_state(saved["batch_rng"])
-            if device.type == "cuda" and saved.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(saved["cuda_rng"], device)  # the training device's alone
-            state = saved["state"]
-        except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as exc:
-            raise NamelangError(f"checkpoint does not match this model or version ({typed_first_line(exc)}); "
-                                "delete it or train without "
-                                "--resume", checkpoint) from exc
-        refit_state = saved.get("refit_state")
+        state, best_state, refit_state = _restore(checkpoint, setup, device)
         resumed_from = state["epoch"]
         if on_resume is not None:
             on_resume(resumed_from)
@@ -266,74 +256,41 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                                                or state["elapsed"] < train_cfg.max_seconds):
             state.update(finished=False, stopped_by_budget=False)  # a time budget stop, now lifted: go on
             refit_state = None  # a refit made at the budget stop is for an epoch count that may change
-
         if on_epoch is not None:  # the epochs before the interruption, e.g. for a new tracking run's curves
             for record in state["history"]:
                 on_epoch(record)
 
-    validate = _validator(model, data, weight)
-    tokens, lengths, labels = _rows(data, train_idx)
+    validate = _validator(model, data, setup.weight)
+    rows = _rows(data, train_idx)
     started = time.perf_counter() - state["elapsed"]
     bar = tqdm(total=train_cfg.epochs, initial=state["epoch"], desc="train", unit="epoch",
                disable=not train_cfg.progress, leave=False)
     with CheckpointWriter(checkpoint) as writer, bar:
         while not state["finished"] and state["epoch"] < train_cfg.epochs:
-            epoch = state["epoch"] + 1
             t0 = time.perf_counter()
-            train_loss, train_acc = _train_epoch(model, loss_fn, optimizer, scheduler, tokens, lengths, labels,
-                                                 train_cfg, generator, device)
+            train_loss, train_acc = _train_epoch(setup, *rows, train_cfg, device)
             val, network_val = validate()
-            record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+            record = {"epoch": state["epoch"] + 1, "train_loss": train_loss, "train_acc": train_acc,
                       "val_loss": val.get("loss"), "val_acc": val.get("acc"), "val_macro_f1": val.get("macro_f1"),
                       "val_network_macro_f1": network_val.get("macro_f1"),
-                      "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
+                      "lr": setup.optimizer.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0}
             if extra_metrics is not None:
                 t_extra = time.perf_counter()
                 record.update(extra_metrics(model))
                 model.train()
                 started += time.perf_counter() - t_extra  # off the clock
             record["elapsed_s"] = time.perf_counter() - started
-            state["history"].append(record)
             score = network_val["macro_f1"] if has_validation else -record["train_loss"]
-            if score > state["best_f1"]:
-                state.update(best_f1=score, best_epoch=epoch, bad_epochs=0)
+            if _record_epoch(state, record, score, train_cfg, has_validation):
                 best_state = copy.deepcopy(model.state_dict())
-            else:
-                state["bad_epochs"] += 1
-            state["epoch"] = epoch
-            state["elapsed"] = record["elapsed_s"]
-            if has_validation and state["bad_epochs"] >= train_cfg.patience:
-                state["finished"], state["stopped_early"] = True, True
-            if train_cfg.max_seconds and state["elapsed"] >= train_cfg.max_seconds and not state["finished"]:
-                state["finished"], state["stopped_by_budget"] = True, True
-            writer.save(_checkpoint_state(model, optimizer, scheduler, state, generator), best_state)
+            writer.save(_checkpoint_state(setup, state), best_state)
             bar.update(1)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}",
                             val_f1=f"{val.get('macro_f1', float('nan')):.3f}")
             if on_epoch is not None:
                 on_epoch(record)
-        refit_epochs, counted = None, (TRAIN,)
-        refitting = train_cfg.refit_on_train_and_validation and has_validation and state["best_epoch"] > 0
-        # where the first phase stopped (last epoch's weights, RNG before a refit reseeds it), for the
-        # checkpoint written after the refit: a resume that lifts a time budget trains on from there
-        stopped_at = (copy.deepcopy(_checkpoint_state(model, optimizer, scheduler, state, generator))
-                      if refitting and refit_state is None else None)
-        model.load_state_dict(best_state)
-        if refitting:
-            refit_epochs = state["best_epoch"]
-            if refit_state is None:  # not refit yet (or interrupted while refitting): a deterministic redo
-                t0 = time.perf_counter()
-                refit_state = refit(data, model_cfg, train_cfg, refit_epochs, device).state_dict()
-                state["refit_seconds"] = time.perf_counter() - t0
-                state["elapsed"] += state["refit_seconds"]
-                writer.save({**stopped_at, "state": copy.deepcopy(state), "refit_state": refit_state}, best_state)
-            model.load_state_dict(refit_state)
-            counted = (TRAIN, VALIDATION)
-        elif train_cfg.charlm_counts_validation and has_validation:
-            counted = (TRAIN, VALIDATION)
-            t0 = time.perf_counter()
-            model.fit_charlm(*_rows(data, data.indices(*counted)))
-            state["elapsed"] += time.perf_counter() - t0
+        refit_epochs, counted = _final_weights(setup, state, best_state, refit_state, data, model_cfg, train_cfg,
+                                               device, writer)
     model.eval()
     # the whole model's validation macro-F1 at the epoch kept (no validation rows: no F1 to report)
     best_val_macro_f1 = (state["history"][state["best_epoch"] - 1]["val_macro_f1"]
@@ -343,6 +300,74 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                        list(data.label_names), refit_epochs, state.get("refit_seconds", 0.0),
                        state.get("stopped_by_budget", False),
                        " + ".join(SPLIT_NAMES[side] for side in counted) if model.charlm is not None else None)
+
+
+def _restore(checkpoint: Path, setup: _Setup, device: torch.device) -> tuple[dict, dict, dict | None]:
+    """Load a checkpoint into the model, optimizer, schedule and random generators; return its
+    progress state, best weights and refit weights (if any)."""
+    saved = load_checkpoint(checkpoint)
+    try:
+        setup.model.load_state_dict(saved["model"])
+        setup.optimizer.load_state_dict(saved["optimizer"])
+        setup.scheduler.load_state_dict(saved["scheduler"])
+        best_state = saved["best_state"]
+        torch.set_rng_state(saved["torch_rng"])
+        setup.generator.set_state(saved["batch_rng"])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)  # the training device's alone
+        state = saved["state"]
+    except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as exc:
+        raise NamelangError(f"checkpoint does not match this model or version ({typed_first_line(exc)}); "
+                            "delete it or train without --resume", checkpoint) from exc
+    return state, best_state, saved.get("refit_state")
+
+
+def _record_epoch(state: dict, record: dict, score: float, cfg: TrainConfig, has_validation: bool) -> bool:
+    """Add an epoch to the progress state and decide whether training stops (patience ran out, or
+    the time budget); whether it is the best epoch so far."""
+    state["history"].append(record)
+    improved = score > state["best_f1"]
+    if improved:
+        state.update(best_f1=score, best_epoch=record["epoch"], bad_epochs=0)
+    else:
+        state["bad_epochs"] += 1
+    state["epoch"] = record["epoch"]
+    state["elapsed"] = record["elapsed_s"]
+    if has_validation and state["bad_epochs"] >= cfg.patience:
+        state["finished"], state["stopped_early"] = True, True
+    if cfg.max_seconds and state["elapsed"] >= cfg.max_seconds and not state["finished"]:
+        state["finished"], state["stopped_by_budget"] = True, True
+    return improved
+
+
+def _final_weights(setup: _Setup, state: dict, best_state: dict, refit_state: dict | None, data: TensorData,
+                   model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device,
+                   writer: CheckpointWriter) -> tuple[int | None, tuple[int, ...]]:
+    """Put the weights to return into the model: the best epoch's, or a refit on train + validation
+    for that many epochs; let the n-gram models count the validation names when so configured.
+    Returns the refit's epoch count (None: no refit) and the splits the n-gram models counted."""
+    model = setup.model
+    has_validation = len(data.indices(VALIDATION)) > 0
+    refitting = train_cfg.refit_on_train_and_validation and has_validation and state["best_epoch"] > 0
+    # where the first phase stopped (last epoch's weights, RNG before a refit reseeds it), for the
+    # checkpoint written after the refit: a resume that lifts a time budget trains on from there
+    stopped_at = copy.deepcopy(_checkpoint_state(setup, state)) if refitting and refit_state is None else None
+    model.load_state_dict(best_state)
+    if refitting:
+        if refit_state is None:  # not refit yet (or interrupted while refitting): a deterministic redo
+            t0 = time.perf_counter()
+            refit_state = refit(data, model_cfg, train_cfg, state["best_epoch"], device).state_dict()
+            state["refit_seconds"] = time.perf_counter() - t0
+            state["elapsed"] += state["refit_seconds"]
+            writer.save({**stopped_at, "state": copy.deepcopy(state), "refit_state": refit_state}, best_state)
+        model.load_state_dict(refit_state)
+        return state["best_epoch"], (TRAIN, VALIDATION)
+    if train_cfg.charlm_counts_validation and has_validation:
+        t0 = time.perf_counter()
+        model.fit_charlm(*_rows(data, data.indices(TRAIN, VALIDATION)))
+        state["elapsed"] += time.perf_counter() - t0
+        return None, (TRAIN, VALIDATION)
+    return None, (TRAIN,)
 
 
 def _validator(model: CharClassifier, data: TensorData, weight: torch.Tensor | None
@@ -369,11 +394,11 @@ def _validator(model: CharClassifier, data: TensorData, weight: torch.Tensor | N
     return validate
 
 
-def _checkpoint_state(model, optimizer, scheduler, state, generator, refit_state: dict | None = None) -> dict:
+def _checkpoint_state(setup: _Setup, state: dict) -> dict:
     """Everything a resumed run needs, but the best weights (`CheckpointWriter.save` adds those)."""
     # the training device's generator only: one per visible GPU would not load where fewer are visible
-    device = next(model.parameters()).device
+    device = next(setup.model.parameters()).device
     cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "state": state, "torch_rng": torch.get_rng_state(), "batch_rng": generator.get_state(),
-            "cuda_rng": cuda_rng, "refit_state": refit_state}
+    return {"model": setup.model.state_dict(), "optimizer": setup.optimizer.state_dict(),
+            "scheduler": setup.scheduler.state_dict(), "state": state, "torch_rng": torch.get_rng_state(),
+            "batch_rng": setup.generator.get_state(), "cuda_rng": cuda_rng, "refit_state": None}
