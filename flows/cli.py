@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -40,7 +40,7 @@ def validation_problems(exc) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
-def fail(exc: Exception) -> None:
+def fail(exc: Exception) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(code=2)
 
@@ -97,28 +97,11 @@ def train(
         help="Show a progress bar (default: on, or the --config file's train.progress)")] = None,
 ) -> None:
     """Run the training flow once, end to end: ingest, train, evaluate, register in MLflow."""
-    from pydantic import ValidationError
-
-    from pipeline.config import PipelineConfig
-
-    try:
-        config = PipelineConfig.model_validate(json.loads(config_file.read_text(encoding="utf-8"))
-                                               if config_file else {})
-    except ValidationError as exc:
-        fail(NamelangError(f"bad configuration: {validation_problems(exc)}", config_file))
-    except (OSError, ValueError) as exc:  # unreadable, not UTF-8 (UnicodeDecodeError), not JSON (JSONDecodeError)
-        fail(NamelangError(f"bad configuration: {exc}", config_file))
-    # options given on the command line win over the file; options not given leave it alone
-    for option, section, key, value in (("--source", "data", "source", source), ("--epochs", "train", "epochs", epochs),
-                                        ("--cell", "model", "cell", cell), ("--device", "train", "device", device),
-                                        ("--threads", "train", "num_threads", threads),
-                                        ("--max-seconds", "train", "max_seconds", max_seconds),
-                                        ("--progress", "train", "progress", progress)):
-        if value is not None:
-            try:
-                setattr(getattr(config, section), key, value)
-            except ValidationError as exc:
-                fail(NamelangError(f"bad value for {option}: {validation_problems(exc)}"))
+    config = _training_config(config_file, {
+        ("--source", "data", "source"): source, ("--epochs", "train", "epochs"): epochs,
+        ("--cell", "model", "cell"): cell, ("--device", "train", "device"): device,
+        ("--threads", "train", "num_threads"): threads, ("--max-seconds", "train", "max_seconds"): max_seconds,
+        ("--progress", "train", "progress"): progress})
     from flows.local_api import prefect_api
     from flows.training import train_name_classifier
 
@@ -131,6 +114,34 @@ def train(
         typer.echo("\ninterrupted; every finished training epoch is checkpointed: run the same command with "
                    "--resume to continue", err=True)
         raise typer.Exit(code=130) from None
+    _print_training_summary(summary)
+
+
+def _training_config(config_file: Path | None, overrides: dict[tuple[str, str, str], object]):
+    """The --config file's settings (or the defaults), with the options given on the command line
+    ({(option, section, key): value}, None when not given) winning over it."""
+    from pydantic import ValidationError
+
+    from pipeline.config import PipelineConfig
+
+    try:
+        config = PipelineConfig.model_validate(json.loads(config_file.read_text(encoding="utf-8"))
+                                               if config_file else {})
+    except ValidationError as exc:
+        fail(NamelangError(f"bad configuration: {validation_problems(exc)}", config_file))
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8 (UnicodeDecodeError), not JSON (JSONDecodeError)
+        fail(NamelangError(f"bad configuration: {exc}", config_file))
+    for (option, section, key), value in overrides.items():
+        if value is not None:
+            try:
+                setattr(getattr(config, section), key, value)
+            except ValidationError as exc:
+                fail(NamelangError(f"bad value for {option}: {validation_problems(exc)}"))
+    return config
+
+
+def _print_training_summary(summary: dict) -> None:
+    """What was trained, why it got its alias, and what to do next."""
     typer.echo("")
     typer.echo(f"trained {summary['model']} version {summary['version']} -> alias '{summary['alias']}'")
     gate = summary["gate"]
