@@ -7,7 +7,6 @@ commands call `pipeline` directly and never import Prefect, so they start fast.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from flows import run_logs
+from flows.processes import exit_code, stop_signals_interrupt, stop_with_parent
 from pipeline.config import DEFAULT_SOURCE, DataConfig
 from pipeline.errors import NamelangError, first_line
 
@@ -106,14 +106,14 @@ def train(
     from flows.training import train_name_classifier
 
     try:
-        with prefect_api():
+        with stop_signals_interrupt(), prefect_api():
             summary = train_name_classifier(config, resume=resume)
     except NamelangError as exc:
         fail(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP
         typer.echo("\ninterrupted; every finished training epoch is checkpointed: run the same command with "
                    "--resume to continue", err=True)
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=exit_code(exc)) from None
     _print_training_summary(summary)
 
 
@@ -187,9 +187,12 @@ def _read_names(names: list[str], file: Path | None) -> list[str]:
     collected = list(names)
     if file is not None:
         try:
-            collected += [line.strip() for chunk in text_lines(file) for line in chunk if line.strip()]
+            from_file = [line.strip() for chunk in text_lines(file) for line in chunk if line.strip()]
         except OSError as exc:
             raise NamelangError(f"cannot read names: {exc.strerror or exc}", file) from exc
+        if not from_file:  # not a cue to read standard input: in a loop that would swallow its input
+            raise NamelangError("no names in this file", file)
+        collected += from_file
     if not collected and not sys.stdin.isatty():
         collected = [line.strip() for chunk in stream_lines(sys.stdin.buffer, "<stdin>") for line in chunk
                      if line.strip()]
@@ -217,7 +220,7 @@ def predict(
         loaded = load_model(model)
         import pandas as pd
 
-        frame = loaded.predict(pd.DataFrame({"name": batch}), params={"top_k": top})
+        frame = loaded.predict(pd.DataFrame({"name": pd.Series(batch, dtype=object)}), params={"top_k": top})
     except NamelangError as exc:
         fail(exc)
     except Exception as exc:  # MLflow's own errors (bad top_k, schema) reach the user in one line
@@ -259,14 +262,14 @@ def batch(
     from flows.local_api import prefect_api
 
     try:
-        with prefect_api():
+        with stop_signals_interrupt(), prefect_api():
             stats = batch_predict(str(input_path), str(out) if out else None, model, column, chunk_size)
     except NamelangError as exc:
         fail(exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP
         typer.echo("\ninterrupted; the output is written only when every name is done, so nothing was written",
                    err=True)
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=exit_code(exc)) from None
     typer.echo(f"{stats['rows']} names -> {stats['output']} ({stats['errors']} could not be classified; "
                f"model version {stats['model_version']})")
 
@@ -309,22 +312,6 @@ def check_port_free(host: str, port: int) -> None:
                                 "or stop what is using it") from exc
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _stop_with_parent():
-    """Linux: a function for the child to call between fork and exec, so that the server gets SIGTERM
-    when namelang dies, even by SIGKILL (mlflow does the same for uvicorn); looked up here, in the
-    parent, since loading a library in a forked child can deadlock. None elsewhere."""
-    if sys.platform != "linux":
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -344,7 +331,7 @@ def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
 
     previous = {sig: signal.signal(sig, forward) for sig in _STOP_SIGNALS}  # before the child exists: no gap
     try:
-        child = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_stop_with_parent())
+        child = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=stop_with_parent())
         if received:  # a signal came while it started
             os.killpg(child.pid, signal.SIGTERM)
         code = child.wait()

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
+from flows.processes import stop_with_parent
 from pipeline.errors import NamelangWarning, TransientError, typed_first_line
 
 
@@ -50,7 +51,8 @@ def prefect_api() -> Iterator[None]:
     server = SubprocessASGIServer()
     popen = subprocess.Popen
     # Prefect offers no option for the child's session; it calls subprocess.Popen once, here
-    subprocess.Popen = functools.partial(popen, start_new_session=True)
+    # and it dies with namelang however namelang ends, even by SIGKILL, where atexit never runs
+    subprocess.Popen = functools.partial(popen, start_new_session=True, preexec_fn=stop_with_parent())
     try:
         server.start()  # registers its own stop with atexit: after Prefect's log workers have drained
     finally:

@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.errors import NamelangError
+
 # The process umask, read once: reading it means setting it, which is not safe while other
 # threads create files.
 _UMASK = os.umask(0)
@@ -20,20 +22,37 @@ os.umask(_UMASK)
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `target`; on success it replaces `target`, on error it is removed."""
+    """Yield a temp path beside `target`; on success it replaces `target`, on error it is removed.
+
+    A target that cannot be written (a folder, under a file, a folder without write permission) is
+    a NamelangError naming it, raised before the caller's work when it can be known then."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        raise NamelangError("cannot write this file: a folder has its name", target)
+    with _cannot_write(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        with _cannot_write(target):
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _cannot_write(target: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename if exc.filename and Path(exc.filename) != target else None
+        detail = exc.strerror or type(exc).__name__
+        raise NamelangError(f"cannot write this file ({detail}{f': {where}' if where else ''})", target) from exc
 
 
 def write_bytes_atomic(target: str | Path, data: bytes) -> Path:

@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -29,8 +30,7 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
             for batch in pf.iter_batches(batch_size=chunk_size, columns=[column]):
                 yield batch.column(0).to_pylist()
         elif suffix == ".csv":
-            # the header from a small first block (the reader below infers types from 4 MiB)
-            header = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
+            header = _csv_header(path)
             if column not in header:
                 raise NamelangError(f"no column {column!r} (columns: {header})", path)
             # only the names are read: other columns' types, guessed from the first block, could
@@ -44,16 +44,53 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
                                     convert_options=pacsv.ConvertOptions(column_types={column: pa.string()},
                                                                          include_columns=[column]))
             for batch in reader:
-                names = batch.column(batch.schema.get_field_index(column)).to_pylist()
+                names = batch.column(batch.schema.get_field_index(column))
+                if pc.any(pc.match_substring_regex(names, "[\r\n]")).as_py():
+                    # a name is one line: a quoted field running over lines is an unclosed quote, which
+                    # would swallow the rows after it into one name
+                    line = _first_multiline_record(path)
+                    raise NamelangError("a quoted field runs over several lines from here (an unclosed quote?)",
+                                        path, line)
+                names = names.to_pylist()
                 for i in range(0, len(names), chunk_size):
                     yield names[i:i + chunk_size]
         else:
             yield from text_lines(path, chunk_size)
+    except UnicodeDecodeError as exc:  # Parquet strings that are not UTF-8: Arrow trusts the file's type
+        raise NamelangError(f"column {column!r} holds text that is not valid UTF-8 ({exc.reason})", path) from exc
     except (pa.ArrowInvalid, OSError) as exc:
         located = _first_bad_csv_line(path) if suffix == ".csv" and isinstance(exc, pa.ArrowInvalid) else None
         if located is not None:
             raise NamelangError(located[1], path, located[0]) from exc
         raise NamelangError(f"cannot read names: {first_line(exc)}", path) from exc
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The header's column names, read from a small first block, larger ones only for a header that
+    does not fit (the reader after it infers nothing from them)."""
+    block = 1 << 16
+    while True:
+        try:
+            return pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=block)).schema.names
+        except pa.ArrowInvalid:
+            if block >= 1 << 26 or block >= path.stat().st_size:
+                raise
+            block *= 8
+
+
+def _first_multiline_record(path: Path) -> int | None:
+    """The line where the first CSV record running over several lines starts (None: none does)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        reader = csv.reader(fh)
+        previous = 0
+        try:
+            for _ in reader:
+                if reader.line_num - previous > 1:
+                    return previous + 1
+                previous = reader.line_num
+        except csv.Error:  # e.g. a field over the csv module's size limit: a quote left open
+            return previous + 1
+    return None
 
 
 def _blank_lines_first(path: Path) -> int:
@@ -75,10 +112,16 @@ def _first_bad_csv_line(path: Path) -> tuple[int, str] | None:
         return exc.line, exc.problem
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
-        header = next(reader, [])
-        for row in reader:
-            if row and len(row) != len(header):  # blank lines are skipped, by Arrow too
-                return reader.line_num, f"expected {len(header)} fields as in the header, found {len(row)}"
+        previous = 0
+        try:
+            header = next(reader, [])
+            previous = reader.line_num
+            for row in reader:
+                if row and len(row) != len(header):  # blank lines are skipped, by Arrow too
+                    return reader.line_num, f"expected {len(header)} fields as in the header, found {len(row)}"
+                previous = reader.line_num
+        except csv.Error as exc:  # a field over the csv module's size limit: a quote left open, most likely
+            return previous + 1, f"unreadable CSV record from here ({exc}; an unclosed quote?)"
     return None
 
 
@@ -123,6 +166,8 @@ def predict_file(model, input_path: str | Path, output_path: str | Path, model_v
     `on_chunk(rows, errors)`, if given, hears the running totals after each chunk: a large file
     takes minutes, and its output appears only at the end."""
     input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.resolve() == input_path.resolve():
+        raise NamelangError("the output would replace the input file; write it elsewhere", output_path)
     rows = failed = 0
     writer = None
     with atomic_path(output_path) as tmp:

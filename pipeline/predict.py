@@ -48,12 +48,34 @@ def _problems(names: list[Any], stripped: list[str], ascii_names: list[str], max
     for value, text, code in zip(names, stripped, codes.tolist(), strict=True):
         if not isinstance(value, str):
             problems.append(f"name must be a string, got {type(value).__name__}")
+        elif not _is_unicode(value):
+            problems.append("not valid UTF-8 (a byte that is no character)")
         elif code:
             message = _MESSAGES[REJECTION_REASONS[code - 1]]
             problems.append(message.format(max_chars=max_chars, length=len(text)))
         else:
             problems.append(None)
     return problems
+
+
+def _is_unicode(text: str) -> bool:
+    """False for a string holding lone surrogates: how Python passes on bytes that are not UTF-8 (a
+    command-line argument, say); no text format can hold them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(text: str) -> str:
+    """A name as it can be written out: undecodable bytes as \\xNN escapes."""
+    if _is_unicode(text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # surrogates that stand for no byte (from JSON's \\ud800, say)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _missing(value: Any) -> bool:
@@ -77,14 +99,14 @@ class Predictor:
         """Columns (see `output_columns`) with the top-k languages and probabilities of each name,
         or, for a name that cannot be classified, None there and the reason in `error`."""
         top_k = max(1, min(top_k, len(self.label_names)))
-        strings = [v.strip() if isinstance(v, str) else "" for v in names]
+        strings = [v.strip() if isinstance(v, str) and _is_unicode(v) else "" for v in names]
         short = [s if len(s) <= self.max_name_chars else "" for s in strings]  # too long: not worth folding
         ascii_names = to_ascii(pa.array(short, type=pa.string())).to_pylist()
         problems = _problems(names, strings, ascii_names, self.max_name_chars)
         ok = np.flatnonzero(np.array([p is None for p in problems], dtype=bool))
         n = len(names)
         # a missing name stays missing (JSON null, not the text "None"); another value is echoed as written
-        columns: dict[str, list] = {"name": [v if isinstance(v, str) else None if _missing(v) else repr(v)
+        columns: dict[str, list] = {"name": [_shown(v) if isinstance(v, str) else None if _missing(v) else repr(v)
                                              for v in names]}
         for rank in range(1, top_k + 1):
             for col in rank_columns(rank):

@@ -66,3 +66,50 @@ def test_csv_other_columns_do_not_matter(tmp_path):
     path.write_text("id,name\n" + "\n".join(rows) + "\n")
     names = [n for chunk in iter_names(path) for n in chunk]
     assert len(names) == 400_001 and names[-1] == "Rossi"
+
+
+def test_an_unclosed_quote_is_named_not_read_as_one_long_name(tmp_path):
+    """A stray quote made Arrow read the rest of a one-column file as one name (2 rows instead of
+    30,002, exit 0), and Python's csv module fail on its field size limit with a traceback."""
+    tail = "Sato\n" * 30_000
+    (tmp_path / "one.csv").write_text('name\nAbe\n"Hinton\n' + tail)
+    (tmp_path / "two.csv").write_text('name,id\nAbe,0\n"Hinton,1\n' + tail.replace("\n", ",2\n"))
+    for path in (tmp_path / "one.csv", tmp_path / "two.csv"):
+        with pytest.raises(NamelangError) as err:
+            list(iter_names(path))
+        assert str(err.value).startswith(f"{path}:3: "), str(err.value)
+        assert "unclosed quote?" in str(err.value)
+
+
+def test_a_csv_header_wider_than_the_first_block_is_read(tmp_path):
+    header = ",".join(f"column_{i}" for i in range(12_000)) + ",name"  # about 140 KB
+    path = tmp_path / "wide.csv"
+    path.write_text(header + "\n" + "," * 12_000 + "Nakamura\n")
+    assert list(iter_names(path)) == [["Nakamura"]]
+
+
+def test_parquet_strings_that_are_not_utf8_are_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "names.parquet"
+    pq.write_table(pa.table({"name": pa.array([b"Hinton", b"Sm\xffith"], pa.binary()).view(pa.string())}), path)
+    with pytest.raises(NamelangError, match="column 'name' holds text that is not valid UTF-8") as err:
+        list(iter_names(path))
+    assert str(err.value).startswith(str(path))
+
+
+def test_an_output_that_cannot_be_written_is_named_before_any_work(tmp_path):
+    from pipeline.atomic import atomic_path
+
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    for target, problem in ((tmp_path / "folder", "cannot write this file: a folder has its name"),
+                            (tmp_path / "file" / "out.parquet", "cannot write this file (File exists")):
+        worked = []
+        with pytest.raises(NamelangError) as err, atomic_path(target):
+            worked.append(1)
+        assert str(err.value).startswith(f"{target}: {problem}"), str(err.value)
+        assert not worked
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+    assert not list((tmp_path / "folder").iterdir())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -520,10 +521,11 @@ def test_only_user_errors_lose_their_traceback_in_prefect_logs():
     assert UserErrorsInOneLine().filter(record(KeyError("oops"), None, engine_exit))
 
 
-def _ctrl_c(args: list[str], cwd: Path, env: dict, ready) -> tuple[int, float, str]:
+def _ctrl_c(args: list[str], cwd: Path, env: dict, ready, sig: int = signal.SIGINT,
+            group: bool = True) -> tuple[int, float, str]:
     """Run `namelang *args` as a terminal would (its own process group), wait for the output line
-    `ready` accepts, then Ctrl-C the whole group: (exit code, seconds it took to stop, output)."""
-    import signal
+    `ready` accepts, then Ctrl-C the whole group (or send `sig` to the group, or to namelang alone):
+    (exit code, seconds it took to stop, output)."""
     import time
 
     proc = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), *args], cwd=cwd, env=env,
@@ -536,12 +538,28 @@ def _ctrl_c(args: list[str], cwd: Path, env: dict, ready) -> tuple[int, float, s
                 break
         assert proc.poll() is None, "".join(lines)[-3000:]
         interrupted = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)
+        (os.killpg if group else os.kill)(proc.pid, sig)
         rest, _ = proc.communicate(timeout=120)
         took = time.monotonic() - interrupted
     finally:
         _kill(proc)
     return proc.returncode, took, "".join(lines) + rest
+
+
+def _temporary_api_stopped(output: str) -> bool:
+    """Whether the temporary Prefect API a command started (its address is in the output) is gone."""
+    import time
+
+    import httpx
+
+    [url] = set(re.findall(r"temporary server on (http://127\.0\.0\.1:\d+)", output))
+    for _ in range(30):
+        try:
+            httpx.get(f"{url}/api/health", timeout=2)
+        except httpx.ConnectError:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 def test_a_server_out_of_reach_of_ctrl_c_is_told_apart():
@@ -558,17 +576,20 @@ def test_a_server_out_of_reach_of_ctrl_c_is_told_apart():
             proc.wait()
 
 
-def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp_path):
+@pytest.mark.parametrize(("sig", "group"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp_path, sig, group):
     """A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect API
-    must outlive it long enough for the flow to record the interrupt."""
+    must outlive it long enough for the flow to record the interrupt. A SIGTERM to namelang alone
+    (systemd, kill) does the same clean-up: unhandled, it left the API running for good."""
     settings = tiny_config(tmp_path, small_names_folder(tmp_path), epochs=2000, patience=2000)
     config_file = tmp_path / "settings.json"
     config_file.write_text(settings.model_dump_json())
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PREFECT_HOME": str(tmp_path / "prefect-home")}
     returncode, took, output = _ctrl_c(["train", "--config", str(config_file)], tmp_path, env,
-                                       ready=lambda line: "epoch 3/2000" in line)
-    assert returncode == 130, output[-3000:]
+                                       ready=lambda line: "epoch 3/2000" in line, sig=sig, group=group)
+    assert returncode == 128 + sig, output[-3000:]
+    assert _temporary_api_stopped(output), output[-3000:]
     assert took < 60, output[-3000:]  # was over two minutes when the server died with the flow
     assert "--resume" in output and "Connection refused" not in output and "Error logging to API" not in output
     assert "shares this terminal's Ctrl-C" not in output  # the temporary API started in its own session
@@ -592,20 +613,36 @@ def test_cli_batch_predicts_a_file(first_run, tmp_path):
     assert len(pd.read_parquet(out)) == 3
     missing = CliRunner().invoke(app, ["batch", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "input file not found" in missing.output
+    # an output that would replace the input, or that is a folder: one line, the input untouched
+    (tmp_path / "folder").mkdir()
+    for target, problem in ((names, "the output would replace the input file; write it elsewhere"),
+                            (tmp_path / "folder", "cannot write this file: a folder has its name")):
+        refused = CliRunner().invoke(app, ["batch", str(names), "--out", str(target)])
+        assert refused.exit_code == 2 and refused.output.strip().endswith(f"error: {target}: {problem}"), refused.output
+    assert names.read_text(encoding="utf-8") == "Nakamura\nRossi\n\n" and not list((tmp_path / "folder").iterdir())
     assert CliRunner().invoke(app, ["batch", str(names), "--chunk-size", "0"]).exit_code == 2  # a usage error
 
 
-def test_ctrl_c_during_cli_batch_stops_at_once_and_writes_nothing(first_run, tmp_path):
+@pytest.mark.parametrize(("sig", "group"), [(signal.SIGINT, True), (signal.SIGHUP, False), (signal.SIGKILL, False)])
+def test_ctrl_c_during_cli_batch_stops_at_once_and_writes_nothing(first_run, tmp_path, sig, group):
     """As for training: the temporary Prefect API must not die with the flow on a terminal's Ctrl-C
-    (it did: minutes of connection tracebacks), and a half-predicted file is never written."""
+    (it did: minutes of connection tracebacks), and a half-predicted file is never written. A closed
+    terminal (SIGHUP) does the same clean-up; after a SIGKILL, where nothing can clean up, the API
+    still stops, and only a temp file is left."""
     names = tmp_path / "many.txt"
     names.write_text("Nakamura\nRossi\nSmith\nIvanov\n" * 250_000, encoding="utf-8")
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PYTHONUNBUFFERED": "1"}
     returncode, took, output = _ctrl_c(["batch", str(names), "--chunk-size", "5000"], tmp_path, env,
-                                       ready=lambda line: "predicted 5,000 names so far" in line)  # predicting
-    assert returncode == 130 and took < 60, output[-3000:]  # over two minutes before
+                                       ready=lambda line: "predicted 5,000 names so far" in line,  # predicting
+                                       sig=sig, group=group)
+    assert _temporary_api_stopped(output), output[-3000:]
+    assert not (tmp_path / "many.txt.predictions.parquet").exists()
+    if sig == signal.SIGKILL:
+        assert returncode == -sig
+        return
+    assert returncode == 128 + sig and took < 60, output[-3000:]  # over two minutes before
     assert "nothing was written" in output and "Connection refused" not in output, output[-3000:]
-    assert not list(tmp_path.glob("many.txt.predictions.parquet*"))  # neither the output nor a temp file
+    assert not list(tmp_path.glob("*many.txt.predictions.parquet*"))  # neither the output nor a temp file
 
 
 def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path):

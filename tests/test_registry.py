@@ -257,6 +257,15 @@ def test_cli_predict_prints_top_languages_and_json(store):
     assert result.output.strip() == "error: <stdin>:2: not valid UTF-8 (byte 0xff: invalid start byte)"
     result = runner.invoke(app, ["predict", "", "Nakamura"])
     assert result.exit_code == 1 and result.output.splitlines()[0] == "'': error: empty name", result.output
+    # an argument that is not UTF-8 (Python passes its byte as a lone surrogate): that name's error, not the command's
+    result = runner.invoke(app, ["predict", os.fsdecode(b"Sm\xffith"), "Nakamura"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[0] == "Sm\\xffith: error: not valid UTF-8 (a byte that is no character)"
+    assert result.output.splitlines()[1].startswith(f"Nakamura: {store['top']['Nakamura']} (")
+    # an empty --file is an error, not a cue to read standard input (in a loop, the loop's own input)
+    names.write_text("\n  \n", encoding="utf-8")
+    result = runner.invoke(app, ["predict", "--file", str(names)], input="Nakamura\n")
+    assert result.exit_code == 2 and result.output.strip() == f"error: {names}: no names in this file"
 
 
 def test_cli_predict_unknown_alias_is_one_line(store):
