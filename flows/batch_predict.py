@@ -22,7 +22,8 @@ TRANSIENT_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition
 def resolve_version(uri: str) -> tuple[str, str]:
     """(URI to load, version to record): an alias resolves to its version now, which is both recorded
     beside every prediction and the one loaded (an alias moved meanwhile does not change the model
-    mid-file); a version asked for by number is recorded as its number; other URIs stay as they are."""
+    mid-file); a version asked for by number, or as `latest`, is recorded as its number; other URIs stay
+    as they are."""
     configure(create=False)
     ref = parse_model_uri(uri)
     if ref is not None and ref.alias is not None:
@@ -34,6 +35,11 @@ def resolve_version(uri: str) -> tuple[str, str]:
         return f"models:/{ref.name}/{version.version}", str(version.version)
     if ref is not None and ref.version is not None and ref.version.isdigit():
         return uri, ref.version
+    if ref is not None and ref.version == "latest":  # pinned too: a version registered meanwhile is not used
+        numbers = [int(v.version) for v in MlflowClient().search_model_versions(f"name='{ref.name}'")]
+        if not numbers:
+            raise NamelangError(missing_model_problem(ref) or f"model {ref.name!r} has no versions")
+        return f"models:/{ref.name}/{max(numbers)}", str(max(numbers))
     return uri, uri
 
 

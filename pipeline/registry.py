@@ -78,6 +78,7 @@ def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
 def load_model(uri: str = model_uri()):
     """Load a pyfunc model by URI; a one-line, actionable error when there is none yet, and a
     `TrackingError` (worth a retry) when the store itself failed (locked, unreachable, 5xx)."""
+    parse_model_uri(uri)  # a malformed models:/ URI is the user's to mend, not a store failure to retry
     try:
         return mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
@@ -110,11 +111,16 @@ def parse_model_uri(uri: str) -> ModelRef | None:
     ref = uri.removeprefix("models:/")
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        return ModelRef(name, alias=alias)
-    if "/" in ref:
+        parsed = ModelRef(name, alias=alias)
+    elif "/" in ref:
         name, version = ref.split("/", 1)
-        return ModelRef(name, version=version)
-    return ModelRef(ref)
+        parsed = ModelRef(name, version=version)
+    else:
+        parsed = ModelRef(ref)
+    if not parsed.name or parsed.alias == "" or parsed.version == "":  # not the store's failure: the URI's
+        raise NamelangError("bad model URI: expected models:/<name>@<alias>, models:/<name>/<version> or "
+                            "models:/<name>/latest", uri)
+    return parsed
 
 
 def missing_model_problem(ref: ModelRef) -> str | None:

@@ -284,6 +284,10 @@ def test_batch_predict_records_a_version_asked_for_by_number_as_its_number(first
     client.set_registered_model_alias("namelang-other", "production", other.version)
     batch_predict(str(path), str(tmp_path / "other.parquet"), model="models:/namelang-other@production")
     assert pd.read_parquet(tmp_path / "other.parquet")["model_version"].tolist() == [str(other.version)]
+    # `latest` is the highest version number, recorded as that number
+    newest = max(int(v.version) for v in client.search_model_versions("name='namelang'"))
+    batch_predict(str(path), str(tmp_path / "latest.parquet"), model="models:/namelang/latest")
+    assert pd.read_parquet(tmp_path / "latest.parquet")["model_version"].tolist() == [str(newest)]
 
 
 def test_batch_predict_missing_column_is_clear(first_run, tmp_path):

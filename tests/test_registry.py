@@ -279,6 +279,10 @@ def test_cli_predict_unknown_alias_is_one_line(store):
                          ("models:/namelang", "has no version or alias;")):
         result = CliRunner().invoke(app, ["predict", "Smith", "--model", uri])
         assert result.exit_code == 2 and missing in result.output and "its versions: 1" in result.output, result.output
+    for malformed in ("models:/namelang@", "models:/namelang/", "models:/@champion"):  # the user's to mend
+        result = CliRunner().invoke(app, ["predict", "Smith", "--model", malformed])
+        assert result.exit_code == 2 and result.output.strip() == f"error: {malformed}: bad model URI: expected " \
+            "models:/<name>@<alias>, models:/<name>/<version> or models:/<name>/latest", result.output
     result = CliRunner().invoke(app, ["predict", "Smith", "--model", "models:/nosuch@champion"])
     assert result.exit_code == 2 and "no model 'nosuch' in the registry" in result.output, result.output
     top = CliRunner().invoke(app, ["predict", "Smith", "--top", "0"])
