@@ -86,7 +86,9 @@ def fetch_source(config: DataConfig) -> Path:
 @task(name="ingest", cache_key_fn=_ingest_key, persist_result=True)
 def ingest_source(config: DataConfig, local_source: Path, fingerprint: str) -> Stored:
     raw = workflow.ingest_source(config, local_source)
-    return store.store_ingest(raw, config.cache_dir, _key(fingerprint, config.source, workflow.code_version(ingest)))
+    # keyed on where the names are, symlinks resolved: the same name may point elsewhere on the next run
+    key = _key(fingerprint, _location(config.source), workflow.code_version(ingest))
+    return store.store_ingest(raw, config.cache_dir, key)
 
 
 @task(name="normalize", cache_key_fn=_normalize_key, persist_result=True)

@@ -50,7 +50,7 @@ class SplitConfig(_Strict):
     train: float = Field(0.70, gt=0, lt=1)
     validation: float = Field(0.15, ge=0, lt=1)
     test: float = Field(0.15, gt=0, lt=1)
-    seed: int = 2024
+    seed: int = Field(2024, ge=0, description="the split's random seed")
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:
@@ -128,7 +128,7 @@ class TrainConfig(_Strict):
         "out of validation; the logged validation figures stay those of the train-only counts. No effect with "
         "refit_on_train_and_validation, whose refit counts both splits anyway"
     )
-    seed: int = 2024
+    seed: int = Field(2024, ge=0, le=2**64 - 1, description="torch's random seed: weights and batch order")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
     max_seconds: float | None = Field(

@@ -143,8 +143,13 @@ def resolve_source(config: DataConfig) -> Path:
 
 def language_files(folder: Path) -> list[Path]:
     """The folder's `<Language>.txt` files, in name order (a folder named `X.txt` is not one; the
-    extension in any case: `Greek.TXT` is Greek)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".txt" and p.is_file())
+    extension in any case: `Greek.TXT` is Greek); one that cannot be read as a file is an error."""
+    named = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".txt" and not p.is_dir())
+    for p in named:  # a broken link, a pipe (reading it would wait for ever): not skipped without a word
+        if not p.is_file():
+            kind = "a broken link" if p.is_symlink() and not p.exists() else "not a regular file"
+            raise NamelangError(f"cannot read this file: {kind}", p)
+    return named
 
 
 def read_folder(folder: Path) -> list[SourceFile]:

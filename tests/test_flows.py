@@ -150,6 +150,9 @@ def test_the_same_relative_source_in_another_directory_is_another_table(first_ru
         steps.append(data_steps(relative)["ingest"])
         files = read_provenance(config.data.processed_dir / "names.parquet")["files"]
         assert {Path(f["path"]).parent for f in files} == {tmp_path / place / "names"}
+        # the rows too: the cached raw lines of the first folder were reused under the same key
+        rows = pd.read_parquet(config.data.processed_dir / "names.parquet", columns=["source_file"])
+        assert {Path(f).parent for f in rows["source_file"]} == {tmp_path / place / "names"}
     assert steps == ["ran", "ran"]
 
 

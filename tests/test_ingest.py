@@ -389,6 +389,24 @@ def test_a_folder_named_like_a_file_is_not_read_or_fingerprinted(tmp_path):
     assert source_fingerprint(source) != fingerprint
 
 
+def test_a_broken_link_or_a_pipe_named_like_a_language_file_is_an_error_not_skipped(tmp_path):
+    """Korean vanished from the table without a word; a pipe would have hung the fingerprint."""
+    import os
+
+    from pipeline.workflow import source_fingerprint
+
+    source = make_source(tmp_path / "src", {"English": "Smith\n", "French": "Dupont\n"})
+    (source / "Korean.txt").symlink_to(tmp_path / "nowhere" / "Korean.txt")
+    for _ in range(2):
+        for read in (lambda: run(source, tmp_path), lambda: source_fingerprint(source)):
+            with pytest.raises(NamelangError) as err:
+                read()
+            problem = "a broken link" if (source / "Korean.txt").is_symlink() else "not a regular file"
+            assert str(err.value) == f"{source / 'Korean.txt'}: cannot read this file: {problem}"
+        (source / "Korean.txt").unlink()
+        os.mkfifo(source / "Korean.txt")
+
+
 def test_the_txt_extension_in_any_case_and_one_file_per_language(tmp_path):
     from pipeline.workflow import source_fingerprint
 

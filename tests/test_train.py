@@ -353,3 +353,29 @@ def test_cuda_training_with_bf16_autocast_learns_and_returns_a_usable_model(smal
     cpu_model = result.model.cpu()
     logits = predict_logits(cpu_model, small_data.tokens[:8], small_data.lengths[:8])
     assert logits.shape == (8, len(small_data.label_names)) and torch.isfinite(logits).all()
+
+
+def test_a_language_without_test_names_is_not_called_the_weakest():
+    """Its F1 of 0 is no score (macro-F1 leaves it out): the model card named it the weakest."""
+    import numpy as np
+
+    from pipeline.evaluate import evaluate_probabilities, model_card
+
+    probs = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
+    ev = evaluate_probabilities(probs, np.array([0, 1, 1]), ["English", "French", "Greek"], ["A", "B", "C"])
+    card = model_card(ev, provenance={}, split_config={}, config={}, tensors_sha256="0" * 64, train_summary={})
+    [weakest] = [line for line in card.splitlines() if line.startswith("- Weakest languages here:")]
+    assert "French (F1 0.67, n=2)" in weakest and "English" in weakest and "Greek" not in weakest
+
+
+def test_seeds_out_of_range_are_a_configuration_error():
+    """They passed validation and failed later with a traceback, one after the MLflow run had started."""
+    from pydantic import ValidationError
+
+    from pipeline.config import PipelineConfig
+
+    for bad in ({"split": {"seed": -1}}, {"train": {"seed": -1}}, {"train": {"seed": 2**64}}):
+        with pytest.raises(ValidationError, match="seed"):
+            PipelineConfig.model_validate(bad)
+    widest = PipelineConfig.model_validate({"train": {"seed": 2**64 - 1}, "split": {"seed": 2**70}})
+    assert widest.train.seed == 2**64 - 1 and widest.split.seed == 2**70
