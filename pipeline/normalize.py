@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import string
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path
 from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, NamelangWarning
 from pipeline.ingest import IngestResult
 
 PROVENANCE_KEY = b"namelang.provenance"
@@ -272,11 +273,15 @@ def normalize(result: IngestResult, max_name_chars: int = 64) -> NamesTable:
     digest = table_sha256(names)
     quality = quality_report(names, rejected, raw, digest, index=index,
                              empty_files=[f.path for f in result.files if not f.lines])
+    for language in quality["languages_all_rejected"]:
+        lines = next(p["lines"] for p in quality["per_language"] if p["language"] == language)
+        warnings.warn(f"every line of {language} was rejected ({lines}; see rejected.parquet): no {language} "
+                      "names in the table", NamelangWarning, stacklevel=2)
     provenance = {
         **result.provenance(),
         "normalization": normalization_spec(max_name_chars),
         "counts": {"lines": raw.num_rows, "rows": names.num_rows, "rejected": rejected.num_rows,
-                   "languages": len(quality["per_language"])},
+                   "languages": quality["languages"]},
         "content_sha256": digest,
     }
     return NamesTable(names.replace_schema_metadata({PROVENANCE_KEY: json.dumps(provenance)}), rejected,
@@ -351,7 +356,9 @@ def quality_report(names: pa.Table, rejected: pa.Table, raw: pa.Table, digest: s
         "rows": names.num_rows,
         "distinct_names": len(index.names),
         "duplicate_lines": sum(p["duplicate_lines"] for p in per_language),
-        "languages": len(per_language),
+        "languages": len(row_counts),  # those with names in the table
+        # every line rejected: the language is not in the table, and would vanish without a word
+        "languages_all_rejected": [p["language"] for p in per_language if p["lines"] and not p["rows"]],
         "class_imbalance_ratio": round(max(row_counts) / min(row_counts), 2) if row_counts else None,
         "empty_files": list(empty_files or []),
         "per_language": per_language,
@@ -381,6 +388,8 @@ def quality_markdown(quality: dict) -> str:
     ]
     if quality.get("empty_files"):
         lines.append(f"- **empty files, no names from them**: {', '.join(quality['empty_files'])}")
+    if quality.get("languages_all_rejected"):
+        lines.append(f"- **every line rejected, no names from them**: {', '.join(quality['languages_all_rejected'])}")
     lines += [
         "", "## Per language", "",
         "| language | lines | rows | distinct | duplicate lines | rejected |",

@@ -157,6 +157,30 @@ def test_an_empty_language_file_is_reported_not_silently_dropped(tmp_path):
     assert f"empty files, no names from them**: {empty}" in (out / "quality.md").read_text()
 
 
+def test_a_language_whose_every_line_is_rejected_is_reported_not_counted(tmp_path):
+    """German in CR-only line endings is one line, rejected for its control characters; Greek in
+    Greek script has no Latin letters: neither is in the table, and the counts said 4 languages."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    (folder / "English.txt").write_text("Smith\nJones\n", encoding="utf-8")
+    (folder / "French.txt").write_text("Dupont\n", encoding="utf-8")
+    (folder / "German.txt").write_bytes(b"Muller\rSchmidt\rWeber\r")
+    (folder / "Greek.txt").write_text("Παπαδόπουλος\nΓεωργίου\n", encoding="utf-8")
+    out = tmp_path / "out"
+    done = subprocess.run([*namelang_command(), "ingest", "--source", str(folder), "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "warning: every line of German was rejected (1; see rejected.parquet): no German names in the table",
+        "warning: every line of Greek was rejected (2; see rejected.parquet): no Greek names in the table"]
+    assert "rows kept: 3 in 2 languages" in done.stdout, done.stdout
+    quality = json.loads((out / "quality.json").read_text())
+    assert quality["languages"] == 2 and quality["languages_all_rejected"] == ["German", "Greek"]
+    assert "every line rejected, no names from them**: German, Greek" in (out / "quality.md").read_text()
+    provenance = json.loads(pq.read_schema(out / "names.parquet").metadata[b"namelang.provenance"])
+    assert provenance["counts"]["languages"] == 2
+
+
 def test_ingest_where_every_line_is_rejected_fails_and_writes_nothing(tmp_path):
     folder = tmp_path / "names"
     folder.mkdir()
