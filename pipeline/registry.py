@@ -227,14 +227,17 @@ def _version(model_version) -> str | None:
 
 def _judge(client: MlflowClient, name: str, version: str, test_names: list[str], test_languages: list[str],
            predicted: list[str], current) -> PromotionDecision:
-    """Both models' macro-F1 on the test names the champion did not learn from, and the verdict."""
+    """Both models' macro-F1 on the test names neither learnt from, and the verdict."""
     if len(predicted) != len(test_names) or len(test_languages) != len(test_names):
         raise ValueError(f"{len(test_names)} test names, {len(test_languages)} languages and {len(predicted)} "
                          "predictions: one of each per row expected")
     if _version(current) in {None, version}:
         return PromotionDecision(version, CHAMPION, macro_f1(predicted, test_languages), None, None)
-    learnt = learnt_names(client, current.run_id)
-    keep = [i for i, n in enumerate(test_names) if learnt is None or n not in learnt]
+    # names either model learnt from: the champion's, and the new version's own where its split let
+    # copies of a name fall on both sides (the notebook's random split of lines)
+    learnt = (learnt_names(client, current.run_id) or set()) | (
+        learnt_names(client, client.get_model_version(name, version).run_id) or set())
+    keep = [i for i, n in enumerate(test_names) if n not in learnt]
     previous = str(current.version)
     if not keep:  # the champion learnt every one of them: nothing to compare on; the newer model wins
         return PromotionDecision(version, CHAMPION, macro_f1(predicted, test_languages), None, previous, 0,
@@ -258,7 +261,7 @@ def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
     except (MlflowException, OSError) as exc:  # OSError: requests' connection errors, a local store's files
         if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # the run itself is gone
             return None
-        raise TrackingError(f"could not read the champion's learnt names ({first_line(exc)})",
+        raise TrackingError(f"could not read the names run {run_id} learnt from ({first_line(exc)})",
                             mlflow.get_tracking_uri()) from exc
     return set(Path(path).read_text(encoding="utf-8").splitlines())
 

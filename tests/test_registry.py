@@ -150,6 +150,33 @@ def test_gate_leaves_out_test_names_the_champion_learnt_from(store, tmp_path, mo
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
 
 
+def test_gate_leaves_out_test_names_the_new_version_learnt_from_too(store, tmp_path):
+    """The notebook's random split of lines puts copies of a name on both sides: the new version was
+    judged on test names it had trained on (58 of 376 rows in a real run), and so flattered."""
+    from pipeline.features import TEST, load_tensors
+    from pipeline.registry import learnt_names
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    champion_learnt = learnt_names(client, champion.run_id)
+    doubled = tmp_path / "doubled"  # every line twice, as the real files have copies
+    doubled.mkdir()
+    for file in Path(store["config"].data.source).glob("*.txt"):
+        (doubled / file.name).write_text(file.read_text(encoding="utf-8") * 2, encoding="utf-8")
+    leaky = tiny_config(tmp_path, doubled, epochs=1, learning_rate=1e-6)
+    leaky.split.method = "random_lines"
+    summary = workflow.run_pipeline(leaky)
+    data = load_tensors(leaky.data.processed_dir / "tensors.pt")
+    own = {data.names[i] for i in data.indices(0, 1).tolist()}
+    assert learnt_names(client, client.get_model_version(MODEL_NAME, summary["version"]).run_id) == own
+    test = [data.names[i] for i in data.indices(TEST).tolist()]
+    assert any(n in own and n not in champion_learnt for n in test)  # the case: learnt by the new version only
+    compared = [n for n in test if n not in own and n not in champion_learnt]
+    tags = client.get_model_version(MODEL_NAME, summary["version"]).tags
+    assert (int(tags["gate.compared_names"]), int(tags["gate.excluded_names"])) == (len(compared),
+                                                                                    len(test) - len(compared))
+
+
 def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
     """Two runs judged at once both compared against the old champion; the later took the alias."""
     import filelock
