@@ -9,6 +9,7 @@ the reference (`Stored`) is what gets persisted: a cached rerun reads a few hund
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,11 +39,26 @@ class Stored:
         return json.loads(self.meta_json)
 
     def exists(self) -> bool:
-        return all(Path(p).exists() for p in self.paths.values())
+        """Whether every file is there and whole: a deleted or damaged one makes the step run again."""
+        return all(_intact(Path(p)) for p in self.paths.values())
+
+
+def _intact(path: Path) -> bool:
+    """The file exists and its format's own checks pass: an Arrow file's footer, a tensors file's
+    zip CRCs (a few MB: milliseconds). A truncated file would fail every cached rerun otherwise."""
+    try:
+        if path.suffix == ".arrow":
+            with pa.memory_map(str(path)) as source:
+                pa.ipc.open_file(source)
+            return True
+        with zipfile.ZipFile(path) as archive:  # torch.save's format
+            return archive.testzip() is None
+    except (OSError, pa.ArrowInvalid, zipfile.BadZipFile):
+        return False
 
 
 def _write_arrow(table: pa.Table, path: Path) -> str:
-    if not path.exists():  # content-addressed: an existing file already holds these rows
+    if not _intact(path):  # content-addressed: a whole existing file already holds these rows
         with atomic_path(path) as tmp, pa.OSFile(str(tmp), "wb") as sink, \
                 pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
@@ -82,7 +98,7 @@ def load_table(ref: Stored) -> NamesTable:
 
 def store_tensors(data: TensorData, cache_dir: Path) -> Stored:
     path = Path(cache_dir) / f"tensors-{data.sha256}.pt"
-    if not path.exists():
+    if not _intact(path):
         features.save_tensors(data, path)
     return Stored({"tensors": str(path)}, data.sha256)
 

@@ -109,6 +109,13 @@ def test_deleted_cache_files_are_rebuilt_not_trusted(first_run):
     summary = train_name_classifier(config)
     assert summary["data_steps"] == {"ingest": "ran", "normalize": "ran", "build-tensors": "ran"}
     assert all(p.exists() for p in stored)
+    # damaged (truncated) files too: each rerun failed on them with a traceback until the cache was deleted
+    for path in stored:
+        with open(path, "r+b") as fh:
+            fh.truncate(100)
+    assert set(data_steps(config).values()) == {"ran"}
+    assert all(p.stat().st_size > 100 for p in stored)  # written whole again
+    assert set(data_steps(config).values()) == {"cached"}  # and trusted again
 
 
 def test_changed_data_is_not_served_from_cache(first_run, harness, tmp_path):
