@@ -28,6 +28,7 @@ from prefect.tasks import exponential_backoff
 from flows.retries import worth_retrying
 from pipeline import features, ingest, normalize, store, workflow
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig
+from pipeline.errors import TransientError
 from pipeline.evaluate import Evaluation
 from pipeline.features import TensorData
 from pipeline.normalize import NamesTable
@@ -86,6 +87,11 @@ def fetch_source(config: DataConfig) -> Path:
 @task(name="ingest", cache_key_fn=_ingest_key, persist_result=True)
 def ingest_source(config: DataConfig, local_source: Path, fingerprint: str) -> Stored:
     raw = workflow.ingest_source(config, local_source)
+    # the cache key is the fingerprint taken before reading: rows read from files changed since then
+    # would be cached under it, and served for the old files for good
+    if workflow.source_fingerprint(Path(local_source)) != fingerprint:
+        raise TransientError("the source changed while it was being read; run again once it is complete",
+                             local_source)
     # keyed on where the names are, symlinks resolved: the same name may point elsewhere on the next run
     key = _key(fingerprint, _location(config.source), workflow.code_version(ingest))
     return store.store_ingest(raw, config.cache_dir, key)

@@ -118,6 +118,25 @@ def test_deleted_cache_files_are_rebuilt_not_trusted(first_run):
     assert set(data_steps(config).values()) == {"cached"}  # and trusted again
 
 
+def test_a_source_that_changes_while_it_is_read_is_not_cached(harness, tmp_path):
+    """The cache key is the fingerprint taken before reading; rows read after a change were cached
+    under the old files' key and served for them on every rerun."""
+    from flows.training import ingest_source
+    from pipeline.errors import TransientError
+    from pipeline.workflow import source_fingerprint
+
+    source = small_names_folder(tmp_path, per_language=20)
+    config = tiny_config(tmp_path, source)
+    before = source_fingerprint(source)
+    with (source / "German.txt").open("a", encoding="utf-8") as fh:  # a writer, between fingerprint and read
+        fh.write("Zimmermann\n")
+    state = ingest_source(config.data, source, before, return_state=True)
+    with pytest.raises(TransientError, match="the source changed while it was being read"):
+        state.result()
+    assert not list(config.data.cache_dir.glob("raw-*"))  # nothing kept under the old key
+    assert ingest_source(config.data, source, source_fingerprint(source), return_state=True).is_completed()
+
+
 def test_changed_data_is_not_served_from_cache(first_run, harness, tmp_path):
     config, _ = first_run
     source = small_names_folder(tmp_path, per_language=50)
