@@ -54,10 +54,13 @@ def _location(source: str) -> str:
 
 
 def _ingest_key(ctx: TaskRunContext, params: dict) -> str:
-    cfg: DataConfig = params["config"]
-    # the source's location is part of the key: provenance records where the names came from
-    return "ingest-" + _key(params["fingerprint"], _location(cfg.source), workflow.code_version(ingest, store),
-                            cfg.max_member_bytes)
+    return "ingest-" + _ingest_identity(params["config"], params["fingerprint"])
+
+
+def _ingest_identity(config: DataConfig, fingerprint: str) -> str:
+    """The ingest step's cache key, and its raw lines' file name: the source's bytes, and where they
+    are, symlinks resolved (provenance records it; the same name may point elsewhere on the next run)."""
+    return _key(fingerprint, _location(config.source), workflow.code_version(ingest, store), config.max_member_bytes)
 
 
 def _normalize_key(ctx: TaskRunContext, params: dict) -> str:
@@ -92,9 +95,7 @@ def ingest_source(config: DataConfig, local_source: Path, fingerprint: str) -> S
     if workflow.source_fingerprint(Path(local_source)) != fingerprint:
         raise TransientError("the source changed while it was being read; run again once it is complete",
                              local_source)
-    # keyed on where the names are, symlinks resolved: the same name may point elsewhere on the next run
-    key = _key(fingerprint, _location(config.source), workflow.code_version(ingest))
-    return store.store_ingest(raw, config.cache_dir, key)
+    return store.store_ingest(raw, config.cache_dir, _ingest_identity(config, fingerprint))
 
 
 @task(name="normalize", cache_key_fn=_normalize_key, persist_result=True)

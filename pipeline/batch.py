@@ -48,9 +48,8 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
                 if pc.any(pc.match_substring_regex(names, "[\r\n]")).as_py():
                     # a name is one line: a quoted field running over lines is an unclosed quote, which
                     # would swallow the rows after it into one name
-                    line = _first_multiline_record(path)
-                    raise NamelangError("a quoted field runs over several lines from here (an unclosed quote?)",
-                                        path, line)
+                    line, problem = _first_bad_csv_line(path, column) or (None, "a name runs over several lines")
+                    raise NamelangError(problem, path, line)
                 names = names.to_pylist()
                 for i in range(0, len(names), chunk_size):
                     yield names[i:i + chunk_size]
@@ -59,7 +58,7 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
     except UnicodeDecodeError as exc:  # Parquet strings that are not UTF-8: Arrow trusts the file's type
         raise NamelangError(f"column {column!r} holds text that is not valid UTF-8 ({exc.reason})", path) from exc
     except (pa.ArrowInvalid, OSError) as exc:
-        located = _first_bad_csv_line(path) if suffix == ".csv" and isinstance(exc, pa.ArrowInvalid) else None
+        located = _first_bad_csv_line(path, column) if suffix == ".csv" and isinstance(exc, pa.ArrowInvalid) else None
         if located is not None:
             raise NamelangError(located[1], path, located[0]) from exc
         raise NamelangError(f"cannot read names: {first_line(exc)}", path) from exc
@@ -78,21 +77,6 @@ def _csv_header(path: Path) -> list[str]:
             block *= 8
 
 
-def _first_multiline_record(path: Path) -> int | None:
-    """The line where the first CSV record running over several lines starts (None: none does)."""
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-        reader = csv.reader(fh)
-        previous = 0
-        try:
-            for _ in reader:
-                if reader.line_num - previous > 1:
-                    return previous + 1
-                previous = reader.line_num
-        except csv.Error:  # e.g. a field over the csv module's size limit: a quote left open
-            return previous + 1
-    return None
-
-
 def _blank_lines_first(path: Path) -> int:
     """Blank lines before a CSV's header: skipped as no record, since the header is not a name."""
     with open(path, "rb") as fh:
@@ -102,21 +86,27 @@ def _blank_lines_first(path: Path) -> int:
     return 0
 
 
-def _first_bad_csv_line(path: Path) -> tuple[int, str] | None:
-    """Where a CSV that Arrow refused goes wrong, as (line, problem): Arrow's streaming reader names
-    neither the line of a bad byte nor that of a row with too many fields. Runs only after a failure."""
+def _first_bad_csv_line(path: Path, column: str) -> tuple[int, str] | None:
+    """Where a CSV goes wrong, as (line, problem), for the failures Arrow's streaming reader does not
+    place: a bad byte, a row with too many fields, a name running over lines (an unclosed quote,
+    which swallows the rows after it). Runs only after a failure, so it may read the file again."""
     try:
         for _ in text_lines(path):  # the text reader names the line of a bad byte
             pass
     except NamelangError as exc:
         return exc.line, exc.problem
+    unclosed = "a quoted field runs over several lines from here (an unclosed quote?)"
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         previous = 0
         try:
             header = next(reader, [])
+            at = header.index(column) if column in header else None
             previous = reader.line_num
             for row in reader:
+                if at is not None and len(row) > at and reader.line_num > previous + 1 and \
+                        ("\n" in row[at] or "\r" in row[at]):
+                    return previous + 1, unclosed
                 if row and len(row) != len(header):  # blank lines are skipped, by Arrow too
                     return reader.line_num, f"expected {len(header)} fields as in the header, found {len(row)}"
                 previous = reader.line_num

@@ -40,15 +40,16 @@ def output_columns(top_k: int = TOP_K) -> list[str]:
     return ["name"] + [col for rank in range(1, top_k + 1) for col in rank_columns(rank)] + ["error"]
 
 
-def _problems(names: list[Any], stripped: list[str], ascii_names: list[str], max_chars: int) -> list[str | None]:
+def _problems(names: list[Any], unreadable: list[bool], stripped: list[str], ascii_names: list[str],
+              max_chars: int) -> list[str | None]:
     """Per name, why it cannot be classified (None when it can)."""
     codes = rejection_codes(pa.array(stripped, type=pa.string()), pa.array(ascii_names, type=pa.string()),
                             max_chars)
     problems: list[str | None] = []
-    for value, text, code in zip(names, stripped, codes.tolist(), strict=True):
+    for value, bad_bytes, text, code in zip(names, unreadable, stripped, codes.tolist(), strict=True):
         if not isinstance(value, str):
             problems.append(f"name must be a string, got {type(value).__name__}")
-        elif not _is_unicode(value):
+        elif bad_bytes:
             problems.append("not valid UTF-8 (a byte that is no character)")
         elif code:
             message = _MESSAGES[REJECTION_REASONS[code - 1]]
@@ -69,9 +70,7 @@ def _is_unicode(text: str) -> bool:
 
 
 def _shown(text: str) -> str:
-    """A name as it can be written out: undecodable bytes as \\xNN escapes."""
-    if _is_unicode(text):
-        return text
+    """A name that is not valid Unicode as it can be written out: undecodable bytes as \\xNN escapes."""
     try:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # surrogates that stand for no byte (from JSON's \\ud800, say)
@@ -99,15 +98,17 @@ class Predictor:
         """Columns (see `output_columns`) with the top-k languages and probabilities of each name,
         or, for a name that cannot be classified, None there and the reason in `error`."""
         top_k = max(1, min(top_k, len(self.label_names)))
-        strings = [v.strip() if isinstance(v, str) and _is_unicode(v) else "" for v in names]
+        unreadable = [isinstance(v, str) and not _is_unicode(v) for v in names]  # bytes that were not UTF-8
+        strings = [v.strip() if isinstance(v, str) and not bad else ""
+                   for v, bad in zip(names, unreadable, strict=True)]
         short = [s if len(s) <= self.max_name_chars else "" for s in strings]  # too long: not worth folding
         ascii_names = to_ascii(pa.array(short, type=pa.string())).to_pylist()
-        problems = _problems(names, strings, ascii_names, self.max_name_chars)
+        problems = _problems(names, unreadable, strings, ascii_names, self.max_name_chars)
         ok = np.flatnonzero(np.array([p is None for p in problems], dtype=bool))
         n = len(names)
         # a missing name stays missing (JSON null, not the text "None"); another value is echoed as written
-        columns: dict[str, list] = {"name": [_shown(v) if isinstance(v, str) else None if _missing(v) else repr(v)
-                                             for v in names]}
+        columns: dict[str, list] = {"name": [_shown(v) if bad else v if isinstance(v, str) else None if _missing(v)
+                                             else repr(v) for v, bad in zip(names, unreadable, strict=True)]}
         for rank in range(1, top_k + 1):
             for col in rank_columns(rank):
                 columns[col] = [None] * n

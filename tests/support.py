@@ -42,6 +42,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stops_answering(url: str, within_s: float = 30) -> bool:
+    """Whether nothing listens at `url` any more within `within_s`: only a refused connection counts."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=2)
+        except httpx.ConnectError:
+            return True  # nobody listening any more
+        except httpx.TimeoutException:
+            pass  # alive but slow (a loaded machine), or hung: not stopped
+        time.sleep(0.5)
+    return False
+
+
 def wait_for_http(url: str, timeout_s: float = 90.0, proc=None) -> None:
     """Poll `url` until it answers 200 (or the process dies, or time runs out)."""
     deadline = time.monotonic() + timeout_s

@@ -26,7 +26,7 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.errors import DownloadError, NamelangError, TrackingError
 from pipeline.features import load_tensors
 from pipeline.tracking import experiment_id
-from tests.support import free_port, small_names_folder, tiny_config, wait_for_http
+from tests.support import free_port, small_names_folder, stops_answering, tiny_config, wait_for_http
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).parent / "prefect")
@@ -581,18 +581,8 @@ def _ctrl_c(args: list[str], cwd: Path, env: dict, ready, sig: int = signal.SIGI
 
 def _temporary_api_stopped(output: str) -> bool:
     """Whether the temporary Prefect API a command started (its address is in the output) is gone."""
-    import time
-
-    import httpx
-
     [url] = set(re.findall(r"temporary server on (http://127\.0\.0\.1:\d+)", output))
-    for _ in range(30):
-        try:
-            httpx.get(f"{url}/api/health", timeout=2)
-        except httpx.ConnectError:
-            return True
-        time.sleep(0.5)
-    return False
+    return stops_answering(f"{url}/api/health", within_s=15)
 
 
 def test_a_server_out_of_reach_of_ctrl_c_is_told_apart():

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from pipeline import workflow
 from pipeline.errors import TrackingError
 from pipeline.registry import CHALLENGER, CHAMPION, get_alias_version, load_model
 from pipeline.tracking import MODEL_NAME, configure
-from tests.support import SHARED_NAMES, free_port, small_names_folder, tiny_config, wait_for_http
+from tests.support import SHARED_NAMES, free_port, small_names_folder, stops_answering, tiny_config, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -453,19 +452,6 @@ def namelang_serve(store) -> Iterator[tuple[subprocess.Popen, int]]:
                 os.killpg(group, signal.SIGKILL)
 
 
-def _stops_answering(port: int, within_s: float = 30) -> bool:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2)
-        except httpx.ConnectError:
-            return True  # nobody listening any more
-        except httpx.TimeoutException:
-            pass  # alive but slow (a loaded machine), or hung: not stopped
-        time.sleep(0.5)
-    return False
-
-
 def test_namelang_serve_answers_invocations_and_stops_on_sigterm(store):
     """`namelang serve` (mlflow models serve, which runs uvicorn) answers; a SIGTERM to namelang alone,
     as systemd or docker send, stops the whole server."""
@@ -488,7 +474,8 @@ def test_namelang_serve_answers_invocations_and_stops_on_sigterm(store):
             assert 400 <= answer.status_code < 500, (payload, answer.status_code, answer.text)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
-        assert _stops_answering(port), "the server still answers after `namelang serve` got SIGTERM"
+        assert stops_answering(f"http://127.0.0.1:{port}/ping"), \
+            "the server still answers after `namelang serve` got SIGTERM"
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP, signal.SIGKILL],
@@ -499,7 +486,8 @@ def test_namelang_serve_stops_with_whatever_stops_it(store, stop):
     with namelang_serve(store) as (proc, port):
         proc.send_signal(stop)
         assert proc.wait(timeout=60) == (-signal.SIGKILL if stop == signal.SIGKILL else 0)
-        assert _stops_answering(port), f"the server still answers after namelang got {stop.name}"
+        assert stops_answering(f"http://127.0.0.1:{port}/ping"), \
+            f"the server still answers after namelang got {stop.name}"
 
 
 def test_serve_on_a_port_in_use_is_one_line(tmp_path, monkeypatch):
