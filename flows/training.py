@@ -91,8 +91,9 @@ def fetch_source(config: DataConfig) -> Path:
 def ingest_source(config: DataConfig, local_source: Path, fingerprint: str) -> Stored:
     raw = workflow.ingest_source(config, local_source)
     # the cache key is the fingerprint taken before reading: rows read from files changed since then
-    # would be cached under it, and served for the old files for good
-    if workflow.source_fingerprint(Path(local_source)) != fingerprint:
+    # would be cached under it, and served for the old files for good (the bytes read are checked,
+    # not the files read again)
+    if raw.fingerprint != fingerprint:
         raise TransientError("the source changed while it was being read; run again once it is complete",
                              local_source)
     return store.store_ingest(raw, config.cache_dir, _ingest_identity(config, fingerprint))

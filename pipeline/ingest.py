@@ -36,6 +36,7 @@ class SourceFile:
     origin: str
     data: bytes
     modified_utc: str | None
+    listed_as: str = ""  # a folder's file: its name in the folder (a link's, not its target's)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class IngestResult:
     table: pa.Table
     files: list[FileProvenance]
     run: dict
+    fingerprint: str | None = None  # `source_fingerprint` of the bytes read (not kept in the cache)
 
     def provenance(self) -> dict:
         return {"ingest": self.run, "files": [asdict(f) for f in self.files]}
@@ -160,7 +162,7 @@ def read_folder(folder: Path) -> list[SourceFile]:
     for p in files:
         try:
             read.append(SourceFile(p.stem, str(p.resolve()), p.read_bytes(),
-                                   datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat()))
+                                   datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat(), p.name))
         except OSError as exc:
             raise NamelangError(f"cannot read this file: {exc.strerror or exc}", p) from exc
     return read
@@ -292,6 +294,29 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+def fingerprint(entries: list[tuple[str, str]]) -> str:
+    """One hash of a source's (file name, SHA-256) pairs: a folder's `.txt` files as listed, or the
+    archive itself. Taken before reading (the cache key) and from the bytes read, in one way."""
+    h = hashlib.sha256()
+    for name, digest in entries:
+        h.update(name.encode() + b"\0" + digest.encode())
+    return h.hexdigest()
+
+
+def source_fingerprint(path: Path) -> str:
+    """The fingerprint of a local source as it is now on disk."""
+    if not path.exists():
+        raise NamelangError("source does not exist", path)
+    files = language_files(path) if path.is_dir() else [path]
+    entries = []
+    for file in files:
+        try:
+            entries.append((file.name, sha256_file(file)))
+        except OSError as exc:
+            raise NamelangError(f"cannot read this file: {exc.strerror or exc}", file) from exc
+    return fingerprint(entries)
+
+
 def ingest(config: DataConfig, fetched: Path | None = None) -> IngestResult:
     """Resolve the source, read every `<Language>.txt`, and return raw lines with provenance.
 
@@ -315,6 +340,7 @@ def _ingest_local(path: Path, config: DataConfig) -> IngestResult:
     lengths: list[np.ndarray] = []
     provenance: list[FileProvenance] = []
     seen: dict[str, str] = {}
+    read: list[tuple[str, str]] = []  # (name, SHA-256) of a folder's files as read, for the fingerprint
     for file in files:
         if not file.language.strip():
             raise NamelangError("file name gives no language (expected <Language>.txt)", file.origin)
@@ -329,8 +355,10 @@ def _ingest_local(path: Path, config: DataConfig) -> IngestResult:
         chunks.append(data)
         lengths.append(line_lengths)
         counts.append(len(line_lengths))
-        provenance.append(FileProvenance(file.language, file.origin, hashlib.sha256(file.data).hexdigest(),
-                                         len(file.data), len(line_lengths), file.modified_utc, bom, crlf))
+        digest = hashlib.sha256(file.data).hexdigest()
+        read.append((file.listed_as, digest))
+        provenance.append(FileProvenance(file.language, file.origin, digest, len(file.data), len(line_lengths),
+                                         file.modified_utc, bom, crlf))
     n_lines = sum(counts)
     if not n_lines:
         raise NamelangError("source holds no names (every file is empty)", path)
@@ -344,13 +372,15 @@ def _ingest_local(path: Path, config: DataConfig) -> IngestResult:
         "source_file": pa.array([f.origin for f in files], type=pa.string()).take(file_index),
         "line_number": line_number,
     })
+    # the archive's own hash (what --sha256 pins), taken after its members were read; a folder's
+    # files each have theirs
+    archive_sha256 = sha256_file(path) if path.is_file() else None
     run = {
         "source_uri": config.source if is_url(config.source) else str(path.resolve()),
         "source_path": str(path.resolve()),
-        # the archive's own hash (what --sha256 pins); a folder's files each have theirs
-        "source_sha256": sha256_file(path) if path.is_file() else None,
+        "source_sha256": archive_sha256,
         "loaded_at_utc": datetime.now(UTC).isoformat(),
         "package_version": __version__,
         "git_commit": git_commit(),
     }
-    return IngestResult(table, provenance, run)
+    return IngestResult(table, provenance, run, fingerprint([(path.name, archive_sha256)] if archive_sha256 else read))

@@ -41,16 +41,7 @@ def code_version(*modules) -> str:
 
 def source_fingerprint(path: Path) -> str:
     """Content hash of a local source: its `.txt` files (name and bytes) or the archive's bytes."""
-    h = hashlib.sha256()
-    if not path.exists():
-        raise NamelangError("source does not exist", path)
-    files = ingest.language_files(path) if path.is_dir() else [path]
-    for file in files:
-        try:
-            h.update(file.name.encode() + b"\0" + ingest.sha256_file(file).encode())
-        except OSError as exc:
-            raise NamelangError(f"cannot read this file: {exc.strerror or exc}", file) from exc
-    return h.hexdigest()
+    return ingest.source_fingerprint(path)
 
 
 def fetch_source(config: DataConfig) -> Path:

@@ -389,6 +389,37 @@ def test_a_folder_named_like_a_file_is_not_read_or_fingerprinted(tmp_path):
     assert source_fingerprint(source) != fingerprint
 
 
+def test_ingest_fingerprints_the_bytes_it_read_as_the_source_is_fingerprinted_on_disk(tmp_path, monkeypatch):
+    """The flow compares the two to tell that a source changed while it was read, without reading it
+    again: a language file that is a link is named as listed (its target's name would differ), and
+    an archive by its own hash."""
+    import pipeline.ingest as ingest_module
+    from pipeline.ingest import source_fingerprint
+
+    elsewhere = make_source(tmp_path / "elsewhere", {"greek-names": "Pappas\n"})
+    source = make_source(tmp_path / "src", {"English": "Smith\n"})
+    (source / "Greek.txt").symlink_to(elsewhere / "greek-names.txt")
+    archive = tmp_path / "names.zip"
+    archive.write_bytes(make_zip({"names/English.txt": "Smith\n", "names/Greek.txt": "Pappas\n"}))
+    for path in (source, archive):
+        assert ingest(DataConfig(source=str(path), raw_dir=tmp_path / "raw")).fingerprint == source_fingerprint(path)
+
+    before = source_fingerprint(source)
+    real_read = ingest_module.read_folder
+
+    def read_then_change(folder):  # a writer finishing while the files are read
+        read = real_read(folder)
+        (folder / "English.txt").write_text("Jones\n")
+        return read
+
+    monkeypatch.setattr(ingest_module, "read_folder", read_then_change)
+    assert ingest(DataConfig(source=str(source), raw_dir=tmp_path / "raw")).fingerprint == before  # what was read
+    assert source_fingerprint(source) != before
+    archive_before = source_fingerprint(archive)
+    archive.write_bytes(make_zip({"names/English.txt": "Jones\n"}))
+    assert ingest(DataConfig(source=str(archive), raw_dir=tmp_path / "raw")).fingerprint != archive_before
+
+
 def test_a_broken_link_or_a_pipe_named_like_a_language_file_is_an_error_not_skipped(tmp_path):
     """Korean vanished from the table without a word; a pipe would have hung the fingerprint."""
     import os
