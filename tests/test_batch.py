@@ -113,3 +113,44 @@ def test_an_output_that_cannot_be_written_is_named_before_any_work(tmp_path):
         assert not worked
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
     assert not list((tmp_path / "folder").iterdir())
+
+
+def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_live_ones_is_not(tmp_path):
+    """SIGKILL runs no cleanup: each killed `batch` or training run left its `.<output>.*.tmp` (a
+    70 MB checkpoint, say) for good."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from pipeline.atomic import ABANDONED_AFTER_S, write_text_atomic
+
+    target = tmp_path / "predictions.parquet"
+    writer = ("import sys, time; from pipeline.atomic import atomic_path\n"
+              "with atomic_path(sys.argv[1]) as tmp:\n"
+              "    tmp.write_text('half'); print(tmp, flush=True); time.sleep(float(sys.argv[2]))\n")
+
+    def start(sleep_s: float) -> tuple[subprocess.Popen, Path]:
+        proc = subprocess.Popen([sys.executable, "-c", writer, str(target), str(sleep_s)], stdout=subprocess.PIPE,
+                                text=True)
+        return proc, Path(proc.stdout.readline().strip())
+
+    killed, killed_tmp = start(60)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    live, live_tmp = start(60)
+    try:
+        old = time.time() - ABANDONED_AFTER_S - 5
+        for tmp in (killed_tmp, live_tmp):
+            os.utime(tmp, (old, old))
+        write_text_atomic(target, "whole")
+        assert target.read_text() == "whole"
+        assert not killed_tmp.exists()
+        assert live_tmp.exists()  # its writer is still at work
+    finally:
+        live.kill()
+        live.wait()
+        live.stdout.close()
+        killed.stdout.close()
