@@ -327,7 +327,9 @@ def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
         received.append(signum)
         if child is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGTERM if signum == signal.SIGHUP else signum)
+                # SIGTERM whatever came: uvicorn stops as gracefully on it, and mlflow's CLI, handed a
+                # SIGINT, ends the log with click's "Aborted!", a failure's word for a stop asked for
+                os.killpg(child.pid, signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, forward) for sig in _STOP_SIGNALS}  # before the child exists: no gap
     try:
