@@ -52,12 +52,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy.stats import bootstrap
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import pipeline  # noqa: E402, F401 - first: it sets PyTorch's thread spinning, as the product runs
+
+# isort: split
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from bench.ngram import evaluate as ngram_evaluate  # noqa: E402
 from bench.ngram import fit_ngram, make_model, scores, texts  # noqa: E402

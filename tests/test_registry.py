@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -199,11 +200,13 @@ def test_champion_loads_and_predicts_in_fresh_process_outside_repo(store, tmp_pa
         print(json.dumps({"modules": sorted(m for m in sys.modules if m.startswith("pipeline")),
                           "pipeline_file": pipeline.__file__, "rows": out.to_dict("records")}, default=str))
     """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(MLFLOW_TRACKING_URI=store["uri"], CUDA_VISIBLE_DEVICES="")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GOMP_SPINCOUNT")}
+    env.update(MLFLOW_TRACKING_URI=store["uri"], CUDA_VISIBLE_DEVICES="", OMP_DISPLAY_ENV="verbose")
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # the model's code set PyTorch's threads to spin briefly before mlflow's loading imported torch
+    assert re.findall(r"GOMP_SPINCOUNT = '(\d+)'", proc.stderr) == ["1000"], proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = result["rows"]
     expected = load_model("models:/namelang@champion").predict(pd.DataFrame({"name": ["Nakamura"]}))
