@@ -327,9 +327,10 @@ def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
         received.append(signum)
         if child is not None:
             with contextlib.suppress(ProcessLookupError):
-                # SIGTERM whatever came: uvicorn stops as gracefully on it, and mlflow's CLI, handed a
-                # SIGINT, ends the log with click's "Aborted!", a failure's word for a stop asked for
-                os.killpg(child.pid, signal.SIGTERM)
+                # first SIGTERM, whatever came: uvicorn stops as gracefully on it, and mlflow's CLI, handed
+                # a SIGINT, ends the log with click's "Aborted!"; then SIGINT, as a second Ctrl-C is
+                # uvicorn's sign to stop waiting for requests in flight
+                os.killpg(child.pid, signal.SIGTERM if len(received) == 1 else signal.SIGINT)
 
     previous = {sig: signal.signal(sig, forward) for sig in _STOP_SIGNALS}  # before the child exists: no gap
     try:
@@ -338,8 +339,9 @@ def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
             os.killpg(child.pid, signal.SIGTERM)
         code = child.wait()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if not received:  # once stopping, a further Ctrl-C lands in `forward`, not in a traceback
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if child is not None:
             with contextlib.suppress(ProcessLookupError):  # whatever the server left behind in its group
                 os.killpg(child.pid, signal.SIGTERM)

@@ -13,9 +13,10 @@ from importlib.metadata import PackageNotFoundError, version
 # against 2.3 s quiet, and 10 to 83 s with a second training beside it. Spinning 1,000 times
 # (what libgomp itself does when threads outnumber cores) costs little when the machine is quiet
 # and keeps the fair share when it is not (4.0 s and 4.3 s); the numbers computed are the same.
-# It must be set before torch loads libgomp, so here, where every entry point starts; a value
-# already set wins.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+# It must be set before torch loads libgomp, so here, where every entry point starts. A spin count
+# or a wait policy already set wins (libgomp would let the count override the policy).
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "1000"
 
 try:
     __version__ = version("namelang")

@@ -3,9 +3,10 @@
 Written by hand (a dozen lines) because the one library for it, `atomicwrites`, is archived;
 the recipe is the standard one: temp file in the same folder, fsync, os.replace.
 
-A writer holds a lock on its temp file until it is done, so that the next write of the same
+A temp file's name carries its writer's host and process id, so that the next write of the same
 target can tell a temp file a killed writer left (SIGKILL, a power cut: no cleanup runs) from one
-being written, and delete it: the kernel drops a dead process's locks.
+being written, and delete it. Not a lock: file locks are refused or emulated on network file
+systems, and on SMB a lock held by one handle blocks writes through another.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,16 +23,12 @@ from pathlib import Path
 
 from pipeline.errors import NamelangError
 
-try:
-    import fcntl
-except ImportError:  # Windows, where the pyfunc model may be loaded: no locks, so nothing is deleted
-    fcntl = None
-
 # The process umask, read once: reading it means setting it, which is not safe while other
 # threads create files.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-ABANDONED_AFTER_S = 60.0  # a younger temp file may be one whose writer has not locked it yet
+ABANDONED_AFTER_S = 60.0  # younger temp files are left alone whatever their writer's state
+_HOST = socket.gethostname().replace(os.sep, "_") or "host"
 
 
 @contextlib.contextmanager
@@ -44,12 +43,12 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     with _cannot_write(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_abandoned(target)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_HOST}.{os.getpid()}.", suffix=".tmp",
+                                        dir=target.parent)
+    os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
     try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # held until this writer is done or dead
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         yield tmp
         with _cannot_write(target):
             with open(tmp, "rb+") as fh:
@@ -57,26 +56,36 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-        os.close(fd)
 
 
 def remove_abandoned(target: Path) -> list[Path]:
-    """Delete the temp files of `target` that killed writers left: older than a minute and not locked."""
+    """Delete the temp files of `target` whose writer, on this host, is dead: regular files over a
+    minute old. Another host's, a live process's or one that cannot be told apart stay."""
     removed: list[Path] = []
-    if fcntl is None:
+    if os.name != "posix":  # os.kill(pid, 0) would end a process on Windows, not probe it
         return removed
-    for name in glob.glob(f".{glob.escape(target.name)}.*.tmp", root_dir=target.parent):
-        path = target.parent / name
-        try:
-            if time.time() - path.stat().st_mtime < ABANDONED_AFTER_S:
-                continue
-            with open(path, "rb") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while its writer lives
-                path.unlink()
-            removed.append(path)
-        except OSError:  # locked, gone meanwhile, or not ours to delete: leave it
+    prefix = f".{target.name}."
+    for name in glob.glob(f"{glob.escape(prefix)}*.tmp", root_dir=target.parent):
+        parts = name.removeprefix(prefix).removesuffix(".tmp").rsplit(".", 2)  # host, pid, mkstemp's letters
+        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit() or _alive(int(parts[1])):
             continue
+        path = target.parent / name
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to delete: leave it
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and time.time() - info.st_mtime >= ABANDONED_AFTER_S:
+                path.unlink()
+                removed.append(path)
     return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process, say: alive
+        return True
+    return True
 
 
 @contextlib.contextmanager

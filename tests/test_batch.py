@@ -117,7 +117,8 @@ def test_an_output_that_cannot_be_written_is_named_before_any_work(tmp_path):
 
 def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_live_ones_is_not(tmp_path):
     """SIGKILL runs no cleanup: each killed `batch` or training run left its `.<output>.*.tmp` (a
-    70 MB checkpoint, say) for good."""
+    70 MB checkpoint, say) for good. Only a dead writer's, on this host, over a minute old, and a
+    regular file, is deleted."""
     import os
     import signal
     import subprocess
@@ -125,32 +126,39 @@ def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_liv
     import time
     from pathlib import Path
 
-    from pipeline.atomic import ABANDONED_AFTER_S, write_text_atomic
+    from pipeline.atomic import _HOST, ABANDONED_AFTER_S, write_text_atomic
 
     target = tmp_path / "predictions.parquet"
     writer = ("import sys, time; from pipeline.atomic import atomic_path\n"
               "with atomic_path(sys.argv[1]) as tmp:\n"
-              "    tmp.write_text('half'); print(tmp, flush=True); time.sleep(float(sys.argv[2]))\n")
+              "    tmp.write_text('half'); print(tmp, flush=True); time.sleep(60)\n")
+    procs: list[subprocess.Popen] = []
 
-    def start(sleep_s: float) -> tuple[subprocess.Popen, Path]:
-        proc = subprocess.Popen([sys.executable, "-c", writer, str(target), str(sleep_s)], stdout=subprocess.PIPE,
-                                text=True)
-        return proc, Path(proc.stdout.readline().strip())
+    def start() -> Path:
+        procs.append(subprocess.Popen([sys.executable, "-c", writer, str(target)], stdout=subprocess.PIPE, text=True))
+        return Path(procs[-1].stdout.readline().strip())
 
-    killed, killed_tmp = start(60)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    live, live_tmp = start(60)
     try:
+        killed_old, killed_new, live = start(), start(), start()
+        for proc in procs[:2]:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        dead_pid = procs[0].pid
+        other_host = tmp_path / f".{target.name}.another-host.{dead_pid}.abcdefgh.tmp"
+        other_host.write_text("half")
+        pipe = tmp_path / f".{target.name}.{_HOST}.{dead_pid}.fifo1234.tmp"
+        os.mkfifo(pipe)  # opening it would wait for ever
         old = time.time() - ABANDONED_AFTER_S - 5
-        for tmp in (killed_tmp, live_tmp):
-            os.utime(tmp, (old, old))
+        for path in (killed_old, live, other_host, pipe):
+            os.utime(path, (old, old))
         write_text_atomic(target, "whole")
         assert target.read_text() == "whole"
-        assert not killed_tmp.exists()
-        assert live_tmp.exists()  # its writer is still at work
+        assert not killed_old.exists()
+        assert killed_new.exists()  # under a minute old: left
+        assert live.exists()  # its writer is still at work
+        assert other_host.exists() and pipe.exists()  # a process id elsewhere means nothing here; not a file
     finally:
-        live.kill()
-        live.wait()
-        live.stdout.close()
-        killed.stdout.close()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()

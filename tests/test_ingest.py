@@ -415,8 +415,16 @@ def test_ingest_fingerprints_the_bytes_it_read_as_the_source_is_fingerprinted_on
     monkeypatch.setattr(ingest_module, "read_folder", read_then_change)
     assert ingest(DataConfig(source=str(source), raw_dir=tmp_path / "raw")).fingerprint == before  # what was read
     assert source_fingerprint(source) != before
+
     archive_before = source_fingerprint(archive)
-    archive.write_bytes(make_zip({"names/English.txt": "Jones\n"}))
+    real_archive = ingest_module.read_archive
+
+    def read_archive_then_change(path, max_member_bytes):  # an archive's hash comes after its members
+        read = real_archive(path, max_member_bytes)
+        archive.write_bytes(make_zip({"names/English.txt": "Jones\n"}))
+        return read
+
+    monkeypatch.setattr(ingest_module, "read_archive", read_archive_then_change)
     assert ingest(DataConfig(source=str(archive), raw_dir=tmp_path / "raw")).fingerprint != archive_before
 
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -497,6 +498,36 @@ def test_namelang_serve_stops_with_whatever_stops_it(store, stop, tmp_path):
             f"the server still answers after namelang got {stop.name}"
     assert "Shutting down" in log.read_text() or stop == signal.SIGKILL  # uvicorn's graceful stop
     assert "Aborted" not in log.read_text()
+
+
+def test_a_second_ctrl_c_reaches_the_server_as_ctrl_c(tmp_path):
+    """The first stop signal goes on as SIGTERM (a graceful stop, and no "Aborted!" from mlflow's
+    CLI), a second as SIGINT: uvicorn's sign to stop waiting for requests in flight. The server here
+    is a process that writes down what it gets and stops at the SIGINT."""
+    record = tmp_path / "signals.txt"
+    server = ("import signal, sys, time\n"
+              "def note(signum, _):\n"
+              "    open(sys.argv[1], 'a').write(signal.Signals(signum).name + '\\n')\n"
+              "    if signum == signal.SIGINT: sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, note); signal.signal(signal.SIGINT, note)\n"
+              "open(sys.argv[1], 'w').write('ready\\n')\n"
+              "while True: time.sleep(0.05)\n")
+    wrapper = ("import sys; from flows.cli import run_forwarding_signals\n"
+               f"sys.exit(run_forwarding_signals([sys.executable, '-c', {server!r}, {str(record)!r}], {{}}))\n")
+    proc = subprocess.Popen([sys.executable, "-c", wrapper])
+    try:
+        deadline = time.monotonic() + 60
+        while not (record.exists() and record.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        while record.read_text().count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        assert record.read_text().split() == ["ready", "SIGTERM", "SIGINT"]
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_serve_on_a_port_in_use_is_one_line(tmp_path, monkeypatch):
