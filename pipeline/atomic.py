@@ -3,7 +3,7 @@
 Written by hand (a dozen lines) because the one library for it, `atomicwrites`, is archived;
 the recipe is the standard one: temp file in the same folder, fsync, os.replace.
 
-A temp file's name carries its writer's host and process id, so that the next write of the same
+A temp file's name carries a tag of its writer's host and its process id, so that the next write of the same
 target can tell a temp file a killed writer left (SIGKILL, a power cut: no cleanup runs) from one
 being written, and delete it. Not a lock: file locks are refused or emulated on network file
 systems, and on SMB a lock held by one handle blocks writes through another.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import socket
 import stat
@@ -28,7 +29,7 @@ from pipeline.errors import NamelangError
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 ABANDONED_AFTER_S = 60.0  # younger temp files are left alone whatever their writer's state
-_HOST = socket.gethostname().replace(os.sep, "_") or "host"
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # short: names have a length limit
 
 
 @contextlib.contextmanager
