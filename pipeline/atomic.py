@@ -1,12 +1,13 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
-Written by hand (a dozen lines) because the one library for it, `atomicwrites`, is archived;
-the recipe is the standard one: temp file in the same folder, fsync, os.replace.
+Written by hand because the one library for it, `atomicwrites`, is archived; the recipe is the
+standard one: temp file in the same folder, fsync, os.replace.
 
-A temp file's name carries a tag of its writer's host and its process id, so that the next write of the same
-target can tell a temp file a killed writer left (SIGKILL, a power cut: no cleanup runs) from one
-being written, and delete it. Not a lock: file locks are refused or emulated on network file
-systems, and on SMB a lock held by one handle blocks writes through another.
+A temp file's name carries a tag of its writer's host and the writer's process id, so that the
+next write of the same target can tell a temp file a killed writer left (SIGKILL, a power cut: no
+cleanup runs) from one being written, and delete it. Not a lock: file locks are refused or
+emulated on network file systems, and on SMB a lock held by one handle blocks writes through
+another.
 """
 
 from __future__ import annotations
