@@ -340,7 +340,6 @@ def _ingest_local(path: Path, config: DataConfig) -> IngestResult:
     lengths: list[np.ndarray] = []
     provenance: list[FileProvenance] = []
     seen: dict[str, str] = {}
-    read: list[tuple[str, str]] = []  # (name, SHA-256) of a folder's files as read, for the fingerprint
     for file in files:
         if not file.language.strip():
             raise NamelangError("file name gives no language (expected <Language>.txt)", file.origin)
@@ -355,10 +354,8 @@ def _ingest_local(path: Path, config: DataConfig) -> IngestResult:
         chunks.append(data)
         lengths.append(line_lengths)
         counts.append(len(line_lengths))
-        digest = hashlib.sha256(file.data).hexdigest()
-        read.append((file.listed_as, digest))
-        provenance.append(FileProvenance(file.language, file.origin, digest, len(file.data), len(line_lengths),
-                                         file.modified_utc, bom, crlf))
+        provenance.append(FileProvenance(file.language, file.origin, hashlib.sha256(file.data).hexdigest(),
+                                         len(file.data), len(line_lengths), file.modified_utc, bom, crlf))
     n_lines = sum(counts)
     if not n_lines:
         raise NamelangError("source holds no names (every file is empty)", path)
@@ -383,4 +380,7 @@ def _ingest_local(path: Path, config: DataConfig) -> IngestResult:
         "package_version": __version__,
         "git_commit": git_commit(),
     }
-    return IngestResult(table, provenance, run, fingerprint([(path.name, archive_sha256)] if archive_sha256 else read))
+    # the fingerprint of the bytes read, as `source_fingerprint` takes it from disk before reading
+    read = ([(path.name, archive_sha256)] if archive_sha256
+            else [(f.listed_as, p.sha256) for f, p in zip(files, provenance, strict=True)])
+    return IngestResult(table, provenance, run, fingerprint(read))

@@ -39,9 +39,7 @@ def code_version(*modules) -> str:
     return h.hexdigest()[:16]
 
 
-def source_fingerprint(path: Path) -> str:
-    """Content hash of a local source: its `.txt` files (name and bytes) or the archive's bytes."""
-    return ingest.source_fingerprint(path)
+source_fingerprint = ingest.source_fingerprint  # the cache key of a local source, for the flows
 
 
 def fetch_source(config: DataConfig) -> Path:
