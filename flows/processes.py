@@ -1,11 +1,13 @@
-"""Process plumbing shared by the CLI's commands: children that die with namelang, and stop
-signals other than Ctrl-C handled like it."""
+"""Process plumbing shared by the CLI's commands: children that die with namelang, stop signals
+other than Ctrl-C handled like it, and a server's stop signals passed on to its whole group."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -59,3 +61,41 @@ def stop_signals_interrupt() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def run_forwarding_signals(cmd: list[str], env: dict[str, str]) -> int:
+    """Run a server in a process group of its own and pass SIGINT, SIGTERM and SIGHUP on to the whole
+    group: `mlflow models serve` runs uvicorn as its child, which a signal to this process alone
+    (systemd, docker stop, kill, a closed terminal) would leave serving. Exit code: 0 when a signal
+    stopped it, else the server's (128 + signal number if a signal killed it)."""
+    child: subprocess.Popen | None = None
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                # first SIGTERM, whatever came: uvicorn stops as gracefully on it, and mlflow's CLI, handed
+                # a SIGINT, ends the log with click's "Aborted!"; then SIGINT, as a second Ctrl-C is
+                # uvicorn's sign to stop waiting for requests in flight
+                os.killpg(child.pid, signal.SIGTERM if len(received) == 1 else signal.SIGINT)
+
+    previous = {sig: signal.signal(sig, forward) for sig in _STOP_SIGNALS}  # before the child exists: no gap
+    try:
+        child = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=stop_with_parent())
+        if received:  # a signal came while it started
+            os.killpg(child.pid, signal.SIGTERM)
+        code = child.wait()
+    finally:
+        if not received:  # once stopping, a further Ctrl-C lands in `forward`, not in a traceback
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):  # whatever the server left behind in its group
+                os.killpg(child.pid, signal.SIGTERM)
+    if received:
+        return 0
+    return 128 - code if code < 0 else code

@@ -512,7 +512,7 @@ def test_a_second_ctrl_c_reaches_the_server_as_ctrl_c(tmp_path):
               "signal.signal(signal.SIGTERM, note); signal.signal(signal.SIGINT, note)\n"
               "import os; open(sys.argv[1], 'w').write(f'ready {os.getpid()}\\n')\n"
               "while True: time.sleep(0.05)\n")
-    wrapper = ("import sys; from flows.cli import run_forwarding_signals\n"
+    wrapper = ("import sys; from flows.processes import run_forwarding_signals\n"
                f"sys.exit(run_forwarding_signals([sys.executable, '-c', {server!r}, {str(record)!r}], {{}}))\n")
     proc = subprocess.Popen([sys.executable, "-c", wrapper])
     try:
