@@ -20,10 +20,11 @@ import socket
 import stat
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, NamelangWarning
 
 # The process umask, read once: reading it means setting it, which is not safe while other
 # threads create files.
@@ -44,7 +45,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise NamelangError("cannot write this file: a folder has its name", target)
     with _cannot_write(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        remove_abandoned(target)
+        for left_over in remove_abandoned(target):
+            warnings.warn(f"deleted {left_over}: a temp file that a killed writer left", NamelangWarning,
+                          stacklevel=3)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_HOST}.{os.getpid()}.", suffix=".tmp",
                                         dir=target.parent)
     os.close(fd)

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from pipeline.batch import iter_names
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, NamelangWarning
 
 
 def test_text_file_chunks_strip_bom_and_line_endings(tmp_path):
@@ -151,7 +151,9 @@ def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_liv
         old = time.time() - ABANDONED_AFTER_S - 5
         for path in (killed_old, live, other_host, pipe):
             os.utime(path, (old, old))
-        write_text_atomic(target, "whole")
+        with pytest.warns(NamelangWarning) as said:
+            write_text_atomic(target, "whole")
+        assert [str(w.message) for w in said] == [f"deleted {killed_old}: a temp file that a killed writer left"]
         assert target.read_text() == "whole"
         assert not killed_old.exists()
         assert killed_new.exists()  # under a minute old: left
