@@ -143,11 +143,15 @@ def _print_training_summary(summary: dict) -> None:
     typer.echo(f"trained {summary['model']} version {summary['version']} -> alias '{summary['alias']}'")
     gate = summary["gate"]
     if gate["champion_macro_f1"] is not None:  # why that alias: the gate's comparison
-        left_out = (f"; {gate['excluded_names']} left out, names the champion learnt from"
+        left_out = (f"; {gate['excluded_names']} left out, names one of the two models learnt from"
                     if gate["excluded_names"] else "")
         typer.echo(f"  gate: macro-F1 {gate['new_macro_f1']:.3f} against champion version "
                    f"{gate['previous_champion']}'s {gate['champion_macro_f1']:.3f}, on {gate['compared_names']} "
                    f"test rows{left_out}")
+    elif gate["previous_champion"] is not None:  # nothing to compare on: the champion stays
+        typer.echo(f"  gate: not compared: all {gate['excluded_names']} test rows are names champion version "
+                   f"{gate['previous_champion']} or this one learnt from; the champion stays. To make this "
+                   "version champion anyway, set the alias in the MLflow UI (the version's page, Aliases)")
     typer.echo(f"  test accuracy {summary['test_accuracy']:.3f}, macro-F1 {summary['test_macro_f1']:.3f}, "
                f"top-3 accuracy {summary['test_top3_accuracy']:.3f} ({summary['train_seconds']} s on "
                f"{summary['device']})")

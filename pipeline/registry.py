@@ -5,7 +5,8 @@ come from the same names: a new version becomes champion only if its macro-F1 is
 the champion's; otherwise it is tagged `challenger`. Test names the champion learnt from (its
 run's `data/learnt_names.txt`: its train and validation names) are left out of that comparison,
 for both models: on grown data or another split seed most of a new test split may be names the
-champion was trained on, and it would be judged on them flattered. One gate at a time on a SQLite
+champion was trained on, and it would be judged on them flattered (with none left, nothing is
+compared and the champion stays). One gate at a time on a SQLite
 store (a lock file beside it); with a tracking server, the gate judges again when the champion
 changed while it was scoring (a narrower window, not a lock: MLflow has no compare-and-set).
 """
@@ -37,10 +38,10 @@ class PromotionDecision:
     version: str
     alias: str                       # champion | challenger
     new_macro_f1: float              # on the names compared (all test names when nothing is left out)
-    champion_macro_f1: float | None  # None when there was no champion (or no name it had not learnt)
+    champion_macro_f1: float | None  # None when there was no champion, or no test name to compare on
     previous_champion: str | None
     compared_names: int | None = None  # test rows both models were scored on
-    excluded_names: int = 0            # test rows left out: the champion had learnt those names
+    excluded_names: int = 0            # test rows left out: names the champion or the new version learnt
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -173,7 +174,7 @@ def describe(version: str, text: str, name: str = MODEL_NAME) -> None:
 def promote_if_better(version: str, test_names: list[str], test_languages: list[str], predicted: list[str],
                       name: str = MODEL_NAME) -> PromotionDecision:
     """Give `version` the champion alias if it scores at least the champion on the same test names,
-    those the champion did not learn from.
+    those neither model learnt from; with no such name, the champion stays and `version` is challenger.
 
     `predicted` holds the new version's predicted language for each test name (evaluation has them
     already): the version is scored on any subset from them, not loaded back from the registry.
@@ -210,7 +211,10 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
 
 def _record(client: MlflowClient, name: str, d: PromotionDecision) -> None:
     """The decision as the version's `gate.*` tags (`_recorded_decision` reads them back)."""
-    tags = {"gate.decision": "promoted to champion" if d.alias == CHAMPION else "kept champion; challenger",
+    decision = ("promoted to champion" if d.alias == CHAMPION
+                else "kept champion; challenger: no test name new to both models, nothing to compare on"
+                if d.compared_names == 0 else "kept champion; challenger")
+    tags = {"gate.decision": decision,
             "gate.new_macro_f1": repr(float(d.new_macro_f1)),  # exact: a retry reads them back
             "gate.champion_macro_f1": "" if d.champion_macro_f1 is None else repr(float(d.champion_macro_f1)),
             "gate.previous_champion": d.previous_champion or "",
@@ -239,8 +243,8 @@ def _judge(client: MlflowClient, name: str, version: str, test_names: list[str],
         learnt_names(client, client.get_model_version(name, version).run_id) or set())
     keep = [i for i, n in enumerate(test_names) if n not in learnt]
     previous = str(current.version)
-    if not keep:  # the champion learnt every one of them: nothing to compare on; the newer model wins
-        return PromotionDecision(version, CHAMPION, macro_f1(predicted, test_languages), None, previous, 0,
+    if not keep:  # one model or the other learnt every one of them: no evidence, so the champion stays
+        return PromotionDecision(version, CHALLENGER, macro_f1(predicted, test_languages), None, previous, 0,
                                  len(test_names))
     names, languages = [test_names[i] for i in keep], [test_languages[i] for i in keep]
     champion_f1 = score_model(f"models:/{name}/{previous}", names, languages)

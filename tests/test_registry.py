@@ -178,6 +178,31 @@ def test_gate_leaves_out_test_names_the_new_version_learnt_from_too(store, tmp_p
                                                                                     len(test) - len(compared))
 
 
+def test_gate_keeps_champion_when_no_test_name_is_new_to_both_models(store, tmp_path, capsys):
+    """Retrained on a subset of the champion's own training names (files lost in a partial sync, say),
+    every new test name is one the champion learnt: there is no evidence either way, and the new
+    version used to take the alias unjudged. The champion stays; the new version is challenger."""
+    from flows.cli import _print_training_summary
+    from pipeline.features import load_tensors
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    data = load_tensors(store["config"].data.processed_dir / "tensors.pt")
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    for code, language in enumerate(data.label_names):
+        rows = [data.names[i] for i in data.indices(0, 1).tolist() if int(data.labels[i]) == code]
+        (subset / f"{language}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    summary = workflow.run_pipeline(tiny_config(tmp_path, subset, epochs=2))
+    assert summary["alias"] == CHALLENGER
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
+    tags = client.get_model_version(MODEL_NAME, summary["version"]).tags
+    assert tags["gate.compared_names"] == "0" and int(tags["gate.excluded_names"]) > 0
+    assert tags["gate.decision"].endswith("nothing to compare on")
+    _print_training_summary({**summary, "data_steps": "ran", "mlflow_tracking_uri": store["uri"]})  # as the flow adds
+    assert "gate: not compared" in capsys.readouterr().out
+
+
 def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
     """Two runs judged at once both compared against the old champion; the later took the alias."""
     import filelock
