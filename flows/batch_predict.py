@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
 from flows.retries import worth_retrying
 from pipeline.batch import predict_file
@@ -55,7 +57,7 @@ def predict(uri: str, version: str, input_path: Path, output_path: Path, column:
 
 @flow(name="batch-predict", log_prints=True)
 def batch_predict(input_path: str, output_path: str | None = None, model: str = model_uri(),
-                  column: str = "name", chunk_size: int = 50_000) -> dict:
+                  column: str = "name", chunk_size: Annotated[int, Field(ge=1)] = 50_000) -> dict:
     """Read names from Parquet, CSV or text; write Parquet with top-3 languages and the model version."""
     source = Path(input_path)
     # beside the input, after its whole name: names.csv and names.txt make two outputs, not one

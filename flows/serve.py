@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from prefect import serve
+from prefect import get_client, serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
+from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 from pydantic import ValidationError
 
@@ -44,6 +45,23 @@ def deployments(cron: str = DEFAULT_CRON, source: str = DEFAULT_SOURCE, timezone
     return [retrain, on_demand]
 
 
+def bound_to_work_pools(served: list[RunnerDeployment]) -> dict[str, str]:
+    """The deployments among `served` that already exist in a work pool (`prefect deploy` made them), by
+    full name. Serving them again would keep their pool but drop their pull steps: a worker would then
+    take their runs and crash them, looking for the flow's file in a temp folder."""
+    bound: dict[str, str] = {}
+    with get_client(sync_client=True) as client:
+        for deployment in served:
+            full_name = f"{deployment.flow_name}/{deployment.name}"
+            try:
+                existing = client.read_deployment_by_name(full_name)
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name:
+                bound[full_name] = existing.work_pool_name
+    return bound
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,7 +80,14 @@ def main(argv: list[str] | None = None) -> None:
     except NamelangError as exc:
         parser.exit(2, f"error: {exc}\n")
     run_logs.warnings_in_one_line()
-    serve(*deployments(args.cron, args.source, args.timezone))
+    served = deployments(args.cron, args.source, args.timezone)
+    bound = bound_to_work_pools(served)
+    if bound:
+        deletes = "; ".join(f"prefect deployment delete '{name}'" for name in bound)
+        parser.exit(2, "error: " + ", ".join(f"{name} belongs to work pool {pool!r}" for name, pool in bound.items())
+                    + f" (made by prefect deploy), which workers run; to serve them from this process instead, "
+                    f"delete them first: {deletes}\n")
+    serve(*served)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,6 +19,8 @@ from pipeline.errors import NamelangError, first_line
 
 def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> Iterator[list]:
     """Names from a Parquet, CSV or plain-text file (one name per line), `chunk_size` at a time."""
+    if chunk_size < 1:  # else range() or pyarrow fails with its own words, or a CSV reads as "no names"
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     if not path.exists():
         raise NamelangError("input file not found", path)
     suffix = path.suffix.lower()

@@ -164,3 +164,16 @@ def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_liv
             proc.kill()
             proc.wait()
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("chunk_size", [0, -5])
+def test_a_chunk_size_below_one_is_refused_for_every_input_kind(tmp_path, chunk_size):
+    """range() refused 0 in its own words, pyarrow too, and a CSV of names read as "no names"."""
+    for name, content in (("names.txt", "Hinton\n"), ("names.csv", "name\nHinton\n")):
+        path = tmp_path / name
+        path.write_text(content, encoding="utf-8")
+        with pytest.raises(ValueError, match=f"chunk_size must be at least 1, got {chunk_size}"):
+            next(iter_names(path, chunk_size=chunk_size))
+    pd.DataFrame({"name": ["Hinton"]}).to_parquet(tmp_path / "names.parquet")
+    with pytest.raises(ValueError, match="chunk_size must be at least 1"):
+        next(iter_names(tmp_path / "names.parquet", chunk_size=chunk_size))

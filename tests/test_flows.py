@@ -412,6 +412,10 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
                                   stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True)
         names = work / "names.csv"
         names.write_text("name\nHinton\nNakamura\n", encoding="utf-8")
+        zero = subprocess.run([PREFECT, "deployment", "run", "batch-predict/on-demand", "--params",
+                               json.dumps({"input_path": str(names), "chunk_size": 0})], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert zero.returncode != 0 and "chunk_size" in zero.stdout + zero.stderr, zero.stdout + zero.stderr
         batch = subprocess.run([PREFECT, "deployment", "run", "batch-predict/on-demand", "--params",
                                 json.dumps({"input_path": str(names)}), "--watch", "--watch-timeout", "300"],
                                env=env, capture_output=True, text=True, timeout=350)
@@ -419,6 +423,23 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
             tmp_path / "worker.log").read_text()[-3000:]
         predicted = pd.read_parquet(work / "names.csv.predictions.parquet")
         assert predicted["name"].tolist() == ["Hinton", "Nakamura"] and set(predicted["model_version"]) == {"1"}
+
+        # back to a serving process: it would keep the pool and drop the pull steps, so workers would
+        # crash the runs; it refuses and says how to go back, which then works
+        again = subprocess.run([sys.executable, "-m", "flows.serve", "--source", str(source)], cwd=work, env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 2, again.stdout + again.stderr
+        assert again.stderr.startswith(f"error: {name} belongs to work pool 'namelang'"), again.stderr
+        for deployment in (name, "batch-predict/on-demand"):
+            assert f"prefect deployment delete '{deployment}'" in again.stderr
+            assert subprocess.run([PREFECT, "--no-prompt", "deployment", "delete", deployment], env=env,
+                                  capture_output=True, timeout=60).returncode == 0
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from flows.serve import bound_to_work_pools, deployments
+
+        with temporary_settings({PREFECT_API_URL: api}):
+            assert bound_to_work_pools(deployments()) == {}
     finally:
         if worker is not None:
             _kill(worker)
