@@ -218,7 +218,8 @@ def predict(
     try:
         batch = _read_names(names or [], file)
         configure(create=False)
-        loaded = load_model(model)
+        with run_logs.artifact_progress_bars(enabled=False):  # an answer, not a download's bars
+            loaded = load_model(model)
         import pandas as pd
 
         frame = loaded.predict(pd.DataFrame({"name": pd.Series(batch, dtype=object)}), params={"top_k": top})

@@ -7,16 +7,12 @@ download and the tracking store, artifacts in the UI, and the flow-run id on the
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -26,6 +22,7 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from flows.retries import worth_retrying
+from flows.run_logs import artifact_progress_bars
 from pipeline import features, ingest, normalize, store, workflow
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig
 from pipeline.errors import TransientError
@@ -35,7 +32,7 @@ from pipeline.normalize import NamesTable
 from pipeline.registry import model_uri
 from pipeline.store import Stored
 from pipeline.tracking import MODEL_NAME, TrackedRun, tracking_uri
-from pipeline.train import TrainResult
+from pipeline.train import TrainResult, resolve_device
 
 DEFAULT_CONFIG = PipelineConfig()
 RETRY = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.2}
@@ -261,32 +258,16 @@ def _run(step, *args):
     return state
 
 
-@contextlib.contextmanager
-def _artifact_progress_bars(enabled: bool) -> Iterator[None]:
-    """MLflow reads MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR when it downloads; set for the flow's run
-    and restored after it, so that the rest of the process (a served flow, a notebook) keeps its own."""
-    name = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
-    before = os.environ.get(name)
-    if not enabled:
-        os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
-
-
 @flow(name="train-name-classifier", log_prints=True)
 def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool = False) -> dict:
     """Train, evaluate and register a surname-language classifier; returns a summary."""
     # a deployment's logs, not a terminal: MLflow's download bars off too, for this run only
-    with _artifact_progress_bars(config.train.progress):
+    with artifact_progress_bars(config.train.progress):
         return _train_name_classifier(config, resume)
 
 
 def _train_name_classifier(config: PipelineConfig, resume: bool) -> dict:
+    resolve_device(config.train.device)  # a missing GPU fails now, not after the data steps and a new MLflow run
     prepared = prepare_data(config)
     table, data = prepared.table, prepared.data
     get_run_logger().info("data steps: %s (%.2f s)", prepared.steps, prepared.seconds)

@@ -27,7 +27,7 @@ from pipeline.normalize import NamesTable
 from pipeline.pyfunc import save_bundle
 from pipeline.registry import LEARNT_NAMES_ARTIFACT, PromotionDecision, describe, promote_if_better, register
 from pipeline.tracking import MODEL_NAME, TrackedRun, configure
-from pipeline.train import TrainResult, run_key, train_model
+from pipeline.train import TrainResult, resolve_device, run_key, train_model
 
 
 @functools.cache
@@ -239,6 +239,7 @@ def summary(result: TrainResult, ev: Evaluation, registration: Registration | No
 
 def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> dict:
     """Every stage, in order, without Prefect: ingest -> normalize -> tensors -> train -> evaluate -> register."""
+    resolve_device(config.train.device)  # a missing GPU fails now, not after the data steps and a new MLflow run
     started = time.perf_counter()
     local = fetch_source(config.data)
     table = normalize_names(ingest_source(config.data, local), config.data)

@@ -61,7 +61,7 @@ def test_flow_trains_and_registers_a_model(first_run):
 
 def test_mlflow_download_bars_are_off_for_a_quiet_run_only(monkeypatch):
     """Set within the run, as MLflow reads it when it downloads; restored after, an error too."""
-    from flows.training import _artifact_progress_bars
+    from flows.run_logs import artifact_progress_bars as _artifact_progress_bars
 
     name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
     monkeypatch.delenv(name, raising=False)
@@ -523,6 +523,20 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     result = CliRunner().invoke(app, ["train", "--config", str(latin1)])
     assert result.exit_code == 2 and result.output.startswith(f"error: {latin1}: bad configuration: 'utf-8' codec")
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_missing_gpu_fails_before_any_data_step_or_mlflow_run(harness, tmp_path):
+    """It failed in the train task: after ingest, normalize and tensors, leaving a FAILED MLflow run."""
+    from pipeline import workflow
+
+    config = tiny_config(tmp_path, harness["source"], device="cuda")
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
+    for entry_point in (train_name_classifier, workflow.run_pipeline):
+        with pytest.raises(NamelangError, match="device 'cuda' asked for, but no CUDA GPU is available"):
+            entry_point(config)
+    assert not config.data.processed_dir.exists() and not config.data.cache_dir.exists()
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
 
 
 def test_cli_train_on_bad_input_says_what_is_wrong_without_tracebacks(harness, tmp_path):
