@@ -32,11 +32,16 @@ REJECTION_REASONS = ("blank", "control_characters", "too_long", "empty_after_nor
                      "no_latin_letters")
 
 
+# typographic apostrophes (O’Neil as a phone or a word processor types it) are the alphabet's "'"
+APOSTROPHES = "\u2018\u2019\u02bc"
+
+
 def normalization_spec(max_name_chars: int) -> dict:
     return {
         "trim": "leading and trailing Unicode whitespace",
         "unicode_form": "NFD",
         "drop_categories": ["Mn"],
+        "apostrophes": {"from": [f"U+{ord(c):04X}" for c in APOSTROPHES], "to": "'"},
         "alphabet": ALLOWED_CHARACTERS,
         "out_of_alphabet": OOV_CHARACTER,
         "max_name_chars": max_name_chars,
@@ -70,9 +75,11 @@ def _chunkwise(values: pa.Array | pa.ChunkedArray, fn) -> pa.Array | pa.ChunkedA
 
 
 def _to_ascii_unicode(names: pa.Array) -> pa.Array:
-    """The general path: NFD, drop combining marks (Mn), anything else outside the alphabet -> '_'."""
+    """The general path: NFD, drop combining marks (Mn), typographic apostrophes -> "'", anything else
+    outside the alphabet -> '_'."""
     decomposed = pc.utf8_normalize(names, form="NFD")
     unmarked = pc.replace_substring_regex(decomposed, pattern=r"\p{Mn}", replacement="")
+    unmarked = pc.replace_substring_regex(unmarked, pattern=f"[{APOSTROPHES}]", replacement="'")
     allowed = "".join("\\" + c if c in r"\]^-[" else c for c in ALLOWED_CHARACTERS)
     return pc.replace_substring_regex(unmarked, pattern=f"[^{allowed}]", replacement=OOV_CHARACTER)
 
@@ -100,7 +107,8 @@ def _to_ascii_array(names: pa.Array) -> pa.Array:
 
 
 def to_ascii(names: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
-    """The notebook's unicodeToAscii, except that unknown characters become '_' instead of vanishing."""
+    """The notebook's unicodeToAscii, except that unknown characters become '_' instead of vanishing
+    and typographic apostrophes become the alphabet's "'" (the notebook drops them: O’Neil -> ONeil)."""
     return _chunkwise(names, _to_ascii_array)
 
 
