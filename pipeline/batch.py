@@ -27,14 +27,12 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> It
     try:
         if suffix == ".parquet":
             pf = pq.ParquetFile(path)
-            if column not in pf.schema_arrow.names:
-                raise NamelangError(f"no column {column!r} (columns: {pf.schema_arrow.names})", path)
+            _one_column_named(column, pf.schema_arrow.names, path)
             for batch in pf.iter_batches(batch_size=chunk_size, columns=[column]):
                 yield batch.column(0).to_pylist()
         elif suffix == ".csv":
             header = _csv_header(path)
-            if column not in header:
-                raise NamelangError(f"no column {column!r} (columns: {header})", path)
+            _one_column_named(column, header, path)
             # only the names are read: other columns' types, guessed from the first block, could
             # refuse a later row (an id column turning alphanumeric) that has nothing to do with them
             # in a one-column CSV a blank line is an empty name, a row of the output as in a text
@@ -115,6 +113,15 @@ def _first_bad_csv_line(path: Path, column: str) -> tuple[int, str] | None:
         except csv.Error as exc:  # a field over the csv module's size limit: a quote left open, most likely
             return previous + 1, f"unreadable CSV record from here ({exc}; an unclosed quote?)"
     return None
+
+
+def _one_column_named(column: str, columns: list[str], path: Path) -> None:
+    """Exactly one: with two, which one holds the names would be a guess (the first, silently)."""
+    if column not in columns:
+        raise NamelangError(f"no column {column!r} (columns: {columns})", path)
+    if columns.count(column) > 1:
+        raise NamelangError(f"{columns.count(column)} columns are named {column!r}: which holds the names is "
+                            "ambiguous; rename one, or name another with --column", path)
 
 
 def text_lines(path: Path, chunk_size: int = 50_000) -> Iterator[list[str]]:

@@ -177,3 +177,18 @@ def test_a_chunk_size_below_one_is_refused_for_every_input_kind(tmp_path, chunk_
     pd.DataFrame({"name": ["Hinton"]}).to_parquet(tmp_path / "names.parquet")
     with pytest.raises(ValueError, match="chunk_size must be at least 1"):
         next(iter_names(tmp_path / "names.parquet", chunk_size=chunk_size))
+
+
+def test_two_columns_of_the_names_column_name_are_refused_not_guessed(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv = tmp_path / "names.csv"
+    csv.write_text("name,id,name\nHinton,1,Nakamura\n", encoding="utf-8")
+    parquet = tmp_path / "names.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["Hinton"]), pa.array(["Nakamura"])], names=["name", "name"]),
+                   parquet)
+    for path in (csv, parquet):
+        with pytest.raises(NamelangError, match=f"^{path}: 2 columns are named 'name': which holds the names"):
+            next(iter_names(path))
+    assert next(iter_names(csv, column="id")) == ["1"]
