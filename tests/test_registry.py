@@ -182,17 +182,22 @@ def test_gate_keeps_champion_when_no_test_name_is_new_to_both_models(store, tmp_
     """Retrained on a subset of the champion's own training names (files lost in a partial sync, say),
     every new test name is one the champion learnt: there is no evidence either way, and the new
     version used to take the alias unjudged. The champion stays; the new version is challenger."""
+    import pyarrow as pa
+
     from flows.cli import _print_training_summary
-    from pipeline.features import load_tensors
+    from pipeline.normalize import to_ascii
+    from pipeline.registry import learnt_names
 
     client = MlflowClient()
-    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
-    data = load_tensors(store["config"].data.processed_dir / "tensors.pt")
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)  # an earlier test's, maybe
+    learnt = learnt_names(client, champion.run_id)
     subset = tmp_path / "subset"
     subset.mkdir()
-    for code, language in enumerate(data.label_names):
-        rows = [data.names[i] for i in data.indices(0, 1).tolist() if int(data.labels[i]) == code]
-        (subset / f"{language}.txt").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    for file in Path(store["config"].data.source).glob("*.txt"):  # every champion so far learnt from these names
+        lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [line for line, ascii in zip(lines, to_ascii(pa.array(lines)).to_pylist(), strict=True)
+                if ascii in learnt]
+        (subset / file.name).write_text("\n".join(kept) + "\n", encoding="utf-8")
     summary = workflow.run_pipeline(tiny_config(tmp_path, subset, epochs=2))
     assert summary["alias"] == CHALLENGER
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
