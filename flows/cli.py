@@ -148,7 +148,7 @@ def _print_training_summary(summary: dict) -> None:
         typer.echo(f"  gate: macro-F1 {gate['new_macro_f1']:.3f} against champion version "
                    f"{gate['previous_champion']}'s {gate['champion_macro_f1']:.3f}, on {gate['compared_names']} "
                    f"test rows{left_out}")
-    elif gate["previous_champion"] is not None:  # nothing to compare on: the champion stays
+    elif summary["alias"] == "challenger" and gate["compared_names"] == 0:  # nothing to compare on
         typer.echo(f"  gate: not compared: all {gate['excluded_names']} test rows are names champion version "
                    f"{gate['previous_champion']} or this one learnt from; the champion stays. To make this "
                    "version champion anyway, set the alias in the MLflow UI (the version's page, Aliases)")
@@ -289,13 +289,14 @@ def serve(
     try:
         check_port_free(host, port)
         uri = configure(create=False)
-        load_model(model)  # fail here, in one line, if there is no such model
+        with run_logs.artifact_progress_bars(enabled=False):
+            load_model(model)  # fail here, in one line, if there is no such model
     except NamelangError as exc:
         fail(exc)
     # mlflow starts `uvicorn` by name: put this interpreter's bin folder (the virtualenv) on PATH
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     # a server's log is no terminal: no artifact-download progress bars in it
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path, run_logs.ARTIFACTS_PROGRESS_BAR: "false"}
     typer.echo(f"serving {model} on http://{host}:{port}/invocations (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]

@@ -19,7 +19,7 @@ from pipeline.errors import NamelangError, first_line
 
 def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> Iterator[list]:
     """Names from a Parquet, CSV or plain-text file (one name per line), `chunk_size` at a time."""
-    if chunk_size < 1:  # else range() or pyarrow fails with its own words, or a CSV reads as "no names"
+    if chunk_size < 1:  # else a CSV fails in range()'s words or reads as "no names", Parquet in pyarrow's
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     if not path.exists():
         raise NamelangError("input file not found", path)
@@ -121,7 +121,8 @@ def _one_column_named(column: str, columns: list[str], path: Path) -> None:
         raise NamelangError(f"no column {column!r} (columns: {columns})", path)
     if columns.count(column) > 1:
         raise NamelangError(f"{columns.count(column)} columns are named {column!r}: which holds the names is "
-                            "ambiguous; rename one, or name another with --column", path)
+                            "ambiguous; rename one, or choose another column (--column, or the flow's `column` "
+                            "parameter)", path)
 
 
 def text_lines(path: Path, chunk_size: int = 50_000) -> Iterator[list[str]]:

@@ -32,8 +32,9 @@ REJECTION_REASONS = ("blank", "control_characters", "too_long", "empty_after_nor
                      "no_latin_letters")
 
 
-# typographic apostrophes (O’Neil as a phone or a word processor types it) are the alphabet's "'"
-APOSTROPHES = "\u2018\u2019\u02bc"
+# typographic apostrophes (O’Neil as a phone or a word processor types it, the ʻokina of Hawaiian and
+# Uzbek names, the full-width one of East Asian keyboards) are the alphabet's "'"
+APOSTROPHES = "\u2018\u2019\u201b\u02bb\u02bc\uff07"
 
 
 def normalization_spec(max_name_chars: int) -> dict:
@@ -108,7 +109,8 @@ def _to_ascii_array(names: pa.Array) -> pa.Array:
 
 def to_ascii(names: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """The notebook's unicodeToAscii, except that unknown characters become '_' instead of vanishing
-    and typographic apostrophes become the alphabet's "'" (the notebook drops them: O’Neil -> ONeil)."""
+    and typographic apostrophes (`APOSTROPHES`) become the alphabet's "'" (the notebook drops them:
+    O’Neil -> ONeil)."""
     return _chunkwise(names, _to_ascii_array)
 
 

@@ -2,10 +2,11 @@
 
 The gate scores the current champion again on the *new* run's test split, so both numbers
 come from the same names: a new version becomes champion only if its macro-F1 is at least
-the champion's; otherwise it is tagged `challenger`. Test names the champion learnt from (its
+the champion's; otherwise it is tagged `challenger`. Test names either model learnt from (each
 run's `data/learnt_names.txt`: its train and validation names) are left out of that comparison,
 for both models: on grown data or another split seed most of a new test split may be names the
-champion was trained on, and it would be judged on them flattered (with none left, nothing is
+champion was trained on, and it would be judged on them flattered; with the notebook's random
+split of lines, copies of the new version's own training names are in its test split (with none left, nothing is
 compared and the champion stays). One gate at a time on a SQLite
 store (a lock file beside it); with a tracking server, the gate judges again when the champion
 changed while it was scoring (a narrower window, not a lock: MLflow has no compare-and-set).

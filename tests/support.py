@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import socket
+import string
 import time
+import unicodedata
 from pathlib import Path
 
 import httpx
 
 from pipeline.config import DataConfig, ModelConfig, PipelineConfig, SplitConfig, TrainConfig
+
+ALPHABET = string.ascii_letters + " .,;'"
+# written out here, not imported from pipeline: the tests' own reference
+TYPOGRAPHIC_APOSTROPHES = "\u2018\u2019\u201b\u02bb\u02bc\uff07"
+
+
+def reference_ascii(s: str) -> str:
+    """Our normalization, independently of pipeline/: the notebook's unicodeToAscii (NFD, combining
+    marks dropped), but '_' for a character outside the alphabet instead of nothing, and "'" for a
+    typographic apostrophe."""
+    return "".join("'" if c in TYPOGRAPHIC_APOSTROPHES else c if c in ALPHABET else "_"
+                   for c in unicodedata.normalize("NFD", s) if unicodedata.category(c) != "Mn")
+
 
 SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared/data/names"
 SMALL_LANGUAGES = ("Arabic", "Chinese", "Japanese", "Russian", "Greek", "Italian")

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import string
 import subprocess
 import sys
-import unicodedata
 from pathlib import Path
 
 import pandas as pd
@@ -16,15 +14,9 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from flows.cli import app
+from tests.support import reference_ascii
 
 runner = CliRunner()
-
-
-def folded(name: str) -> str:
-    """The notebook's unicodeToAscii, with '_' for characters outside its alphabet."""
-    alphabet = string.ascii_letters + " .,;'"
-    return "".join(c if c in alphabet else "_" for c in unicodedata.normalize("NFD", name.strip())
-                   if unicodedata.category(c) != "Mn")
 
 
 def expected_counts(folder: Path) -> dict:
@@ -34,7 +26,7 @@ def expected_counts(folder: Path) -> dict:
         lines = path.read_bytes().decode("utf-8").split("\n")
         if lines[-1] == "":
             lines.pop()
-        frames.append(pd.DataFrame({"name": [folded(x) for x in lines], "language": path.stem}))
+        frames.append(pd.DataFrame({"name": [reference_ascii(x.strip()) for x in lines], "language": path.stem}))
     df = pd.concat(frames, ignore_index=True)
     kept = df[df["name"] != ""]
     return {"lines": len(df), "languages": df["language"].nunique(),

@@ -398,6 +398,14 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         assert len(mlflow_client.search_model_versions("name='namelang'")) == 1
         assert str(mlflow_client.get_model_version_by_alias("namelang", "champion").version) == "1"
 
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from flows.serve import bound_to_work_pools, deployments
+
+        with temporary_settings({PREFECT_API_URL: api}):  # served deployments are in no pool: flows.serve may
+            assert bound_to_work_pools(deployments()) == {}  # serve them again
+        _refuses_chunk_size_zero(env, work / "any.csv")
+
         # the README's other way: prefect.yaml's deployments, run by a worker of a work pool
         _kill(serve)
         repo = Path(__file__).parents[1]
@@ -412,10 +420,7 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
                                   stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True)
         names = work / "names.csv"
         names.write_text("name\nHinton\nNakamura\n", encoding="utf-8")
-        zero = subprocess.run([PREFECT, "deployment", "run", "batch-predict/on-demand", "--params",
-                               json.dumps({"input_path": str(names), "chunk_size": 0})], env=env,
-                              capture_output=True, text=True, timeout=120)
-        assert zero.returncode != 0 and "chunk_size" in zero.stdout + zero.stderr, zero.stdout + zero.stderr
+        _refuses_chunk_size_zero(env, names)
         batch = subprocess.run([PREFECT, "deployment", "run", "batch-predict/on-demand", "--params",
                                 json.dumps({"input_path": str(names)}), "--watch", "--watch-timeout", "300"],
                                env=env, capture_output=True, text=True, timeout=350)
@@ -434,10 +439,6 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
             assert f"prefect deployment delete '{deployment}'" in again.stderr
             assert subprocess.run([PREFECT, "--no-prompt", "deployment", "delete", deployment], env=env,
                                   capture_output=True, timeout=60).returncode == 0
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        from flows.serve import bound_to_work_pools, deployments
-
         with temporary_settings({PREFECT_API_URL: api}):
             assert bound_to_work_pools(deployments()) == {}
     finally:
@@ -448,6 +449,14 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         _kill(server)
         for log in logs.values():
             log.close()
+
+
+def _refuses_chunk_size_zero(env: dict[str, str], names: Path) -> None:
+    """The server checks a run's parameters against the deployment's schema (minimum 1)."""
+    zero = subprocess.run([PREFECT, "deployment", "run", "batch-predict/on-demand", "--params",
+                           json.dumps({"input_path": str(names), "chunk_size": 0})], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert zero.returncode != 0 and "chunk_size" in zero.stdout + zero.stderr, zero.stdout + zero.stderr
 
 
 def _flow_run_log(flow_run_id: str) -> list[str]:
@@ -525,10 +534,13 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
-def test_a_missing_gpu_fails_before_any_data_step_or_mlflow_run(harness, tmp_path):
+def test_a_missing_gpu_fails_before_any_data_step_or_mlflow_run(harness, tmp_path, monkeypatch):
     """It failed in the train task: after ingest, normalize and tensors, leaving a FAILED MLflow run."""
+    import torch
+
     from pipeline import workflow
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a GPU machine runs this test too
 
     config = tiny_config(tmp_path, harness["source"], device="cuda")
     runs_before = len(mlflow.search_runs(search_all_experiments=True))
