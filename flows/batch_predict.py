@@ -12,7 +12,6 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from flows.retries import worth_retrying
-from flows.run_logs import artifact_progress_bars
 from pipeline.batch import predict_file
 from pipeline.errors import NamelangError
 from pipeline.registry import get_alias_version, load_model, missing_model_problem, model_uri, parse_model_uri
@@ -53,8 +52,7 @@ def predict(uri: str, version: str, input_path: Path, output_path: Path, column:
     def progress(rows: int, errors: int) -> None:
         logger.info("predicted %s names so far (%s could not be classified)", f"{rows:,}", f"{errors:,}")
 
-    with artifact_progress_bars(enabled=False):  # logs, not a terminal
-        model = load_model(uri)
+    model = load_model(uri, download_bars=False)  # logs, not a terminal
     return predict_file(model, input_path, output_path, version, column, chunk_size, on_chunk=progress)
 
 

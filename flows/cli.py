@@ -218,8 +218,7 @@ def predict(
     try:
         batch = _read_names(names or [], file)
         configure(create=False)
-        with run_logs.artifact_progress_bars(enabled=False):  # an answer, not a download's bars
-            loaded = load_model(model)
+        loaded = load_model(model, download_bars=False)  # an answer, not a download's bars
         import pandas as pd
 
         frame = loaded.predict(pd.DataFrame({"name": pd.Series(batch, dtype=object)}), params={"top_k": top})
@@ -284,19 +283,18 @@ def serve(
 ) -> None:
     """REST endpoint: `mlflow models serve` on the champion, offline (no environment is built)."""
     from pipeline.registry import load_model
-    from pipeline.tracking import configure
+    from pipeline.tracking import ARTIFACTS_PROGRESS_BAR, configure
 
     try:
         check_port_free(host, port)
         uri = configure(create=False)
-        with run_logs.artifact_progress_bars(enabled=False):
-            load_model(model)  # fail here, in one line, if there is no such model
+        load_model(model, download_bars=False)  # fail here, in one line, if there is no such model
     except NamelangError as exc:
         fail(exc)
     # mlflow starts `uvicorn` by name: put this interpreter's bin folder (the virtualenv) on PATH
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     # a server's log is no terminal: no artifact-download progress bars in it
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path, run_logs.ARTIFACTS_PROGRESS_BAR: "false"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path, ARTIFACTS_PROGRESS_BAR: "false"}
     typer.echo(f"serving {model} on http://{host}:{port}/invocations (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]

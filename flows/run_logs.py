@@ -10,11 +10,8 @@ one `warning:` line in the processes our entry points start (`warnings_in_one_li
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import warnings
-from collections.abc import Iterator
 
 from pipeline.errors import NamelangWarning, explained_by_input
 
@@ -59,23 +56,3 @@ def warnings_in_one_line() -> None:
     `flows` (a test session, a notebook) keeps its warnings format."""
     warnings.formatwarning = _one_line_warning
 
-
-# mlflow.environment_variables names it too, but importing mlflow here would slow every command
-ARTIFACTS_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-
-
-@contextlib.contextmanager
-def artifact_progress_bars(enabled: bool) -> Iterator[None]:
-    """MLflow reads MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR when it downloads (from a tracking server:
-    some 28 bar updates for one model); set within a run or a command and restored after, so that the
-    rest of the process (a served flow, a notebook) keeps its own."""
-    before = os.environ.get(ARTIFACTS_PROGRESS_BAR)
-    if not enabled:
-        os.environ[ARTIFACTS_PROGRESS_BAR] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(ARTIFACTS_PROGRESS_BAR, None)
-        else:
-            os.environ[ARTIFACTS_PROGRESS_BAR] = before

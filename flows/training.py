@@ -22,7 +22,6 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from flows.retries import worth_retrying
-from flows.run_logs import artifact_progress_bars
 from pipeline import features, ingest, normalize, store, workflow
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig
 from pipeline.errors import TransientError
@@ -31,7 +30,7 @@ from pipeline.features import TensorData
 from pipeline.normalize import NamesTable
 from pipeline.registry import model_uri
 from pipeline.store import Stored
-from pipeline.tracking import MODEL_NAME, TrackedRun, tracking_uri
+from pipeline.tracking import MODEL_NAME, TrackedRun, artifact_progress_bars, tracking_uri
 from pipeline.train import TrainResult, resolve_device
 
 DEFAULT_CONFIG = PipelineConfig()
@@ -235,7 +234,7 @@ def prepare_data(config: PipelineConfig) -> PreparedData:
         backoff_factor=config.data.retry_backoff_s)(retries) if retries else 0)
     started = time.perf_counter()
     local = fetch(config.data) if ingest.is_url(config.data.source) else workflow.fetch_source(config.data)
-    fingerprint = workflow.source_fingerprint(Path(local))
+    fingerprint = ingest.source_fingerprint(Path(local))
     state = _run(prepare, config, local, fingerprint, storage)
     refs: PreparedRefs = state.result()
     table, data = store.load_table(refs.table), store.load_tensors(refs.tensors)

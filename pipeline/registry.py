@@ -6,10 +6,10 @@ the champion's; otherwise it is tagged `challenger`. Test names either model lea
 run's `data/learnt_names.txt`: its train and validation names) are left out of that comparison,
 for both models: on grown data or another split seed most of a new test split may be names the
 champion was trained on, and it would be judged on them flattered; with the notebook's random
-split of lines, copies of the new version's own training names are in its test split (with none left, nothing is
-compared and the champion stays). One gate at a time on a SQLite
-store (a lock file beside it); with a tracking server, the gate judges again when the champion
-changed while it was scoring (a narrower window, not a lock: MLflow has no compare-and-set).
+split of lines, copies of the new version's own training names are in its test split. With no
+test name left, nothing is compared and the champion stays. One gate at a time on a SQLite store
+(a lock file beside it); with a tracking server, the gate judges again when the champion changed
+while it was scoring (a narrower window, not a lock: MLflow has no compare-and-set).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.errors import NamelangError, TrackingError, first_line
-from pipeline.tracking import MODEL_NAME, sqlite_file
+from pipeline.tracking import MODEL_NAME, artifact_progress_bars, sqlite_file
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LEARNT_NAMES_ARTIFACT = "data/learnt_names.txt"  # in each run: the names its model learnt from
@@ -77,12 +77,14 @@ def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
                             mlflow.get_tracking_uri()) from exc
 
 
-def load_model(uri: str = model_uri()):
+def load_model(uri: str = model_uri(), download_bars: bool = True):
     """Load a pyfunc model by URI; a one-line, actionable error when there is none yet, and a
-    `TrackingError` (worth a retry) when the store itself failed (locked, unreachable, 5xx)."""
+    `TrackingError` (worth a retry) when the store itself failed (locked, unreachable, 5xx).
+    `download_bars=False`: none of MLflow's progress bars (an answer or a log, not a terminal's wait)."""
     parse_model_uri(uri)  # a malformed models:/ URI is the user's to mend, not a store failure to retry
     try:
-        return mlflow.pyfunc.load_model(uri)
+        with artifact_progress_bars(download_bars):
+            return mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
         if exc.error_code not in _NOT_THERE:
             raise TrackingError(f"the model store failed while loading the model ({first_line(exc)})", uri) from exc

@@ -21,6 +21,7 @@ import mlflow
 import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from pipeline.config import PipelineConfig, flat_params
 from pipeline.errors import NamelangError, NamelangWarning, TrackingError, typed_first_line
@@ -28,6 +29,27 @@ from pipeline.errors import NamelangError, NamelangWarning, TrackingError, typed
 EXPERIMENT = "namelang"
 MODEL_NAME = "namelang"
 DEFAULT_STORE_DIR = Path("mlruns")
+
+
+# MLflow reads it at each download; a server's log or a one-line answer has no use for its bars
+ARTIFACTS_PROGRESS_BAR = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
+
+
+@contextlib.contextmanager
+def artifact_progress_bars(enabled: bool) -> Iterator[None]:
+    """MLflow's download bars (from a tracking server: some 30 updates for one model) on or as they
+    were within the block, and restored after, so that the rest of the process (a served flow, a
+    notebook) keeps its own setting."""
+    before = os.environ.get(ARTIFACTS_PROGRESS_BAR)
+    if not enabled:
+        os.environ[ARTIFACTS_PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ARTIFACTS_PROGRESS_BAR, None)
+        else:
+            os.environ[ARTIFACTS_PROGRESS_BAR] = before
 
 
 def default_tracking_uri() -> str:

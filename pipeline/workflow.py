@@ -39,9 +39,6 @@ def code_version(*modules) -> str:
     return h.hexdigest()[:16]
 
 
-source_fingerprint = ingest.source_fingerprint  # the cache key of a local source, for the flows
-
-
 def fetch_source(config: DataConfig) -> Path:
     return ingest.resolve_source(config)
 

@@ -61,7 +61,7 @@ def test_flow_trains_and_registers_a_model(first_run):
 
 def test_mlflow_download_bars_are_off_for_a_quiet_run_only(monkeypatch):
     """Set within the run, as MLflow reads it when it downloads; restored after, an error too."""
-    from flows.run_logs import artifact_progress_bars as _artifact_progress_bars
+    from pipeline.tracking import artifact_progress_bars as _artifact_progress_bars
 
     name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
     monkeypatch.delenv(name, raising=False)
@@ -123,7 +123,7 @@ def test_a_source_that_changes_while_it_is_read_is_not_cached(harness, tmp_path)
     under the old files' key and served for them on every rerun."""
     from flows.training import ingest_source
     from pipeline.errors import TransientError
-    from pipeline.workflow import source_fingerprint
+    from pipeline.ingest import source_fingerprint
 
     source = small_names_folder(tmp_path, per_language=20)
     config = tiny_config(tmp_path, source)

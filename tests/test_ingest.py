@@ -40,9 +40,8 @@ from pipeline.normalize import (
     table_sha256,
     write_names_table,
 )
-from tests.support import reference_ascii
+from tests.support import ALPHABET, reference_ascii
 
-ALPHABET = string.ascii_letters + " .,;'"
 BOM = b"\xef\xbb\xbf"
 
 
@@ -373,7 +372,7 @@ def test_not_utf8_after_a_bom_and_on_the_first_line(tmp_path):
 
 
 def test_a_folder_named_like_a_file_is_not_read_or_fingerprinted(tmp_path):
-    from pipeline.workflow import source_fingerprint
+    from pipeline.ingest import source_fingerprint
 
     source = make_source(tmp_path / "src", {"English": "Smith\n", "French": "Dupont\n"})
     fingerprint = source_fingerprint(source)
@@ -427,7 +426,7 @@ def test_a_broken_link_or_a_pipe_named_like_a_language_file_is_an_error_not_skip
     """Korean vanished from the table without a word; a pipe would have hung the fingerprint."""
     import os
 
-    from pipeline.workflow import source_fingerprint
+    from pipeline.ingest import source_fingerprint
 
     source = make_source(tmp_path / "src", {"English": "Smith\n", "French": "Dupont\n"})
     (source / "Korean.txt").symlink_to(tmp_path / "nowhere" / "Korean.txt")
@@ -442,7 +441,7 @@ def test_a_broken_link_or_a_pipe_named_like_a_language_file_is_an_error_not_skip
 
 
 def test_the_txt_extension_in_any_case_and_one_file_per_language(tmp_path):
-    from pipeline.workflow import source_fingerprint
+    from pipeline.ingest import source_fingerprint
 
     source = make_source(tmp_path / "src", {"English": "Smith\n"})
     (source / "Greek.TXT").write_text("Papadopoulos\n")  # was skipped without a word

@@ -330,11 +330,9 @@ def test_cli_predict_prints_top_languages_and_json(store):
 
 def test_cli_predict_loads_the_model_without_download_bars(store, monkeypatch):
     """From a tracking server MLflow drew some 28 progress-bar updates on stderr before the answer."""
-    from pipeline import registry
-
-    name, seen, real = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", [], registry.load_model
-    monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(registry, "load_model", lambda uri: seen.append(os.environ.get(name)) or real(uri))
+    name, seen, real = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", [], mlflow.pyfunc.load_model
+    monkeypatch.delenv(name, raising=False)  # as MLflow's loader reads it while it downloads
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda uri: seen.append(os.environ.get(name)) or real(uri))
     result = CliRunner().invoke(app, ["predict", "Nakamura"])
     assert result.exit_code == 0, result.output
     assert seen == ["false"] and name not in os.environ  # off while it loads, the process's own after
