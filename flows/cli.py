@@ -1,4 +1,4 @@
-"""The `namelang` command line: ingest, train, predict, serve.
+"""The `namelang` command line: ingest, train, predict, batch, serve, promote.
 
 Lives beside the flows (not in `pipeline/`) because `train` starts a Prefect flow; the other
 commands call `pipeline` directly and never import Prefect, so they start fast.
@@ -148,10 +148,13 @@ def _print_training_summary(summary: dict) -> None:
         typer.echo(f"  gate: macro-F1 {gate['new_macro_f1']:.3f} against champion version "
                    f"{gate['previous_champion']}'s {gate['champion_macro_f1']:.3f}, on {gate['compared_names']} "
                    f"test rows{left_out}")
+        if summary["alias"] == "challenger":
+            typer.echo(f"  the champion stays; to make this version champion anyway: namelang promote "
+                       f"{summary['version']}")
     elif summary["alias"] == "challenger" and gate["compared_names"] == 0:  # nothing to compare on
         typer.echo(f"  gate: not compared: all {gate['excluded_names']} test rows are names champion version "
                    f"{gate['previous_champion']} or this one learnt from; the champion stays. To make this "
-                   "version champion anyway, set the alias in the MLflow UI (the version's page, Aliases)")
+                   f"version champion anyway: namelang promote {summary['version']}")
     typer.echo(f"  test accuracy {summary['test_accuracy']:.3f}, macro-F1 {summary['test_macro_f1']:.3f}, "
                f"top-3 accuracy {summary['test_top3_accuracy']:.3f} ({summary['train_seconds']} s on "
                f"{summary['device']})")
@@ -299,6 +302,27 @@ def serve(
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]
     raise typer.Exit(code=run_forwarding_signals(cmd, env))
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The registered version to make champion, e.g. 3")],
+) -> None:
+    """Make a version the champion by hand: one the promotion gate kept as challenger, or a rollback."""
+    from pipeline.registry import CHAMPION
+    from pipeline.registry import promote as set_champion
+    from pipeline.tracking import MODEL_NAME, configure
+
+    try:
+        configure(create=False)
+        previous = set_champion(version)
+    except NamelangError as exc:
+        fail(exc)
+    model = f"models:/{MODEL_NAME}@{CHAMPION}"
+    if previous == str(int(version)):
+        typer.echo(f"version {previous} is already {model}; nothing changed")
+    else:
+        typer.echo(f"{model} is now version {int(version)}" + (f" (was version {previous})" if previous else ""))
 
 
 def check_port_free(host: str, port: int) -> None:

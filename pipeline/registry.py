@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import filelock
@@ -210,6 +211,38 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
         _record(client, name, decision)
         client.set_registered_model_alias(name, decision.alias, str(version))
         return decision
+
+
+def promote(version: str, name: str = MODEL_NAME) -> str | None:
+    """Give `version` the champion alias by hand: a version the gate made challenger, or a rollback.
+    Returns the version that held the alias before (None when none did).
+
+    Under the gate's lock, so a training run's gate cannot judge against a champion that moves while
+    it scores. The version loses `challenger` if it held it, and its `champion.set_by_hand` tag
+    records when and over which version, beside the gate's own tags."""
+    client = MlflowClient()
+    if not str(version).isdigit():
+        raise NamelangError(f"a model version is a number, got {version!r}")
+    version = str(int(version))
+    with _gate_lock(name):
+        problem = missing_model_problem(ModelRef(name, version=version))
+        if problem is not None:
+            raise NamelangError(problem)
+        try:
+            target = client.get_model_version(name, version)
+            previous = _version(get_alias_version(client, CHAMPION, name))
+            if previous == str(target.version):
+                return previous
+            when = datetime.now(UTC).isoformat(timespec="seconds")
+            client.set_model_version_tag(name, target.version, "champion.set_by_hand",
+                                         f"{when}, over version {previous}" if previous else when)
+            client.set_registered_model_alias(name, CHAMPION, target.version)
+            if CHALLENGER in target.aliases:
+                client.delete_registered_model_alias(name, CHALLENGER)
+        except MlflowException as exc:
+            raise TrackingError(f"the model store failed while moving @{CHAMPION} ({first_line(exc)})",
+                                mlflow.get_registry_uri()) from exc
+    return previous
 
 
 def _record(client: MlflowClient, name: str, d: PromotionDecision) -> None:

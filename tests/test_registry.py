@@ -205,7 +205,8 @@ def test_gate_keeps_champion_when_no_test_name_is_new_to_both_models(store, tmp_
     assert tags["gate.compared_names"] == "0" and int(tags["gate.excluded_names"]) > 0
     assert tags["gate.decision"].endswith("nothing to compare on")
     _print_training_summary({**summary, "data_steps": "ran", "mlflow_tracking_uri": store["uri"]})  # as the flow adds
-    assert "gate: not compared" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "gate: not compared" in out and f"namelang promote {summary['version']}" in out
 
 
 def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
@@ -220,6 +221,41 @@ def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
           pytest.raises(TrackingError, match="another run held the promotion gate")):
         registry.promote_if_better("1", ["Rossi"], ["Italian"], ["Italian"])
     assert registry.promote_if_better("1", ["Rossi"], ["Italian"], ["Italian"]).alias == CHAMPION  # free again
+
+
+def test_promote_by_hand_moves_the_champion_and_rolls_back(store, monkeypatch):
+    """The gate's `challenger` made champion on purpose, then the old champion back (a rollback)."""
+    import filelock
+
+    from pipeline import registry
+
+    client = MlflowClient()
+    old = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)  # an earlier test's, maybe
+    new = client.create_model_version(MODEL_NAME, source=old.source, run_id=old.run_id)  # a real version
+    client.set_registered_model_alias(MODEL_NAME, CHALLENGER, new.version)  # as the gate leaves it
+    runner = CliRunner()
+    try:
+        result = runner.invoke(app, ["promote", str(new.version)])
+        assert result.exit_code == 0, result.output
+        assert f"is now version {new.version} (was version {old.version})" in result.output
+        promoted = client.get_model_version(MODEL_NAME, new.version)
+        assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(new.version)
+        assert CHALLENGER not in promoted.aliases  # one version is not both
+        assert promoted.tags["champion.set_by_hand"].endswith(f"over version {old.version}")
+        again = runner.invoke(app, ["promote", str(new.version)])
+        assert again.exit_code == 0 and "already" in again.output
+        for bad, says in (("999", "has no version 999; its aliases: @champion"), ("v2", "a model version is a number")):
+            refused = runner.invoke(app, ["promote", bad])
+            assert refused.exit_code == 2 and says in refused.output, refused.output
+        monkeypatch.setattr(registry, "GATE_LOCK_TIMEOUT_S", 0.5)
+        with filelock.FileLock(f"{store['uri'].removeprefix('sqlite:///')}.{MODEL_NAME}-gate.lock"):  # a gate runs
+            busy = runner.invoke(app, ["promote", str(old.version)])
+        assert busy.exit_code == 2 and "another run held the promotion gate" in busy.output
+        assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(new.version)
+    finally:
+        back = runner.invoke(app, ["promote", str(old.version)])
+    assert back.exit_code == 0 and f"is now version {old.version} (was version {new.version})" in back.output
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(old.version)
 
 
 def test_champion_loads_and_predicts_in_fresh_process_outside_repo(store, tmp_path):
