@@ -151,6 +151,11 @@ def _print_training_summary(summary: dict) -> None:
         if summary["alias"] == "challenger":
             typer.echo(f"  the champion stays; to make this version champion anyway: namelang promote "
                        f"{summary['version']}")
+    elif summary["alias"] == "challenger" and gate.get("missing_languages"):  # a smaller task, not compared
+        missing = gate["missing_languages"]
+        typer.echo(f"  gate: not compared: this version does not know {len(missing)} of champion version "
+                   f"{gate['previous_champion']}'s languages ({', '.join(missing)}); the champion stays. To make "
+                   f"this version champion anyway: namelang promote {summary['version']}")
     elif summary["alias"] == "challenger" and gate["compared_names"] == 0:  # nothing to compare on
         typer.echo(f"  gate: not compared: all {gate['excluded_names']} test rows are names champion version "
                    f"{gate['previous_champion']} or this one learnt from; the champion stays. To make this "

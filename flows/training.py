@@ -173,6 +173,8 @@ def _report_registration(reg: workflow.Registration, run: TrackedRun) -> None:
                          link_text=f"{MODEL_NAME} version {reg.version}")
     d = reg.decision
     champion = ("none (first model)" if d.previous_champion is None
+                else f"version {d.previous_champion}, not compared: the new version does not know its languages "
+                     f"{', '.join(d.missing_languages)}" if d.missing_languages
                 else f"version {d.previous_champion}, not compared: every test name was learnt by one of the two"
                 if d.champion_macro_f1 is None else f"{d.champion_macro_f1:.4f} (version {d.previous_champion})")
     create_markdown_artifact(key="promotion-decision", markdown=(

@@ -44,6 +44,7 @@ class PromotionDecision:
     previous_champion: str | None
     compared_names: int | None = None  # test rows both models were scored on
     excluded_names: int = 0            # test rows left out: names the champion or the new version learnt
+    missing_languages: tuple[str, ...] = ()  # the champion's languages the new version does not know
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -154,9 +155,19 @@ def missing_model_problem(ref: ModelRef) -> str | None:
             f"{aliases}; its versions: {listed}; e.g. models:/{name}/{versions[-1]}")
 
 
-def score_model(uri: str, names: list[str], true_languages: list[str]) -> float:
-    frame = load_model(uri).predict(pd.DataFrame({"name": names}))
+def score_model(model, names: list[str], true_languages: list[str]) -> float:
+    """Macro-F1 of a loaded pyfunc model (or one loaded from a URI) on these names."""
+    model = load_model(model) if isinstance(model, str) else model
+    frame = model.predict(pd.DataFrame({"name": names}))
     return macro_f1(frame["language"].fillna("").tolist(), true_languages)
+
+
+def model_languages(model) -> list[str] | None:
+    """The languages a loaded namelang pyfunc model knows; None for a model of another kind."""
+    try:
+        return list(model.unwrap_python_model().predictor.label_names)
+    except AttributeError:
+        return None
 
 
 def register(model_uri_: str, tags: dict[str, str], name: str = MODEL_NAME):
@@ -176,9 +187,12 @@ def describe(version: str, text: str, name: str = MODEL_NAME) -> None:
 
 
 def promote_if_better(version: str, test_names: list[str], test_languages: list[str], predicted: list[str],
-                      name: str = MODEL_NAME) -> PromotionDecision:
+                      languages: list[str] | None = None, name: str = MODEL_NAME) -> PromotionDecision:
     """Give `version` the champion alias if it scores at least the champion on the same test names,
     those neither model learnt from; with no such name, the champion stays and `version` is challenger.
+    So does it when it does not know every language the champion knows (`languages`: those of the
+    new version; default: the test split's): a model of English and German scores well on a test
+    split of English and German names, and would answer English for "Nakamura".
 
     `predicted` holds the new version's predicted language for each test name (evaluation has them
     already): the version is scored on any subset from them, not loaded back from the registry.
@@ -198,7 +212,8 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
             client.set_registered_model_alias(name, recorded.alias, str(version))
             return recorded
         for _ in range(3):  # a store without a lock file (a tracking server): re-judge if the champion moved
-            decision = _judge(client, name, str(version), test_names, test_languages, predicted, current)
+            decision = _judge(client, name, str(version), test_names, test_languages, predicted, current,
+                              sorted(set(languages if languages is not None else test_languages)))
             after = get_alias_version(client, CHAMPION, name)
             if _version(after) == _version(current):
                 break
@@ -248,6 +263,8 @@ def promote(version: str, name: str = MODEL_NAME) -> str | None:
 def _record(client: MlflowClient, name: str, d: PromotionDecision) -> None:
     """The decision as the version's `gate.*` tags (`_recorded_decision` reads them back)."""
     decision = ("promoted to champion" if d.alias == CHAMPION
+                else f"kept champion; challenger: does not know {len(d.missing_languages)} of the champion's "
+                     f"languages ({', '.join(d.missing_languages)})" if d.missing_languages
                 else "kept champion; challenger: no test name new to both models, nothing to compare on"
                 if d.compared_names == 0 else "kept champion; challenger")
     tags = {"gate.decision": decision,
@@ -256,6 +273,7 @@ def _record(client: MlflowClient, name: str, d: PromotionDecision) -> None:
             "gate.previous_champion": d.previous_champion or "",
             "gate.compared_names": "" if d.compared_names is None else str(d.compared_names),
             "gate.excluded_names": str(d.excluded_names),
+            "gate.missing_languages": ",".join(d.missing_languages),
             "gate.alias": d.alias}  # written last: its presence means all are there
     for key, value in tags.items():
         client.set_model_version_tag(name, d.version, key, value)
@@ -266,25 +284,30 @@ def _version(model_version) -> str | None:
 
 
 def _judge(client: MlflowClient, name: str, version: str, test_names: list[str], test_languages: list[str],
-           predicted: list[str], current) -> PromotionDecision:
+           predicted: list[str], current, languages: list[str]) -> PromotionDecision:
     """Both models' macro-F1 on the test names neither learnt from, and the verdict."""
     if len(predicted) != len(test_names) or len(test_languages) != len(test_names):
         raise ValueError(f"{len(test_names)} test names, {len(test_languages)} languages and {len(predicted)} "
                          "predictions: one of each per row expected")
     if _version(current) in {None, version}:
         return PromotionDecision(version, CHAMPION, macro_f1(predicted, test_languages), None, None)
+    previous = str(current.version)
+    champion = load_model(f"models:/{name}/{previous}")
+    missing = tuple(sorted(set(model_languages(champion) or []) - set(languages)))
+    if missing:  # it cannot answer what the champion answers: a smaller task, not a better model
+        return PromotionDecision(version, CHALLENGER, macro_f1(predicted, test_languages), None, previous,
+                                 missing_languages=missing)
     # names either model learnt from: the champion's, and the new version's own where its split let
     # copies of a name fall on both sides (the notebook's random split of lines)
     learnt = (learnt_names(client, current.run_id) or set()) | (
         learnt_names(client, client.get_model_version(name, version).run_id) or set())
     keep = [i for i, n in enumerate(test_names) if n not in learnt]
-    previous = str(current.version)
     if not keep:  # one model or the other learnt every one of them: no evidence, so the champion stays
         return PromotionDecision(version, CHALLENGER, macro_f1(predicted, test_languages), None, previous, 0,
                                  len(test_names))
-    names, languages = [test_names[i] for i in keep], [test_languages[i] for i in keep]
-    champion_f1 = score_model(f"models:/{name}/{previous}", names, languages)
-    new_f1 = macro_f1([predicted[i] for i in keep], languages)
+    names, kept_languages = [test_names[i] for i in keep], [test_languages[i] for i in keep]
+    champion_f1 = score_model(champion, names, kept_languages)
+    new_f1 = macro_f1([predicted[i] for i in keep], kept_languages)
     alias = CHAMPION if new_f1 >= champion_f1 else CHALLENGER
     return PromotionDecision(version, alias, new_f1, champion_f1, previous, len(keep), len(test_names) - len(keep))
 
@@ -334,4 +357,5 @@ def _recorded_decision(client: MlflowClient, name: str, version: str) -> Promoti
                              float(tags["gate.champion_macro_f1"]) if tags["gate.champion_macro_f1"] else None,
                              tags["gate.previous_champion"] or None,
                              int(tags["gate.compared_names"]) if tags.get("gate.compared_names") else None,
-                             int(tags.get("gate.excluded_names") or 0))
+                             int(tags.get("gate.excluded_names") or 0),
+                             tuple(filter(None, tags.get("gate.missing_languages", "").split(","))))

@@ -26,7 +26,7 @@ from pipeline.ingest import IngestResult, git_commit
 from pipeline.normalize import NamesTable
 from pipeline.pyfunc import save_bundle
 from pipeline.registry import LEARNT_NAMES_ARTIFACT, PromotionDecision, describe, promote_if_better, register
-from pipeline.tracking import MODEL_NAME, TrackedRun, configure
+from pipeline.tracking import MODEL_NAME, TrackedRun, artifact_progress_bars, configure
 from pipeline.train import TrainResult, resolve_device, run_key, train_model
 
 
@@ -199,7 +199,7 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
         describe(str(version.version), version_description(ev, data, run))
         test_languages = [ev.label_names[i] for i in ev.y_true]
         predicted = [ev.label_names[i] for i in ev.y_pred]
-        decision = promote_if_better(str(version.version), ev.names, test_languages, predicted)
+        decision = promote_if_better(str(version.version), ev.names, test_languages, predicted, ev.label_names)
         run.set_tags({"namelang.model_version": str(version.version), "namelang.alias": decision.alias})
     except NamelangError:
         raise
@@ -245,7 +245,8 @@ def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> 
     write_tensors(data, config.data.processed_dir)
     data_steps_s = time.perf_counter() - started
     run = start_run(config, table, tags)
-    with run.failed_on_error():
+    # no progress bars asked for: none of MLflow's either (the gate downloads the champion to score it)
+    with run.failed_on_error(), artifact_progress_bars(config.train.progress):
         result = train(data, config, run)
         ev, _ = evaluate_model(result, data, table, config, run)
         bundle = save_model(result, data, config)

@@ -209,6 +209,30 @@ def test_gate_keeps_champion_when_no_test_name_is_new_to_both_models(store, tmp_
     assert "gate: not compared" in out and f"namelang promote {summary['version']}" in out
 
 
+def test_gate_keeps_champion_when_the_new_version_knows_fewer_languages(store, tmp_path, capsys):
+    """Trained on two of the champion's six languages, a version scores well on a test split of those
+    two alone, and took the alias: then every name was Italian or Russian to it. It stays challenger."""
+    from flows.cli import _print_training_summary
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)  # an earlier test's, maybe
+    two = tmp_path / "two"
+    two.mkdir()
+    for language in ("Italian", "Russian"):  # names the champion never saw: beyond the fixture's first 60
+        lines = (SHARED_NAMES / f"{language}.txt").read_text(encoding="utf-8").splitlines()[60:260]
+        (two / f"{language}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = workflow.run_pipeline(tiny_config(tmp_path, two, epochs=4))
+    assert summary["alias"] == CHALLENGER
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
+    tags = client.get_model_version(MODEL_NAME, summary["version"]).tags
+    assert tags["gate.missing_languages"] == "Arabic,Chinese,Greek,Japanese"
+    assert tags["gate.decision"] == ("kept champion; challenger: does not know 4 of the champion's languages "
+                                     "(Arabic, Chinese, Greek, Japanese)")
+    _print_training_summary({**summary, "data_steps": "ran", "mlflow_tracking_uri": store["uri"]})  # as the flow adds
+    out = capsys.readouterr().out
+    assert "does not know 4 of champion version" in out and f"namelang promote {summary['version']}" in out
+
+
 def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
     """Two runs judged at once both compared against the old champion; the later took the alias."""
     import filelock
