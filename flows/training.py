@@ -121,17 +121,20 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun, resume: boo
     logger = get_run_logger()
 
     def log_epoch(r: dict) -> None:
-        logger.info("epoch %d/%d: train loss %.4f, acc %.4f; validation acc %.4f, macro-F1 %.4f (%.1f s)",
-                    r["epoch"], config.train.epochs, r["train_loss"], r["train_acc"], r["val_acc"] or float("nan"),
-                    r["val_macro_f1"] or float("nan"), r["epoch_seconds"])
+        # both validation macro-F1s: early stopping keeps the epoch of the network's best, not the whole model's
+        logger.info("epoch %d/%d: train loss %.4f, acc %.4f; validation acc %.4f, macro-F1 %.4f (network alone, "
+                    "which early stopping judges: %.4f) (%.1f s)", r["epoch"], config.train.epochs, r["train_loss"],
+                    r["train_acc"], r["val_acc"] or float("nan"), r["val_macro_f1"] or float("nan"),
+                    r["val_network_macro_f1"] or float("nan"), r["epoch_seconds"])
 
     def log_resume(epoch: int) -> None:
         logger.info("resuming from the checkpoint written after epoch %d (its epochs' figures follow)", epoch)
 
     result = workflow.train(data, config, run, resume, on_epoch=log_epoch, on_resume=log_resume)
-    logger.info("training ended after epoch %d (stopped by %s); kept epoch %d, validation macro-F1 %.4f, %.1f s",
-                len(result.history), result.stopped_by, result.best_epoch, result.best_val_macro_f1,
-                result.train_seconds)
+    kept = result.history[result.best_epoch - 1] if result.best_epoch else {}
+    logger.info("training ended after epoch %d (stopped by %s); kept epoch %d, the network's best validation "
+                "macro-F1 %.4f (whole model %.4f), %.1f s", len(result.history), result.stopped_by, result.best_epoch,
+                kept.get("val_network_macro_f1") or float("nan"), result.best_val_macro_f1, result.train_seconds)
     return result
 
 

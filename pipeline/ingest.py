@@ -146,12 +146,19 @@ def resolve_source(config: DataConfig) -> Path:
 def language_files(folder: Path) -> list[Path]:
     """The folder's `<Language>.txt` files, in name order (a folder named `X.txt` is not one; the
     extension in any case: `Greek.TXT` is Greek); one that cannot be read as a file is an error."""
-    named = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".txt" and not p.is_dir())
+    named = sorted(p for p in folder.iterdir() if _is_language_file(p.name) and not p.is_dir())
     for p in named:  # a broken link, a pipe (reading it would wait for ever): not skipped without a word
         if not p.is_file():
             kind = "a broken link" if p.is_symlink() and not p.exists() else "not a regular file"
             raise NamelangError(f"cannot read this file: {kind}", p)
     return named
+
+
+def _is_language_file(file_name: str) -> bool:
+    """`<Language>.txt`, the extension in any case; not `.txt` alone (no language), nor macOS's
+    `._<Language>.txt` (AppleDouble metadata a copy from a Mac leaves beside each file)."""
+    path = PurePosixPath(file_name)
+    return path.suffix.lower() == ".txt" and not path.name.startswith("._")
 
 
 def read_folder(folder: Path) -> list[SourceFile]:
@@ -186,11 +193,14 @@ def read_archive(archive: Path, max_member_bytes: int) -> list[SourceFile]:
             infos = zf.infolist()
             for info in infos:
                 _check_member(archive, info, max_member_bytes)
-            txt = [i for i in infos if not i.is_dir() and i.filename.lower().endswith(".txt")
+            txt = [i for i in infos if not i.is_dir() and _is_language_file(i.filename)
                    and not i.filename.startswith("__MACOSX/")]
             folders = sorted({str(PurePosixPath(i.filename).parent) for i in txt})
             if ARCHIVE_NAMES_FOLDER in folders:
                 folder = ARCHIVE_NAMES_FOLDER
+                if len(folders) > 1:  # the tutorial's layout wins; the rest is not dropped without a word
+                    warnings.warn(f"{archive}: only {ARCHIVE_NAMES_FOLDER}/ is read; the .txt files in "
+                                  f"{[f for f in folders if f != folder]} are not", NamelangWarning, stacklevel=2)
             elif len(folders) == 1:
                 folder = folders[0]
             elif not folders:
@@ -343,10 +353,11 @@ def _ingest_local(path: Path, config: DataConfig) -> IngestResult:
     for file in files:
         if not file.language.strip():
             raise NamelangError("file name gives no language (expected <Language>.txt)", file.origin)
-        if file.language in seen:  # English.txt and English.TXT
-            raise NamelangError(f"two files give the language {file.language!r}: this one and {seen[file.language]}",
-                                file.origin)
-        seen[file.language] = file.origin
+        key = file.language.casefold()  # English.txt and English.TXT; English.txt and english.txt
+        if key in seen:
+            raise NamelangError(f"two files give the language {file.language!r} (in some case): this one and "
+                                f"{seen[key]}", file.origin)
+        seen[key] = file.origin
         data, line_lengths, bom, crlf = split_lines(file)
         if not len(line_lengths):
             warnings.warn(f"{file.origin}: empty file: no {file.language} names from it", NamelangWarning,

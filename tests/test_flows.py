@@ -662,6 +662,7 @@ def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp
     assert _temporary_api_stopped(output), output[-3000:]
     assert took < 60, output[-3000:]  # was over two minutes when the server died with the flow
     assert "--resume" in output and "Connection refused" not in output and "Error logging to API" not in output
+    assert "(network alone, which early stopping judges: " in output  # the figure that picks the kept epoch
     assert "shares this terminal's Ctrl-C" not in output  # the temporary API started in its own session
     assert "Crashed" in output or "Cancelled" in output  # the flow run's end was recorded, not left Running
     [run] = MlflowClient(store).search_runs([experiment_id(MlflowClient(store))])

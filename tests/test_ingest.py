@@ -26,7 +26,7 @@ import pytest
 
 from pipeline import __version__
 from pipeline.config import DataConfig
-from pipeline.errors import NamelangError, explained_by_input
+from pipeline.errors import NamelangError, NamelangWarning, explained_by_input
 from pipeline.ingest import SourceFile, ingest, split_lines
 from pipeline.normalize import (
     NAMES_FILE,
@@ -450,12 +450,30 @@ def test_the_txt_extension_in_any_case_and_one_file_per_language(tmp_path):
     (source / "Greek.TXT").write_text("Pappas\n")
     assert source_fingerprint(source) != fingerprint
     (source / "English.Txt").write_text("Jones\n")
-    with pytest.raises(NamelangError, match="two files give the language 'English': this one and ") as info:
+    with pytest.raises(NamelangError, match="two files give the language 'English' \\(in some case\\): this one and "
+                       ) as info:
         run(source, tmp_path)
     assert info.value.file.endswith("English.txt")
     archive = tmp_path / "upper.zip"
     archive.write_bytes(make_zip({"names/Greek.TXT": "Pappas\n", "names/Irish.txt": "Murphy\n"}))
     assert run(archive, tmp_path).quality["languages"] == 2
+    # stems that differ only in case were two languages, "English" and "english"
+    archive.write_bytes(make_zip({"names/English.txt": "Smith\n", "names/english.txt": "Jones\n"}))
+    with pytest.raises(NamelangError, match="two files give the language 'english' \\(in some case\\)"):
+        run(archive, tmp_path)
+
+
+def test_mac_metadata_and_a_nameless_txt_are_not_languages_and_other_folders_are_named(tmp_path):
+    source = make_source(tmp_path / "src", {"English": "Smith\n"})
+    (source / "._English.txt").write_bytes(b"\x00\x05\x16\x07\xff")  # AppleDouble: stopped the ingest
+    (source / ".txt").write_text("Nobody\n")
+    assert run(source, tmp_path).quality["languages"] == 1
+    archive = tmp_path / "mac.zip"
+    archive.write_bytes(make_zip({"data/names/English.txt": "Smith\n", "data/names/._English.txt": b"\xff",
+                                  "data/names/.txt": "Nobody\n", "other/French.txt": "Dupont\n"}))
+    with pytest.warns(NamelangWarning, match=r"only data/names/ is read; the .txt files in \['other'\] are not"):
+        table = run(archive, tmp_path)
+    assert table.quality["languages"] == 1  # not '.txt', not French
 
 
 def test_a_home_relative_source_is_recorded_as_its_real_path(tmp_path, monkeypatch):
