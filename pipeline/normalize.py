@@ -356,6 +356,9 @@ def quality_report(names: pa.Table, rejected: pa.Table, raw: pa.Table, digest: s
         examples = [{"name_ascii": value, "languages": list(sets[set_id[i]])}
                     for value, i in sorted((shared_names[i].as_py(), i) for i in first)]
     row_counts = [p["rows"] for p in per_language if p["rows"]]
+    # kept, but with characters outside the alphabet (digits, hyphens, ß, Ł, ...): data-entry slips to look at
+    unknown = names.filter(pc.match_substring(names["name_ascii"], OOV_CHARACTER))
+    unknown_rows = unknown.select(["name", "name_ascii", "source_file", "line_number"]).slice(0, MAX_EXAMPLES)
     by_reason = _value_counts(rejected["reason"]) if rejected.num_rows else {}
     rejected_rows = rejected.slice(0, 1000).to_pylist()
     for row in rejected_rows:
@@ -377,6 +380,7 @@ def quality_report(names: pa.Table, rejected: pa.Table, raw: pa.Table, digest: s
             "by_languages": pair_counts,
             "examples": examples,
         },
+        "unknown_characters": {"count": unknown.num_rows, "examples": unknown_rows.to_pylist()},
         "rejected": {
             "count": rejected.num_rows,
             "by_reason": {r: by_reason[r] for r in REJECTION_REASONS if r in by_reason},
@@ -413,6 +417,12 @@ def quality_markdown(quality: dict) -> str:
     if shared["examples"]:
         lines += ["", "Examples: " + ", ".join(f"{e['name_ascii']} ({'/'.join(e['languages'])})"
                                                for e in shared["examples"][:10])]
+    unknown = quality.get("unknown_characters", {"count": 0, "examples": []})
+    lines += ["", f"## Names kept with characters outside the alphabet (as `{OOV_CHARACTER}`): {unknown['count']}", ""]
+    if unknown["examples"]:
+        lines += ["| file | line | name | as the model sees it |", "|---|---:|---|---|"]
+        lines += [f"| {r['source_file']} | {r['line_number']} | {r['name'][:40]!r} | {r['name_ascii'][:40]!r} |"
+                  for r in unknown["examples"]]
     rejected = quality["rejected"]
     lines += ["", f"## Rejected rows: {rejected['count']}", ""]
     if rejected["rows"]:

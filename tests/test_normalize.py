@@ -115,7 +115,7 @@ def test_quality_report_and_markdown(tmp_path):
     source = tmp_path / "names"
     source.mkdir()
     (source / "English.txt").write_text("Smith\nSmith\nBrown\n\nИванов\n")
-    (source / "Scottish.txt").write_text("Smith\nMacDonald\n")
+    (source / "Scottish.txt").write_text("Smith\nMacDonald\nR2D2\n")
     (source / "Korean.txt").write_text("\n")
     table = normalize(ingest(DataConfig(source=str(source))))
     q = table.quality
@@ -125,14 +125,18 @@ def test_quality_report_and_markdown(tmp_path):
     assert per["Korean"] == {"language": "Korean", "lines": 1, "rows": 0, "distinct_names": 0,
                              "duplicate_lines": 0, "rejected": 1}
     assert [p["language"] for p in q["per_language"]] == ["English", "Scottish", "Korean"]
-    assert q["class_imbalance_ratio"] == 1.5
+    assert q["class_imbalance_ratio"] == 1.0
     assert q["multi_language_names"] == {
         "count": 1, "by_languages": {"English + Scottish": 1},
         "examples": [{"name_ascii": "Smith", "languages": ["English", "Scottish"]}]}
     assert q["rejected"]["by_reason"] == {"blank": 2, "no_latin_letters": 1}
-    assert (q["lines"], q["rows"], q["distinct_names"], q["duplicate_lines"]) == (8, 5, 3, 1)
+    assert (q["lines"], q["rows"], q["distinct_names"], q["duplicate_lines"]) == (9, 6, 4, 1)
+    [slip] = q["unknown_characters"]["examples"]  # kept, but worth a look
+    assert q["unknown_characters"]["count"] == 1 and (slip["name"], slip["name_ascii"], slip["line_number"]) == (
+        "R2D2", "R_D_", 3)
     md = quality_markdown(q)
     assert "| English | 5 | 3 | 2 | 1 | 2 |" in md and "Smith (English/Scottish)" in md
+    assert "outside the alphabet (as `_`): 1" in md and "| 3 | 'R2D2' | 'R_D_' |" in md
 
 
 def test_read_names_table_round_trip_and_errors(tmp_path):
