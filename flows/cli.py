@@ -34,7 +34,8 @@ def _main() -> None:
 
 def validation_problems(exc) -> str:
     """A pydantic ValidationError in one line: `section.key: what is wrong` for each field."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    # a problem with the whole input (a JSON list, say) has no field to name
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors())
 
 
 def fail(exc: Exception) -> NoReturn:

@@ -520,6 +520,10 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {bad}: bad configuration: train.epochs: Input should be greater " \
                                     "than or equal to 1"
+    bad.write_text(json.dumps([{"train": {"epochs": 2}}]))  # a list, not an object: no field to name
+    result = CliRunner().invoke(app, ["train", "--config", str(bad)])
+    assert result.exit_code == 2 and result.output.strip().startswith(
+        f"error: {bad}: bad configuration: Input should be a valid dictionary"), result.output
     result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--epochs", "0"])
     assert result.exit_code == 2
     assert result.output.strip() == "error: bad value for --epochs: epochs: Input should be greater than or equal to 1"
