@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from pipeline import workflow  # noqa: E402
 from pipeline.config import DataConfig, PipelineConfig, TrainConfig  # noqa: E402
-from pipeline.features import encode_names  # noqa: E402
+from pipeline.features import encode_marks, encode_names, letters_beyond_ascii  # noqa: E402
 from pipeline.model import predict_logits  # noqa: E402
 from pipeline.normalize import to_ascii  # noqa: E402
 from pipeline.tracking import TrackedRun, configure  # noqa: E402
@@ -75,6 +75,7 @@ def main() -> None:
     frame = pd.DataFrame({"name": batch})
     ascii_batch = to_ascii(pa.array(batch)).to_pylist()
     tokens, lengths = encode_names(ascii_batch)
+    marks = encode_marks(letters_beyond_ascii(batch))  # the letter model's input, as the pyfunc makes it
 
     def timed(fn, repeat: int = 3) -> float:
         best = float("inf")
@@ -86,21 +87,22 @@ def main() -> None:
 
     torch_batch_s = pyfunc_batch_s = float("inf")
     for _ in range(3):  # interleaved, so both see the same machine load
-        torch_batch_s = min(torch_batch_s, timed(lambda: torch.softmax(predict_logits(model, tokens, lengths), 1), 1))
+        torch_batch_s = min(torch_batch_s,
+                            timed(lambda: torch.softmax(predict_logits(model, tokens, lengths, marks), 1), 1))
         pyfunc_batch_s = min(pyfunc_batch_s, timed(lambda: pyfunc.predict(frame), 1))
 
     singles = [[raw_names[i]] for i in rng.integers(0, len(raw_names), args.calls)]
     one_frames = [pd.DataFrame({"name": s}) for s in singles]
-    one_tensors = [encode_names(to_ascii(pa.array(s)).to_pylist())
+    one_tensors = [(*encode_names(to_ascii(pa.array(s)).to_pylist()), encode_marks(letters_beyond_ascii(s)))
                    for s in singles]
     for f in one_frames[:50]:  # warm-up
         pyfunc.predict(f)
     pyfunc_lat, torch_lat = [], []
-    for f, (tok, ln) in zip(one_frames, one_tensors, strict=True):
+    for f, (tok, ln, mk) in zip(one_frames, one_tensors, strict=True):
         t0 = time.perf_counter()
         pyfunc.predict(f)
         t1 = time.perf_counter()
-        torch.softmax(predict_logits(model, tok, ln), 1)
+        torch.softmax(predict_logits(model, tok, ln, mk), 1)
         t2 = time.perf_counter()
         pyfunc_lat.append(t1 - t0)
         torch_lat.append(t2 - t1)

@@ -179,10 +179,10 @@ def run_default(data: TensorData, checkpoint_dir: Path, train_seed: int = TrainC
     holder["model"] = result.model
     test = split_metrics(result.model, data, TEST)
     idx = data.indices(TEST)
-    tokens, lengths = data.tokens[idx], data.lengths[idx]
-    predict_logits(result.model, tokens[:64], lengths[:64])  # warm-up
+    tokens, lengths, marks = data.tokens[idx], data.lengths[idx], data.marks_at(idx)
+    predict_logits(result.model, tokens[:64], lengths[:64], None if marks is None else marks[:64])  # warm-up
     t0 = time.perf_counter()
-    pred = predict_logits(result.model, tokens, lengths).argmax(1).numpy()
+    pred = predict_logits(result.model, tokens, lengths, marks).argmax(1).numpy()
     predict_s = time.perf_counter() - t0
     epochs = len(result.history) + (result.refit_epochs or 0)
     if result.refit_epochs:

@@ -104,8 +104,8 @@ class CharNgramLM(nn.Module):
         prob = None
         for n in range(1, self.order + 1):  # from the unigram up: p = discounted + backoff * p_lower
             gram = ngram_codes(framed, self.order, n)
-            discounted = _lookup(self.gram_keys, self.gram_probs, gram)
-            backoff = _lookup(self.context_keys, self.context_backoff, gram // SYMBOL_BASE)
+            discounted = lookup_rows(self.gram_keys, self.gram_probs, gram)
+            backoff = lookup_rows(self.context_keys, self.context_backoff, gram // SYMBOL_BASE)
             lower = 1.0 / _SYMBOLS if prob is None else prob
             prob = discounted.addcmul_(backoff, torch.as_tensor(lower, device=backoff.device))
         log_likelihood = prob.masked_fill_(~valid[..., None], 1.0).log_().sum(1)
@@ -121,7 +121,7 @@ class CharNgramLM(nn.Module):
                 missing_keys.append(prefix + name)
 
 
-def _lookup(codes: torch.Tensor, table: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+def lookup_rows(codes: torch.Tensor, table: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """(*query.shape, languages): the table's row for each code in `query`; its last row (the
     value for unseen codes) where a code is not among `codes`."""
     flat = query.reshape(-1)

@@ -88,6 +88,10 @@ class ModelConfig(_Strict):
     charlm_weight: float = Field(
         0.5, ge=0, le=1, description="Share of the n-gram models in the averaged log-probabilities"
     )
+    marks_weight: float = Field(
+        4.0, ge=0, le=10, description="Weight of the letter model (`pipeline.marks`): what a name's non-ASCII "
+        "letters (ä, é, ñ, ł, ...), which the ASCII folding drops, say of its language (0 = off)"
+    )
     members: int = Field(
         1, ge=1, le=8, description="Ensemble size: members trained side by side, each on its own loss; "
         "prediction averages their log-probabilities"
@@ -98,7 +102,7 @@ class ModelConfig(_Strict):
         """The tutorial's CharRNN: one-hot input, nn.RNN(58, 128), last hidden state, linear."""
         return cls(
             cell="rnn", input="onehot", hidden_size=128, num_layers=1, bidirectional=False,
-            dropout=0.0, pooling="last", ngram_buckets=0, charlm_order=0, members=1,
+            dropout=0.0, pooling="last", ngram_buckets=0, charlm_order=0, marks_weight=0.0, members=1,
         )
 
 
@@ -124,8 +128,8 @@ class TrainConfig(_Strict):
     )
     charlm_counts_validation: bool = Field(
         True, description="Once early stopping has picked the network's epoch, count the validation names into "
-        "the n-gram models too: early stopping judges the network alone, so none of their counts need to stay "
-        "out of validation; the logged validation figures stay those of the train-only counts. No effect with "
+        "the n-gram and letter models too: early stopping judges the network alone, so none of their counts need "
+        "to stay out of validation; the logged validation figures stay those of the train-only counts. No effect with "
         "refit_on_train_and_validation, whose refit counts both splits anyway"
     )
     seed: int = Field(2024, ge=0, le=2**64 - 1, description="torch's random seed: weights and batch order")

@@ -47,7 +47,7 @@ class Evaluation:
 
 def evaluate(model: torch.nn.Module, data: TensorData, side: int = TEST) -> Evaluation:
     idx = data.indices(side)
-    probs = torch.softmax(predict_logits(model, data.tokens[idx], data.lengths[idx]), 1).numpy()
+    probs = torch.softmax(predict_logits(model, data.tokens[idx], data.lengths[idx], data.marks_at(idx)), 1).numpy()
     return evaluate_probabilities(probs, data.labels[idx].numpy(), data.label_names,
                                   [data.names[i] for i in idx.tolist()], SPLIT_NAMES[side])
 

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,29 @@ def lowercase_framed(tokens: torch.Tensor, lengths: torch.Tensor, order: int) ->
     return framed
 
 
+def letters_beyond_ascii(names: pa.Array | pa.ChunkedArray | list[str]) -> list[str]:
+    """Per name, its distinct non-ASCII letters, lowercased and composed (NFC), in code-point order:
+    what the notebook's ASCII folding loses ("Jäger" and "Jager" both become "Jager"), for
+    `pipeline.marks`. Only the rare non-ASCII names are looked at one by one."""
+    arr = pa.array(names, type=pa.string()) if isinstance(names, list) else names
+    arr = pc.fill_null(arr, "")
+    found = [""] * len(arr)
+    for i in np.flatnonzero(~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)).tolist():
+        text = unicodedata.normalize("NFC", arr[i].as_py()).lower()
+        found[i] = "".join(sorted({c for c in text if ord(c) > 127 and c.isalpha()}))
+    return found
+
+
+def encode_marks(letters: list[str]) -> torch.Tensor:
+    """(n, widest) int32 code points of each row's letters (`letters_beyond_ascii`), 0 after them."""
+    width = max((len(x) for x in letters), default=0)
+    codes = np.zeros((len(letters), width), dtype=np.int32)
+    for i, text in enumerate(letters):
+        if text:
+            codes[i, :len(text)] = [ord(c) for c in text]
+    return torch.from_numpy(codes)
+
+
 def _cut(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
     """Boundaries of train / validation / test among n shuffled items (test gets at least one if n > 1)."""
     n_train = int(round(n * fractions[0]))
@@ -131,6 +155,9 @@ class TensorData:
     names: list[str]              # name_ascii of each row (reports, error analysis)
     table_sha256: str
     split_config: dict
+    # (n, widest) int32: each row's non-ASCII letters as code points, 0-padded (`letters_beyond_ascii`);
+    # None when its table held no raw spellings (or a tensors file of format 2)
+    marks: torch.Tensor | None = None
 
     @functools.cached_property
     def sha256(self) -> str:
@@ -138,6 +165,8 @@ class TensorData:
         h = hashlib.sha256()
         for t in (self.tokens, self.lengths, self.labels, self.split):
             h.update(t.contiguous().numpy().tobytes())
+        if self.marks is not None:
+            h.update(b"marks" + self.marks.contiguous().numpy().tobytes())
         h.update(json.dumps([self.label_names, self.table_sha256, self.split_config]).encode())
         return h.hexdigest()
 
@@ -145,14 +174,41 @@ class TensorData:
         """Row indices of the given sides, side after side (e.g. train then validation)."""
         return torch.cat([torch.nonzero(self.split == side).flatten() for side in sides])
 
+    def marks_at(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """The non-ASCII letters of rows `idx` (None when the data holds no raw spellings)."""
+        return None if self.marks is None else self.marks[idx]
+
     def class_counts(self, *sides: int) -> torch.Tensor:
         """Rows per language on the given sides."""
         return torch.bincount(self.labels[self.indices(*sides)], minlength=len(self.label_names))
 
 
+def _row_letters(names: pa.Table, table: pa.Table) -> list[str] | None:
+    """Non-ASCII letters of each row of `table` (one row per distinct name and language, or the
+    names table itself) from the raw spellings in `names`: a row that stands for several
+    spellings ("Jäger", "Jager") gets all their letters. None when `names` holds no raw spelling."""
+    if "name" not in names.column_names:
+        return None
+    raw_letters = letters_beyond_ascii(names["name"])
+    if table.num_rows == names.num_rows and "name" in table.column_names:  # every line is a row
+        return raw_letters
+    spelt: dict[tuple[str, str], set[str]] = {}
+    for i in (i for i, x in enumerate(raw_letters) if x):
+        key = (names["name_ascii"][i].as_py(), names["language"][i].as_py())
+        spelt.setdefault(key, set()).update(raw_letters[i])
+    letters = [""] * table.num_rows
+    if spelt:
+        keys = list(spelt)
+        joined = pc.binary_join_element_wise(table["name_ascii"], table["language"], "\x00")
+        at = pc.index_in(joined, value_set=pa.array(["\x00".join(key) for key in keys], type=pa.string()))
+        for row in np.flatnonzero(pc.is_valid(at).to_numpy(zero_copy_only=False)).tolist():
+            letters[row] = "".join(sorted(spelt[keys[at[row].as_py()]]))
+    return letters
+
+
 def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> TensorData:
     """Encode the names table; `by_name` keeps one row per distinct (name, language) pair."""
-    table = names.select(["name_ascii", "language"])
+    table = names.select([c for c in ("name", "name_ascii", "language") if c in names.column_names])
     if config.method == "by_name":
         table = table.group_by(["name_ascii", "language"], use_threads=False).aggregate([])
         table = table.sort_by([("language", "ascending"), ("name_ascii", "ascending")])
@@ -173,11 +229,14 @@ def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> Te
         raise NamelangError(f"the test split is empty: {table.num_rows} names in {len(label_names)} languages are "
                             "too few to hold some out for an honest test; add names")
     tokens, lengths = encode_names(table["name_ascii"])
+    letters = _row_letters(names, table)
     return TensorData(tokens, lengths, torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(split),
-                      label_names, name_ascii.tolist(), table_sha256, config.model_dump())
+                      label_names, name_ascii.tolist(), table_sha256, config.model_dump(),
+                      None if letters is None else encode_marks(letters))
 
 
-TENSORS_FORMAT = 2  # 2: names as one newline-joined ASCII byte tensor (format 1 pickled a list)
+# 2: names as one newline-joined ASCII byte tensor (format 1 pickled a list); 3: each row's non-ASCII letters
+TENSORS_FORMAT = 3
 
 
 def save_tensors(data: TensorData, path: str | Path) -> Path:
@@ -199,9 +258,9 @@ def load_tensors(path: str | Path) -> TensorData:
     except Exception as exc:  # torch raises many types for a damaged file
         raise NamelangError(f"tensors file is corrupt or unreadable ({type(exc).__name__})", path) from exc
     version = raw.pop("format", None)
-    if version not in (1, TENSORS_FORMAT):
+    if version not in (1, 2, TENSORS_FORMAT):
         raise NamelangError(f"tensors file has unknown format {version!r}; rebuild it", path)
-    if version == TENSORS_FORMAT:
+    if version >= 2:
         blob = raw["names"].numpy().tobytes().decode("ascii")
         raw["names"] = blob.split("\n") if len(raw["labels"]) else []
     return TensorData(**raw)

@@ -14,6 +14,10 @@ names once early stopping has chosen the network's epoch), is averaged with the 
 log-probabilities in `forward`; the loss trains the network alone (`member_logits`), and early
 stopping judges it alone (`network_only`): the fixed n-gram models would only add noise to the
 criterion (on split seed 1 they stopped the network at its 6th epoch, 0.027 macro-F1 short).
+
+A second counted companion (`marks_weight > 0`, `pipeline.marks`) reads what the ASCII codes cannot
+show, a name's accented letters as written ("Jäger", not "Jager"); it needs them passed beside the
+codes (`marks`), and says nothing when they are not.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from pipeline.charlm import CharNgramLM
 from pipeline.config import ModelConfig
 from pipeline.features import PAD, SYMBOL_BASE, VOCAB_SIZE, lowercase_framed
+from pipeline.marks import LetterMarksModel
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 _OOV = VOCAB_SIZE - 1  # index of "_", the last symbol of ALPHABET
@@ -88,28 +93,34 @@ class CharClassifier(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(features, n_classes)
         # further ensemble members: same architecture, own initialisation, own loss in training
-        single = config.model_copy(update={"members": 1, "charlm_order": 0})
+        single = config.model_copy(update={"members": 1, "charlm_order": 0, "marks_weight": 0.0})
         self.others = nn.ModuleList(CharClassifier(single, n_classes) for _ in range(config.members - 1))
         self.charlm: CharNgramLM | None = None
         if config.charlm_order:
             self.charlm = CharNgramLM(config.charlm_order, config.charlm_discount, n_classes)
+        self.marks: LetterMarksModel | None = LetterMarksModel(n_classes) if config.marks_weight > 0 else None
         self._mix = True
 
     @contextlib.contextmanager
     def network_only(self) -> Iterator[CharClassifier]:
-        """Within it, `forward` leaves the n-gram models out: early stopping judges the part that trains."""
+        """Within it, `forward` leaves the counted models (n-grams, letters) out: early stopping judges
+        the part that trains."""
         mix, self._mix = self._mix, False
         try:
             yield self
         finally:
             self._mix = mix
 
-    def fit_charlm(self, tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> None:
-        """Count these names into the n-gram models, replacing earlier counts (no-op without them):
-        the training names before training, so that validation scores the whole model; training
-        and validation names once the network's epoch is chosen."""
+    def fit_counts(self, tokens: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor,
+                   marks: torch.Tensor | None = None) -> None:
+        """Count these names into the n-gram models and, given their non-ASCII letters (`marks`), the
+        letter model, replacing earlier counts (no-op without them): the training names before
+        training, so that validation scores the whole model; training and validation names once the
+        network's epoch is chosen."""
         if self.charlm is not None:
             self.charlm.fit(tokens, lengths, labels)
+        if self.marks is not None and marks is not None:
+            self.marks.fit(marks, labels)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         tokens = tokens.long()
@@ -128,18 +139,28 @@ class CharClassifier(nn.Module):
         """Each ensemble member's logits (one entry when `members` is 1); training puts a loss on each."""
         return [self._logits(tokens, lengths)] + [m._logits(tokens, lengths) for m in self.others]
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, marks: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, n_classes); for an ensemble, the mean of the members' log-probabilities; with
-        fitted n-gram models, their weighted average with the network's log-probabilities."""
+        fitted n-gram models, their weighted average with the network's log-probabilities; given
+        the names' non-ASCII letters (`marks`) and a fitted letter model, plus its log-likelihoods."""
         logits = self._logits(tokens, lengths) if not len(self.others) else combine(self.member_logits(tokens, lengths))
-        if self.charlm is None or not self.charlm.fitted or not self._mix:
+        if not self._mix:
             return logits
-        return self.mix(logits, self.charlm(tokens, lengths))
+        charlm = self.charlm(tokens, lengths) if self.charlm is not None and self.charlm.fitted else None
+        letters = self.marks(marks) if marks is not None and self.marks is not None and self.marks.fitted else None
+        return self.mix(logits, charlm, letters)
 
-    def mix(self, network_logits: torch.Tensor, charlm_scores: torch.Tensor) -> torch.Tensor:
-        """The weighted average of the network's and the n-gram models' log-probabilities."""
-        w = self.config.charlm_weight
-        return (1 - w) * F.log_softmax(network_logits.float(), dim=-1) + w * F.log_softmax(charlm_scores, dim=-1)
+    def mix(self, network_logits: torch.Tensor, charlm_scores: torch.Tensor | None = None,
+            letter_scores: torch.Tensor | None = None) -> torch.Tensor:
+        """The weighted average of the network's and the n-gram models' log-probabilities, plus the
+        letter model's log-likelihoods at `marks_weight`."""
+        out = network_logits
+        if charlm_scores is not None:
+            w = self.config.charlm_weight
+            out = (1 - w) * F.log_softmax(out.float(), dim=-1) + w * F.log_softmax(charlm_scores, dim=-1)
+        if letter_scores is not None:
+            out = F.log_softmax(out.float(), dim=-1) + self.config.marks_weight * letter_scores
+        return out
 
     def _logits(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.training and self.config.char_dropout > 0:
@@ -165,9 +186,10 @@ class CharClassifier(nn.Module):
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor,
+def predict_logits(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor, marks: torch.Tensor | None = None,
                    batch_size: int = 2048) -> torch.Tensor:
-    """Logits for many names at once, on the model's device, returned on CPU in input order."""
+    """Logits for many names at once, on the model's device, returned on CPU in input order; `marks`,
+    the names' non-ASCII letters (`features.encode_marks`), for a model with a letter model."""
     model.eval()
     device = next(model.parameters()).device
     order = torch.argsort(lengths)
@@ -176,5 +198,6 @@ def predict_logits(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor
         return out
     for chunk in order.split(batch_size):
         width = int(lengths[chunk].max().clamp(min=1))
-        out[chunk] = model(tokens[chunk, :width].to(device), lengths[chunk]).float().cpu()
+        letters = None if marks is None else marks[chunk].to(device)
+        out[chunk] = model(tokens[chunk, :width].to(device), lengths[chunk], letters).float().cpu()
     return out

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from pipeline.features import encode_names
+from pipeline.features import encode_marks, encode_names, letters_beyond_ascii
 from pipeline.model import CharClassifier, predict_logits
 from pipeline.normalize import REJECTION_REASONS, rejection_codes, to_ascii
 
@@ -90,9 +90,12 @@ class Predictor:
     label_names: list[str]
     max_name_chars: int = 64
 
-    def probabilities(self, names_ascii: list[str]) -> np.ndarray:
+    def probabilities(self, names_ascii: list[str], spellings: list[str] | None = None) -> np.ndarray:
+        """`spellings`: the names as written, before ASCII folding, whose accented letters the
+        letter model reads (without them, it says nothing)."""
         tokens, lengths = encode_names(names_ascii)
-        return torch.softmax(predict_logits(self.model, tokens, lengths), dim=1).numpy()
+        marks = None if spellings is None else encode_marks(letters_beyond_ascii(spellings))
+        return torch.softmax(predict_logits(self.model, tokens, lengths, marks), dim=1).numpy()
 
     def predict(self, names: list[Any], top_k: int = TOP_K) -> dict[str, list]:
         """Columns (see `output_columns`) with the top-k languages and probabilities of each name,
@@ -114,7 +117,7 @@ class Predictor:
                 columns[col] = [None] * n
         columns["error"] = problems
         if len(ok):
-            probs = self.probabilities([ascii_names[i] for i in ok])
+            probs = self.probabilities([ascii_names[i] for i in ok], [strings[i] for i in ok])
             top = np.argsort(-probs, axis=1)[:, :top_k]
             top_p = np.take_along_axis(probs, top, axis=1).astype(float)
             labels = np.asarray(self.label_names, dtype=object)

@@ -39,7 +39,8 @@ def save_bundle(path: str | Path, model: CharClassifier, label_names: list[str],
 def load_bundle(path: str | Path) -> Predictor:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-        model = CharClassifier(ModelConfig(**raw["model_config"]), len(raw["label_names"]))
+        # a bundle from before the letter model has none: its config must not grow one on loading
+        model = CharClassifier(ModelConfig(**{"marks_weight": 0.0, **raw["model_config"]}), len(raw["label_names"]))
         model.load_state_dict(raw["state_dict"])
     except FileNotFoundError as exc:
         raise NamelangError("model bundle not found", path) from exc

@@ -100,7 +100,8 @@ def split_metrics(model: nn.Module, data: TensorData, side: int, weight: torch.T
     idx = data.indices(side)
     if len(idx) == 0:
         return {}
-    return logit_metrics(predict_logits(model, data.tokens[idx], data.lengths[idx]), data.labels[idx], weight)
+    return logit_metrics(predict_logits(model, data.tokens[idx], data.lengths[idx], data.marks_at(idx)),
+                         data.labels[idx], weight)
 
 
 def logit_metrics(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> dict:
@@ -186,7 +187,7 @@ def _setup(model_cfg: ModelConfig, train_cfg: TrainConfig, data: TensorData, idx
     torch.manual_seed(train_cfg.seed)
     generator = torch.Generator().manual_seed(train_cfg.seed)
     model = CharClassifier(model_cfg, len(data.label_names)).to(device)
-    model.fit_charlm(*_rows(data, idx))
+    model.fit_counts(*_rows(data, idx), data.marks_at(idx))
     weight = class_weights(counts, train_cfg.class_weight_power) if train_cfg.class_weighting else None
     loss_fn = nn.CrossEntropyLoss(weight=weight.to(device) if weight is not None else None,
                                   label_smoothing=train_cfg.label_smoothing)
@@ -364,7 +365,8 @@ def _final_weights(setup: _Setup, state: dict, best_state: dict, refit_state: di
         return state["best_epoch"], (TRAIN, VALIDATION)
     if train_cfg.charlm_counts_validation and has_validation:
         t0 = time.perf_counter()
-        model.fit_charlm(*_rows(data, data.indices(TRAIN, VALIDATION)))
+        both = data.indices(TRAIN, VALIDATION)
+        model.fit_counts(*_rows(data, both), data.marks_at(both))
         state["elapsed"] += time.perf_counter() - t0
         return None, (TRAIN, VALIDATION)
     return None, (TRAIN,)
@@ -373,23 +375,27 @@ def _final_weights(setup: _Setup, state: dict, best_state: dict, refit_state: di
 def _validator(model: CharClassifier, data: TensorData, weight: torch.Tensor | None
                ) -> Callable[[], tuple[dict, dict]]:
     """Per-epoch validation figures of the whole model and of the network alone (what early stopping
-    judges), from one pass of the network: the n-gram models are fixed counts, scored once."""
+    judges), from one pass of the network: the n-gram and letter models are fixed counts, scored once."""
     idx = data.indices(VALIDATION)
     if len(idx) == 0:
         return lambda: ({}, {})
     tokens, lengths, y = _rows(data, idx)
-    charlm_scores = None
-    if model.charlm is not None:
-        with torch.no_grad():
-            charlm_scores = model.charlm(tokens.to(next(model.parameters()).device), lengths).float().cpu()
+    marks = data.marks_at(idx)
+    device = next(model.parameters()).device
+    charlm_scores = letter_scores = None
+    with torch.no_grad():
+        if model.charlm is not None:
+            charlm_scores = model.charlm(tokens.to(device), lengths).float().cpu()
+        if model.marks is not None and model.marks.fitted and marks is not None:
+            letter_scores = model.marks(marks.to(device)).float().cpu()
 
     def validate() -> tuple[dict, dict]:
         with model.network_only():
             network_logits = predict_logits(model, tokens, lengths)
         network = logit_metrics(network_logits, y, weight)
-        if charlm_scores is None:
+        if charlm_scores is None and letter_scores is None:
             return network, network
-        return logit_metrics(model.mix(network_logits, charlm_scores), y, weight), network
+        return logit_metrics(model.mix(network_logits, charlm_scores, letter_scores), y, weight), network
 
     return validate
 

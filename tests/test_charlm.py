@@ -93,7 +93,7 @@ def test_classifier_averages_the_network_and_the_ngram_models_after_fitting():
         network = model(tokens, lengths)  # not fitted yet: the network alone
         names = [n for names in TRAIN.values() for n in names]
         t, n = encode_names(names)
-        model.fit_charlm(t, n, torch.tensor([c for c, names in TRAIN.items() for _ in names]))
+        model.fit_counts(t, n, torch.tensor([c for c, names in TRAIN.items() for _ in names]))
         mixed = model(tokens, lengths)
         expected = 0.7 * F.log_softmax(network, -1) + 0.3 * F.log_softmax(model.charlm(tokens, lengths), -1)
     torch.testing.assert_close(mixed, expected)

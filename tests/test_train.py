@@ -186,7 +186,7 @@ def counts_of(data, *sides: int) -> dict[str, torch.Tensor]:
     """The n-gram model tables of TINY fitted on the rows of `sides`."""
     idx = data.indices(*sides)
     model = CharClassifier(TINY, len(data.label_names))
-    model.fit_charlm(data.tokens[idx], data.lengths[idx], data.labels[idx])
+    model.fit_counts(data.tokens[idx], data.lengths[idx], data.labels[idx])
     return charlm_tables(model.state_dict())
 
 
