@@ -22,7 +22,6 @@ from pipeline.features import ALPHABET, SYMBOL_BASE, lowercase_framed
 
 # what a name's next symbol can be: the lowercased alphabet (OOV included) and the end marker
 _SYMBOLS = len(set(ALPHABET.lower())) + 1
-_TABLES = ("gram_keys", "gram_probs", "context_keys", "context_backoff", "log_prior")
 
 
 def ngram_codes(framed: torch.Tensor, order: int, n: int) -> torch.Tensor:
@@ -35,7 +34,22 @@ def ngram_codes(framed: torch.Tensor, order: int, n: int) -> torch.Tensor:
     return code
 
 
-class CharNgramLM(nn.Module):
+class CountedTables(nn.Module):
+    """A model fitted by counting, whose tables (buffers named in `TABLES`) are as large as the
+    data makes them: a state_dict loads into a fresh instance whatever their sizes."""
+
+    TABLES: tuple[str, ...] = ()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        for name in self.TABLES:
+            if prefix + name in state_dict:
+                setattr(self, name, state_dict[prefix + name].to(getattr(self, name).device))
+            elif strict:
+                missing_keys.append(prefix + name)
+
+
+class CharNgramLM(CountedTables):
     """Per-language interpolated Kneser-Ney character n-gram models, scored as a classifier.
 
     P(c | h) = max(N(h, c) - d, 0) / N(h) + d * T(h) / N(h) * P(c | h') with h' = h less its first
@@ -45,10 +59,12 @@ class CharNgramLM(nn.Module):
     code, so a lookup is one searchsorted per position for all languages at once.
     """
 
+    TABLES = ("gram_keys", "gram_probs", "context_keys", "context_backoff", "log_prior")
+
     def __init__(self, order: int, discount: float, n_classes: int):
         super().__init__()
         self.order, self.discount, self.n_classes = order, discount, n_classes
-        for name in _TABLES:
+        for name in self.TABLES:
             self.register_buffer(name, torch.zeros(0, dtype=torch.long) if "keys" in name else
                                  torch.zeros(0, n_classes) if name != "log_prior" else torch.zeros(0))
 
@@ -110,15 +126,6 @@ class CharNgramLM(nn.Module):
             prob = discounted.addcmul_(backoff, torch.as_tensor(lower, device=backoff.device))
         log_likelihood = prob.masked_fill_(~valid[..., None], 1.0).log_().sum(1)
         return log_likelihood + self.log_prior
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        """The tables' sizes depend on the data: take them from the state, not from this instance."""
-        for name in _TABLES:
-            if prefix + name in state_dict:
-                setattr(self, name, state_dict[prefix + name].to(getattr(self, name).device))
-            elif strict:
-                missing_keys.append(prefix + name)
 
 
 def lookup_rows(codes: torch.Tensor, table: torch.Tensor, query: torch.Tensor) -> torch.Tensor:

@@ -18,17 +18,17 @@ travels with the weights and scores on whatever device the model is on.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from pipeline.charlm import lookup_rows
+from pipeline.charlm import CountedTables, lookup_rows
 
 # pseudo-count of each outcome (Jeffreys' prior): a letter a language never shows is unlikely, not impossible
 SMOOTHING = 0.5
-_TABLES = ("codes", "present")
 
 
-class LetterMarksModel(nn.Module):
+class LetterMarksModel(CountedTables):
     """Per-language Bernoulli model of which non-ASCII letters a name holds."""
+
+    TABLES = ("codes", "present")
 
     def __init__(self, n_classes: int):
         super().__init__()
@@ -67,12 +67,3 @@ class LetterMarksModel(nn.Module):
             raise RuntimeError("the letter model has not been fitted: call fit() first")
         per_letter = lookup_rows(self.codes, self.present, marks.long().to(self.codes.device))  # (B, M, C)
         return per_letter.masked_fill((marks == 0).to(per_letter.device)[..., None], 0.0).sum(1)
-
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
-                              error_msgs):
-        """The tables' sizes depend on the data: take them from the state, not from this instance."""
-        for name in _TABLES:
-            if prefix + name in state_dict:
-                setattr(self, name, state_dict[prefix + name].to(getattr(self, name).device))
-            elif strict:
-                missing_keys.append(prefix + name)
