@@ -247,8 +247,10 @@ def check_utf8(file: SourceFile) -> None:
 
 
 def split_lines(file: SourceFile) -> tuple[np.ndarray, np.ndarray, bool, bool]:
-    """A file's lines without making a Python string per line: its UTF-8 bytes with BOM, line
-    feeds and the CR of each CRLF removed, and each line's length in bytes.
+    """A file's lines without making a Python string per line: its UTF-8 bytes with BOM and line
+    endings removed, and each line's length in bytes. Lines end as in Python's text mode (the
+    notebook's `open().read()`): at LF, CRLF or a CR alone (old Mac files, whose CRs were read as one
+    line of control characters).
 
     Vectorized with numpy so that a million lines take milliseconds; the tests hold the lines equal
     to Python's own decoding and splitting.
@@ -258,17 +260,19 @@ def split_lines(file: SourceFile) -> tuple[np.ndarray, np.ndarray, bool, bool]:
     buf = np.frombuffer(data, dtype=np.uint8)
     bom = data.startswith(b"\xef\xbb\xbf")
     first = 3 if bom else 0
-    newlines = np.flatnonzero(buf == 0x0A)
+    lf = buf == 0x0A
+    lone_cr = (buf == 0x0D) & ~np.append(lf[1:], False)  # a CR not followed by LF ends a line itself
+    newlines = np.flatnonzero(lf | lone_cr)
     starts = np.concatenate(([first], newlines + 1)).astype(np.int64)
     ends = np.concatenate((newlines, [len(buf)])).astype(np.int64)
     if starts[-1] >= len(buf):  # the final newline ends the last line; it does not start a new one
         starts, ends = starts[:-1], ends[:-1]
     # a CR right before a line feed belongs to the line ending (CRLF), not to the line
     cr = np.zeros(len(ends), dtype=bool)
-    n_lf = len(newlines)
-    if n_lf:
-        lf_ends = ends[:n_lf]
-        cr[:n_lf] = (lf_ends > starts[:n_lf]) & (buf[np.maximum(lf_ends - 1, 0)] == 0x0D)
+    n_breaks = len(newlines)
+    if n_breaks:
+        at = ends[:n_breaks]
+        cr[:n_breaks] = lf[at] & (at > starts[:n_breaks]) & (buf[np.maximum(at - 1, 0)] == 0x0D)
     lengths = ends - starts - cr
     keep = np.ones(len(buf), dtype=bool)
     keep[:first] = False

@@ -59,10 +59,11 @@ def mappable(s: str) -> bool:
 
 
 def reference_lines(data: bytes) -> list[str]:
-    """Lines of a UTF-8 file: BOM dropped, split on LF or CRLF, a final newline starts no line."""
+    """Lines of a UTF-8 file: BOM dropped, split on LF, CRLF or CR (Python's universal newlines), a
+    final newline starts no line."""
     text = data.decode("utf-8")
     text = text.removeprefix("\ufeff")
-    lines = re.split(r"\r?\n", text)
+    lines = re.split(r"\r\n|\r|\n", text)
     return lines[:-1] if lines[-1] == "" else lines
 
 
@@ -263,6 +264,8 @@ CASES = {
                         {1: ("Smith", "Smith"), 2: ("Jones", "Jones"), 3: ("O'Neil", "O'Neil")}, {}),
     "crlf": (b"Smith\r\nJones\r\n\r\nBrown", {1: ("Smith", "Smith"), 2: ("Jones", "Jones"),
                                               4: ("Brown", "Brown")}, {3: "blank"}),
+    "cr_only": (b"Smith\rJones\r\rBrown\r", {1: ("Smith", "Smith"), 2: ("Jones", "Jones"),  # an old Mac file:
+                                              4: ("Brown", "Brown")}, {3: "blank"}),  # was one rejected line
     "bom": (BOM + b"Smith\nJones\n", {1: ("Smith", "Smith"), 2: ("Jones", "Jones")}, {}),
     "non_latin_script": ("Smith\nИванов\nΠαπαδόπουλος\n".encode(), {1: ("Smith", "Smith")},
                          {2: "no_latin_letters", 3: "no_latin_letters"}),
