@@ -186,13 +186,13 @@ def describe(version: str, text: str, name: str = MODEL_NAME) -> None:
     client.update_model_version(name, str(version), description=text)
 
 
-def promote_if_better(version: str, test_names: list[str], test_languages: list[str], predicted: list[str],
-                      languages: list[str] | None = None, name: str = MODEL_NAME) -> PromotionDecision:
+def promote_if_better(version: str, test_names: list[str], test_languages: list[str], predicted: list[str], *,
+                      languages: list[str], name: str = MODEL_NAME) -> PromotionDecision:
     """Give `version` the champion alias if it scores at least the champion on the same test names,
     those neither model learnt from; with no such name, the champion stays and `version` is challenger.
     So does it when it does not know every language the champion knows (`languages`: those of the
-    new version; default: the test split's): a model of English and German scores well on a test
-    split of English and German names, and would answer English for "Nakamura".
+    new version): a model of English and German scores well on a test split of English and German
+    names, and would answer English for "Nakamura".
 
     `predicted` holds the new version's predicted language for each test name (evaluation has them
     already): the version is scored on any subset from them, not loaded back from the registry.
@@ -213,7 +213,7 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
             return recorded
         for _ in range(3):  # a store without a lock file (a tracking server): re-judge if the champion moved
             decision = _judge(client, name, str(version), test_names, test_languages, predicted, current,
-                              sorted(set(languages if languages is not None else test_languages)))
+                              sorted(set(languages)))
             after = get_alias_version(client, CHAMPION, name)
             if _version(after) == _version(current):
                 break

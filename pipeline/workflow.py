@@ -199,7 +199,8 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
         describe(str(version.version), version_description(ev, data, run))
         test_languages = [ev.label_names[i] for i in ev.y_true]
         predicted = [ev.label_names[i] for i in ev.y_pred]
-        decision = promote_if_better(str(version.version), ev.names, test_languages, predicted, ev.label_names)
+        decision = promote_if_better(str(version.version), ev.names, test_languages, predicted,
+                                     languages=ev.label_names)
         run.set_tags({"namelang.model_version": str(version.version), "namelang.alias": decision.alias})
     except NamelangError:
         raise

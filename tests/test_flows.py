@@ -612,8 +612,11 @@ def _ctrl_c(args: list[str], cwd: Path, env: dict, ready, sig: int = signal.SIGI
     (exit code, seconds it took to stop, output)."""
     import time
 
+    # a shell gives its foreground job the default Ctrl-C; a test session started in the background
+    # (`nohup ... &`) ignores SIGINT, and a child would inherit that and never see the Ctrl-C
     proc = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     try:
         for line in proc.stdout:

@@ -123,8 +123,10 @@ def test_gate_leaves_out_test_names_the_champion_learnt_from(store, tmp_path, mo
     from pipeline.features import TEST, load_tensors
     from pipeline.registry import learnt_names, score_model
 
-    scored: list[str] = []
-    monkeypatch.setattr(registry, "score_model", lambda uri, *args: scored.append(uri) or score_model(uri, *args))
+    loaded: list[str] = []
+    real_load = registry.load_model
+    monkeypatch.setattr(registry, "load_model",
+                        lambda uri, *args, **kw: loaded.append(uri) or real_load(uri, *args, **kw))
 
     client = MlflowClient()
     champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
@@ -134,6 +136,7 @@ def test_gate_leaves_out_test_names_the_champion_learnt_from(store, tmp_path, mo
     other = tiny_config(tmp_path, store["config"].data.source, epochs=1, learning_rate=1e-6)  # poor: champion stays
     other.split.seed = store["config"].split.seed + 1
     summary = workflow.run_pipeline(other)
+    assert loaded == [f"models:/{MODEL_NAME}/{champion.version}"]  # the new version is not loaded back
     data = load_tensors(other.data.processed_dir / "tensors.pt")
     test = data.indices(TEST).tolist()
     unseen = [i for i in test if data.names[i] not in learnt]
@@ -144,7 +147,6 @@ def test_gate_leaves_out_test_names_the_champion_learnt_from(store, tmp_path, mo
     languages = [data.label_names[int(data.labels[i])] for i in unseen]
     expected = score_model(f"models:/{MODEL_NAME}/{champion.version}", [data.names[i] for i in unseen], languages)
     assert float(tags["gate.champion_macro_f1"]) == pytest.approx(expected, abs=1e-12)
-    assert scored == [f"models:/{MODEL_NAME}/{champion.version}"]
     as_registered = score_model(f"models:/{MODEL_NAME}/{summary['version']}", [data.names[i] for i in unseen],
                                 languages)
     assert float(tags["gate.new_macro_f1"]) == pytest.approx(as_registered, abs=1e-12)
@@ -243,8 +245,9 @@ def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
     database = store["uri"].removeprefix("sqlite:///")
     with (filelock.FileLock(f"{database}.{MODEL_NAME}-gate.lock"),  # another run is passing the gate
           pytest.raises(TrackingError, match="another run held the promotion gate")):
-        registry.promote_if_better("1", ["Rossi"], ["Italian"], ["Italian"])
-    assert registry.promote_if_better("1", ["Rossi"], ["Italian"], ["Italian"]).alias == CHAMPION  # free again
+        registry.promote_if_better("1", ["Rossi"], ["Italian"], ["Italian"], languages=store["labels"])
+    assert registry.promote_if_better("1", ["Rossi"], ["Italian"], ["Italian"],
+                                      languages=store["labels"]).alias == CHAMPION  # free again
 
 
 def test_promote_by_hand_moves_the_champion_and_rolls_back(store, monkeypatch):
@@ -670,7 +673,8 @@ def test_a_retried_gate_judges_again_when_a_newer_champion_came(store):
     learnt = learnt_names(client, champion.run_id)
     japanese = (SHARED_NAMES / "Japanese.txt").read_text(encoding="utf-8").split()
     names = [n for n in japanese if n not in learnt][:20]  # names new to the champion, which it mostly knows
-    decision = promote_if_better(str(copy.version), names, ["Japanese"] * len(names), ["Russian"] * len(names))
+    decision = promote_if_better(str(copy.version), names, ["Japanese"] * len(names), ["Russian"] * len(names),
+                                 languages=store["labels"])
     assert decision.previous_champion == str(champion.version) and decision.champion_macro_f1 > 0
     assert decision.alias == CHALLENGER and decision.compared_names == len(names)  # 0.0 loses: not replayed
     tags = client.get_model_version(MODEL_NAME, copy.version).tags
@@ -700,7 +704,8 @@ def test_a_gate_retried_after_a_half_written_judgement_judges_afresh(store):
                        "gate.champion_macro_f1": "0.5", "gate.previous_champion": str(champion.version)}.items():
         client.set_model_version_tag(MODEL_NAME, copy.version, key, value)
     names = _names_new_to(client, champion)
-    decision = promote_if_better(str(copy.version), names, ["Japanese"] * len(names), ["Russian"] * len(names))
+    decision = promote_if_better(str(copy.version), names, ["Japanese"] * len(names), ["Russian"] * len(names),
+                                 languages=store["labels"])
     assert decision.alias == CHALLENGER and decision.previous_champion == str(champion.version)
     assert decision.new_macro_f1 == 0.0 and decision.champion_macro_f1 > 0
     tags = client.get_model_version(MODEL_NAME, copy.version).tags
@@ -719,17 +724,17 @@ def test_the_gate_judges_again_when_the_champion_moves_while_it_scores(store, mo
     candidate = mlflow.register_model(champion.source, MODEL_NAME)
     names = _names_new_to(client, champion)
     scored: list[str] = []
-    real_score = registry.score_model
+    real_load = registry.load_model
 
-    def score_while_another_gate_crowns(uri: str, names_: list[str], languages: list[str]) -> float:
+    def load_while_another_gate_crowns(uri: str, *args, **kwargs):  # the champion, loaded to be scored
         scored.append(uri)
         if len(scored) == 1:
             client.set_registered_model_alias(MODEL_NAME, CHAMPION, rival.version)
-        return real_score(uri, names_, languages)
+        return real_load(uri, *args, **kwargs)
 
-    monkeypatch.setattr(registry, "score_model", score_while_another_gate_crowns)
+    monkeypatch.setattr(registry, "load_model", load_while_another_gate_crowns)
     decision = registry.promote_if_better(str(candidate.version), names, ["Japanese"] * len(names),
-                                         ["Russian"] * len(names))
+                                         ["Russian"] * len(names), languages=store["labels"])
     assert scored == [f"models:/{MODEL_NAME}/{champion.version}", f"models:/{MODEL_NAME}/{rival.version}"]
     assert decision.previous_champion == str(rival.version) and decision.alias == CHALLENGER
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(rival.version)
