@@ -80,12 +80,15 @@ def letters_beyond_ascii(names: pa.Array | pa.ChunkedArray | list[str]) -> list[
     """Per name, its distinct non-ASCII letters, lowercased and composed (NFC), in code-point order:
     what the notebook's ASCII folding loses ("Jäger" and "Jager" both become "Jager"), for
     `pipeline.marks`. Only the rare non-ASCII names are looked at one by one."""
-    arr = pa.array(names, type=pa.string()) if isinstance(names, list) else names
-    arr = pc.fill_null(arr, "")
-    found = [""] * len(arr)
-    for i in np.flatnonzero(~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False)).tolist():
-        text = unicodedata.normalize("NFC", arr[i].as_py()).lower()
-        found[i] = "".join(sorted({c for c in text if ord(c) > 127 and c.isalpha()}))
+    if isinstance(names, list):  # a few names to predict: str.isascii, not an Arrow array, per call
+        texts = [(i, name) for i, name in enumerate(names) if isinstance(name, str) and not name.isascii()]
+    else:
+        arr = pc.fill_null(names, "")
+        texts = [(i, arr[i].as_py()) for i in np.flatnonzero(~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False))]
+    found = [""] * len(names)
+    for i, text in texts:
+        folded = unicodedata.normalize("NFC", text).lower()
+        found[int(i)] = "".join(sorted({c for c in folded if ord(c) > 127 and c.isalpha()}))
     return found
 
 
