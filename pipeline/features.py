@@ -158,8 +158,11 @@ class TensorData:
     names: list[str]              # name_ascii of each row (reports, error analysis)
     table_sha256: str
     split_config: dict
-    # (n, widest) int32: each row's non-ASCII letters as code points, 0-padded (`letters_beyond_ascii`);
-    # None when its table held no raw spellings (or a tensors file of format 2)
+    # each row's spelling as written (its name_ascii where no line of it has a non-ASCII letter, else
+    # the line with the most of them: "Jäger" for Jager in German.txt), and that spelling's non-ASCII
+    # letters as (n, widest) int32 code points, 0-padded (`encode_marks`); both None when the table
+    # held no raw spellings (or a tensors file of format 2)
+    spellings: list[str] | None = None
     marks: torch.Tensor | None = None
 
     @functools.cached_property
@@ -168,8 +171,8 @@ class TensorData:
         h = hashlib.sha256()
         for t in (self.tokens, self.lengths, self.labels, self.split):
             h.update(t.contiguous().numpy().tobytes())
-        if self.marks is not None:
-            h.update(b"marks" + self.marks.contiguous().numpy().tobytes())
+        if self.spellings is not None:
+            h.update(b"spellings" + "\n".join(self.spellings).encode())
         h.update(json.dumps([self.label_names, self.table_sha256, self.split_config]).encode())
         return h.hexdigest()
 
@@ -186,27 +189,28 @@ class TensorData:
         return torch.bincount(self.labels[self.indices(*sides)], minlength=len(self.label_names))
 
 
-def _row_letters(names: pa.Table, table: pa.Table) -> list[str] | None:
-    """Non-ASCII letters of each row of `table` (one row per distinct name and language, or the
-    names table itself) from the raw spellings in `names`: a row that stands for several
-    spellings ("Jäger", "Jager") gets all their letters. None when `names` holds no raw spelling."""
+def _row_spellings(names: pa.Table, table: pa.Table) -> list[str] | None:
+    """The spelling of each row of `table` (one row per distinct name and language, or the names
+    table itself): its name_ascii, unless a line of it in `names` has non-ASCII letters, then the
+    line with the most ("Jäger" rather than "Jager"). None when `names` holds no raw spelling."""
     if "name" not in names.column_names:
         return None
-    raw_letters = letters_beyond_ascii(names["name"])
     if table.num_rows == names.num_rows and "name" in table.column_names:  # every line is a row
-        return raw_letters
-    spelt: dict[tuple[str, str], set[str]] = {}
+        return table["name"].to_pylist()
+    raw_letters = letters_beyond_ascii(names["name"])
+    spelt: dict[tuple[str, str], tuple[int, str]] = {}  # (name_ascii, language) -> (letters, spelling)
     for i in (i for i, x in enumerate(raw_letters) if x):
         key = (names["name_ascii"][i].as_py(), names["language"][i].as_py())
-        spelt.setdefault(key, set()).update(raw_letters[i])
-    letters = [""] * table.num_rows
+        if len(raw_letters[i]) > spelt.get(key, (0, ""))[0]:
+            spelt[key] = (len(raw_letters[i]), names["name"][i].as_py())
+    spellings = table["name_ascii"].to_pylist()
     if spelt:
         keys = list(spelt)
         joined = pc.binary_join_element_wise(table["name_ascii"], table["language"], "\x00")
         at = pc.index_in(joined, value_set=pa.array(["\x00".join(key) for key in keys], type=pa.string()))
         for row in np.flatnonzero(pc.is_valid(at).to_numpy(zero_copy_only=False)).tolist():
-            letters[row] = "".join(sorted(spelt[keys[at[row].as_py()]]))
-    return letters
+            spellings[row] = spelt[keys[at[row].as_py()]][1]
+    return spellings
 
 
 def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> TensorData:
@@ -232,21 +236,23 @@ def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> Te
         raise NamelangError(f"the test split is empty: {table.num_rows} names in {len(label_names)} languages are "
                             "too few to hold some out for an honest test; add names")
     tokens, lengths = encode_names(table["name_ascii"])
-    letters = _row_letters(names, table)
+    spellings = _row_spellings(names, table)
     return TensorData(tokens, lengths, torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(split),
-                      label_names, name_ascii.tolist(), table_sha256, config.model_dump(),
-                      None if letters is None else encode_marks(letters))
+                      label_names, name_ascii.tolist(), table_sha256, config.model_dump(), spellings,
+                      None if spellings is None else encode_marks(letters_beyond_ascii(spellings)))
 
 
-# 2: names as one newline-joined ASCII byte tensor (format 1 pickled a list); 3: each row's non-ASCII letters
+# 2: names as one newline-joined ASCII byte tensor (format 1 pickled a list); 3: each row's spelling (UTF-8,
+# newline-joined) and its non-ASCII letters
 TENSORS_FORMAT = 3
 
 
 def save_tensors(data: TensorData, path: str | Path) -> Path:
     """One file, written atomically; names travel as bytes, a list of a million strings is slow to unpickle."""
-    blob = "\n".join(data.names).encode("ascii")
     fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}  # not the cached hash
-    fields["names"] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+    fields["names"] = _as_bytes("\n".join(data.names).encode("ascii"))
+    if data.spellings is not None:
+        fields["spellings"] = _as_bytes("\n".join(data.spellings).encode("utf-8"))
     with atomic_path(path) as tmp:
         torch.save({**fields, "format": TENSORS_FORMAT}, tmp)
     return Path(path)
@@ -264,6 +270,12 @@ def load_tensors(path: str | Path) -> TensorData:
     if version not in (1, 2, TENSORS_FORMAT):
         raise NamelangError(f"tensors file has unknown format {version!r}; rebuild it", path)
     if version >= 2:
-        blob = raw["names"].numpy().tobytes().decode("ascii")
-        raw["names"] = blob.split("\n") if len(raw["labels"]) else []
+        for field, encoding in (("names", "ascii"), ("spellings", "utf-8")):
+            if raw.get(field) is not None:
+                blob = raw[field].numpy().tobytes().decode(encoding)
+                raw[field] = blob.split("\n") if len(raw["labels"]) else []
     return TensorData(**raw)
+
+
+def _as_bytes(blob: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.zeros(0, dtype=torch.uint8)

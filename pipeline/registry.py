@@ -187,7 +187,8 @@ def describe(version: str, text: str, name: str = MODEL_NAME) -> None:
 
 
 def promote_if_better(version: str, test_names: list[str], test_languages: list[str], predicted: list[str], *,
-                      languages: list[str], name: str = MODEL_NAME) -> PromotionDecision:
+                      languages: list[str], spellings: list[str] | None = None,
+                      name: str = MODEL_NAME) -> PromotionDecision:
     """Give `version` the champion alias if it scores at least the champion on the same test names,
     those neither model learnt from; with no such name, the champion stays and `version` is challenger.
     So does it when it does not know every language the champion knows (`languages`: those of the
@@ -196,6 +197,9 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
 
     `predicted` holds the new version's predicted language for each test name (evaluation has them
     already): the version is scored on any subset from them, not loaded back from the registry.
+    `spellings`: each test name as written (accents and all), what the champion is asked about, so
+    that it reads what evaluation gave the new version; `test_names` (ASCII) are what the models
+    learnt from, and decide which names are left out.
 
     The decision is recorded in the version's `gate.*` tags before the alias moves; a retry after
     a failure (the alias may already point here) takes the recorded decision instead of judging
@@ -213,7 +217,7 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
             return recorded
         for _ in range(3):  # a store without a lock file (a tracking server): re-judge if the champion moved
             decision = _judge(client, name, str(version), test_names, test_languages, predicted, current,
-                              sorted(set(languages)))
+                              sorted(set(languages)), spellings or test_names)
             after = get_alias_version(client, CHAMPION, name)
             if _version(after) == _version(current):
                 break
@@ -284,11 +288,11 @@ def _version(model_version) -> str | None:
 
 
 def _judge(client: MlflowClient, name: str, version: str, test_names: list[str], test_languages: list[str],
-           predicted: list[str], current, languages: list[str]) -> PromotionDecision:
+           predicted: list[str], current, languages: list[str], spellings: list[str]) -> PromotionDecision:
     """Both models' macro-F1 on the test names neither learnt from, and the verdict."""
-    if len(predicted) != len(test_names) or len(test_languages) != len(test_names):
-        raise ValueError(f"{len(test_names)} test names, {len(test_languages)} languages and {len(predicted)} "
-                         "predictions: one of each per row expected")
+    if not len(predicted) == len(test_languages) == len(spellings) == len(test_names):
+        raise ValueError(f"{len(test_names)} test names, {len(test_languages)} languages, {len(spellings)} spellings "
+                         f"and {len(predicted)} predictions: one of each per row expected")
     if _version(current) in {None, version}:
         return PromotionDecision(version, CHAMPION, macro_f1(predicted, test_languages), None, None)
     previous = str(current.version)
@@ -305,8 +309,8 @@ def _judge(client: MlflowClient, name: str, version: str, test_names: list[str],
     if not keep:  # one model or the other learnt every one of them: no evidence, so the champion stays
         return PromotionDecision(version, CHALLENGER, macro_f1(predicted, test_languages), None, previous, 0,
                                  len(test_names))
-    names, kept_languages = [test_names[i] for i in keep], [test_languages[i] for i in keep]
-    champion_f1 = score_model(champion, names, kept_languages)
+    kept_languages = [test_languages[i] for i in keep]
+    champion_f1 = score_model(champion, [spellings[i] for i in keep], kept_languages)
     new_f1 = macro_f1([predicted[i] for i in keep], kept_languages)
     alias = CHAMPION if new_f1 >= champion_f1 else CHALLENGER
     return PromotionDecision(version, alias, new_f1, champion_f1, previous, len(keep), len(test_names) - len(keep))

@@ -199,8 +199,9 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
         describe(str(version.version), version_description(ev, data, run))
         test_languages = [ev.label_names[i] for i in ev.y_true]
         predicted = [ev.label_names[i] for i in ev.y_pred]
+        spellings = None if data.spellings is None else [data.spellings[i] for i in data.indices(TEST).tolist()]
         decision = promote_if_better(str(version.version), ev.names, test_languages, predicted,
-                                     languages=ev.label_names)
+                                     languages=ev.label_names, spellings=spellings)
         run.set_tags({"namelang.model_version": str(version.version), "namelang.alias": decision.alias})
     except NamelangError:
         raise

@@ -55,7 +55,7 @@ def _rows(rows: list[tuple[str, str]]) -> pa.Table:
     return pa.table({"name": names, "name_ascii": to_ascii(names), "language": [r[1] for r in rows]})
 
 
-def test_tensors_keep_each_rows_accents_and_a_row_of_several_spellings_keeps_all():
+def test_tensors_keep_each_rows_spelling_with_its_accents():
     rows = [("Jäger", "German"), ("Jager", "German"), ("Jager", "Russian"), ("Müller", "German"),
             ("Smith", "English"), ("Jones", "English"), ("Ivanov", "Russian"), ("Petrov", "Russian")]
     data = build_tensors(_rows(rows), "sha", SplitConfig())
@@ -63,6 +63,9 @@ def test_tensors_keep_each_rows_accents_and_a_row_of_several_spellings_keeps_all
                for n, y, m in zip(data.names, data.labels.tolist(), data.marks.tolist(), strict=True)}
     assert letters[("Jager", "German")] == "ä" and letters[("Jager", "Russian")] == ""  # only its own file's
     assert letters[("Muller", "German")] == "ü" and letters[("Smith", "English")] == ""
+    keys = zip(data.names, [data.label_names[y] for y in data.labels.tolist()], strict=True)
+    spelt = dict(zip(keys, data.spellings, strict=True))
+    assert spelt[("Jager", "German")] == "Jäger" and spelt[("Jager", "Russian")] == "Jager"  # the accented line
     lines = build_tensors(_rows(rows), "sha", SplitConfig(method="random_lines"))  # every line its own row
     assert sorted("".join(chr(c) for c in m if c) for m in lines.marks.tolist()) == [""] * 6 + ["ä", "ü"]
     no_raw = build_tensors(_rows(rows).drop_columns(["name"]), "sha", SplitConfig())
@@ -74,7 +77,8 @@ def test_tensors_file_keeps_the_letters(tmp_path):
             ("Petrov", "Russian"), ("Müller", "German")]
     data = build_tensors(_rows(rows), "sha", SplitConfig())
     back = load_tensors(save_tensors(data, tmp_path / "tensors.pt"))
-    assert torch.equal(back.marks, data.marks) and back.sha256 == data.sha256
+    assert torch.equal(back.marks, data.marks) and back.sha256 == data.sha256 and back.spellings == data.spellings
+    assert back.spellings[data.names.index("Muller")] == "Müller"
 
 
 def _tiny_classifier(marks_weight: float) -> tuple[CharClassifier, list[str]]:

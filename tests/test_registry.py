@@ -691,6 +691,26 @@ def _names_new_to(client: MlflowClient, champion, count: int = 20) -> list[str]:
     return [n for n in japanese if n not in learnt][:count]
 
 
+def test_the_gate_asks_the_champion_about_the_names_as_written(store, monkeypatch):
+    """Evaluation gave the new version each test name's accents (its letter model reads them); the
+    champion must be asked about the same spellings, not their ASCII folding, or it is judged blind
+    to what the new version saw. Which names are left out is still decided on the ASCII names."""
+    from pipeline import registry
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    candidate = mlflow.register_model(champion.source, MODEL_NAME)
+    names = _names_new_to(client, champion, count=5)
+    spellings = [name.replace("a", "ā", 1) for name in names]  # as a file with macrons would spell them
+    asked: list[list[str]] = []
+    real_score = registry.score_model
+    monkeypatch.setattr(registry, "score_model", lambda model, names_, languages: asked.append(names_)
+                        or real_score(model, names_, languages))
+    decision = registry.promote_if_better(str(candidate.version), names, ["Japanese"] * 5, ["Russian"] * 5,
+                                         languages=store["labels"], spellings=spellings)
+    assert asked == [spellings] and decision.compared_names == 5 and decision.alias == CHALLENGER
+
+
 def test_a_gate_retried_after_a_half_written_judgement_judges_afresh(store):
     """`gate.alias` is written last: without it, the other `gate.*` tags of a judgement cut short are
     not taken for a decision. (At the end of this module: it may move the alias.)"""
