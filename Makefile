@@ -39,6 +39,7 @@ lint: setup
 bench: setup
 	$(PY) bench/ingest.py
 	$(PY) bench/train.py
+	$(PY) bench/accents.py
 	$(PY) bench/predict.py
 	$(PY) bench/flow.py
 

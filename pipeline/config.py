@@ -89,7 +89,7 @@ class ModelConfig(_Strict):
         0.5, ge=0, le=1, description="Share of the n-gram models in the averaged log-probabilities"
     )
     marks_weight: float = Field(
-        4.0, ge=0, le=10, description="Weight of the letter model (`pipeline.marks`): what a name's non-ASCII "
+        1.0, ge=0, le=10, description="Weight of the letter model (`pipeline.marks`): what a name's non-ASCII "
         "letters (ä, é, ñ, ł, ...), which the ASCII folding drops, say of its language (0 = off)"
     )
     members: int = Field(

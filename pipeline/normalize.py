@@ -421,15 +421,20 @@ def quality_markdown(quality: dict) -> str:
     lines += ["", f"## Names kept with characters outside the alphabet (as `{OOV_CHARACTER}`): {unknown['count']}", ""]
     if unknown["examples"]:
         lines += ["| file | line | name | as the model sees it |", "|---|---:|---|---|"]
-        lines += [f"| {r['source_file']} | {r['line_number']} | {r['name'][:40]!r} | {r['name_ascii'][:40]!r} |"
+        lines += [f"| {r['source_file']} | {r['line_number']} | {_cell(r['name'])} | {_cell(r['name_ascii'])} |"
                   for r in unknown["examples"]]
     rejected = quality["rejected"]
     lines += ["", f"## Rejected rows: {rejected['count']}", ""]
     if rejected["rows"]:
         lines += ["| file | line | reason | name |", "|---|---:|---|---|"]
-        lines += [f"| {r['source_file']} | {r['line_number']} | {r['reason']} | {r['name'][:40]!r} |"
+        lines += [f"| {r['source_file']} | {r['line_number']} | {r['reason']} | {_cell(r['name'])} |"
                   for r in rejected["rows"][:50]]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """A name as a Markdown table cell: quoted, cut at 40 characters, its `|` escaped."""
+    return repr(text[:40]).replace("|", "\\|")
 
 
 def output_paths(out_dir: str | Path) -> dict[str, Path]:

@@ -15,6 +15,8 @@ while it was scoring (a narrower window, not a lock: MLflow has no compare-and-s
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -240,7 +242,7 @@ def promote(version: str, name: str = MODEL_NAME) -> str | None:
     it scores. The version loses `challenger` if it held it, and its `champion.set_by_hand` tag
     records when and over which version, beside the gate's own tags."""
     client = MlflowClient()
-    if not str(version).isdigit():
+    if not re.fullmatch(r"[0-9]+", str(version)):
         raise NamelangError(f"a model version is a number, got {version!r}")
     version = str(int(version))
     with _gate_lock(name):
@@ -277,7 +279,7 @@ def _record(client: MlflowClient, name: str, d: PromotionDecision) -> None:
             "gate.previous_champion": d.previous_champion or "",
             "gate.compared_names": "" if d.compared_names is None else str(d.compared_names),
             "gate.excluded_names": str(d.excluded_names),
-            "gate.missing_languages": ",".join(d.missing_languages),
+            "gate.missing_languages": json.dumps(list(d.missing_languages)),
             "gate.alias": d.alias}  # written last: its presence means all are there
     for key, value in tags.items():
         client.set_model_version_tag(name, d.version, key, value)
@@ -362,4 +364,4 @@ def _recorded_decision(client: MlflowClient, name: str, version: str) -> Promoti
                              tags["gate.previous_champion"] or None,
                              int(tags["gate.compared_names"]) if tags.get("gate.compared_names") else None,
                              int(tags.get("gate.excluded_names") or 0),
-                             tuple(filter(None, tags.get("gate.missing_languages", "").split(","))))
+                             tuple(json.loads(tags.get("gate.missing_languages") or "[]")))

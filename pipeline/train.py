@@ -51,7 +51,8 @@ class TrainResult:
     refit_epochs: int | None = None   # set when the model returned was refit on train + validation
     refit_seconds: float = 0.0        # part of train_seconds
     stopped_by_budget: bool = False   # `max_seconds` ran out (a resume without that budget goes on)
-    ngram_models_counted: str | None = None  # the splits the returned n-gram models counted (None: none)
+    # the splits the returned counted models (n-gram and letter models) counted (None: it has none)
+    ngram_models_counted: str | None = None
 
     @property
     def stopped_by(self) -> str:
@@ -300,7 +301,8 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                        str(device), checkpoint, state.get("stopped_early", False), resumed_from,
                        list(data.label_names), refit_epochs, state.get("refit_seconds", 0.0),
                        state.get("stopped_by_budget", False),
-                       " + ".join(SPLIT_NAMES[side] for side in counted) if model.charlm is not None else None)
+                       " + ".join(SPLIT_NAMES[side] for side in counted)
+                       if model.charlm is not None or model.marks is not None else None)
 
 
 def _restore(checkpoint: Path, setup: _Setup, device: torch.device) -> tuple[dict, dict, dict | None]:

@@ -79,6 +79,11 @@ def test_tensors_file_keeps_the_letters(tmp_path):
     back = load_tensors(save_tensors(data, tmp_path / "tensors.pt"))
     assert torch.equal(back.marks, data.marks) and back.sha256 == data.sha256 and back.spellings == data.spellings
     assert back.spellings[data.names.index("Muller")] == "Müller"
+    raw = torch.load(tmp_path / "tensors.pt", weights_only=True)  # as namelang wrote it before the letters
+    del raw["spellings"], raw["marks"]
+    torch.save({**raw, "format": 2}, tmp_path / "format2.pt")
+    old = load_tensors(tmp_path / "format2.pt")
+    assert old.spellings is None and old.marks is None and old.names == data.names
 
 
 def _tiny_classifier(marks_weight: float) -> tuple[CharClassifier, list[str]]:

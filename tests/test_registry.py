@@ -227,7 +227,7 @@ def test_gate_keeps_champion_when_the_new_version_knows_fewer_languages(store, t
     assert summary["alias"] == CHALLENGER
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
     tags = client.get_model_version(MODEL_NAME, summary["version"]).tags
-    assert tags["gate.missing_languages"] == "Arabic,Chinese,Greek,Japanese"
+    assert json.loads(tags["gate.missing_languages"]) == ["Arabic", "Chinese", "Greek", "Japanese"]
     assert tags["gate.decision"] == ("kept champion; challenger: does not know 4 of the champion's languages "
                                      "(Arabic, Chinese, Greek, Japanese)")
     _print_training_summary({**summary, "data_steps": "ran", "mlflow_tracking_uri": store["uri"]})  # as the flow adds
@@ -271,7 +271,8 @@ def test_promote_by_hand_moves_the_champion_and_rolls_back(store, monkeypatch):
         assert promoted.tags["champion.set_by_hand"].endswith(f"over version {old.version}")
         again = runner.invoke(app, ["promote", str(new.version)])
         assert again.exit_code == 0 and "already" in again.output
-        for bad, says in (("999", "has no version 999; its aliases: @champion"), ("v2", "a model version is a number")):
+        for bad, says in (("999", "has no version 999; its aliases: @champion"), ("v2", "a model version is a number"),
+                          ("²", "a model version is a number")):
             refused = runner.invoke(app, ["promote", bad])
             assert refused.exit_code == 2 and says in refused.output, refused.output
         monkeypatch.setattr(registry, "GATE_LOCK_TIMEOUT_S", 0.5)
