@@ -150,13 +150,13 @@ def test_an_empty_language_file_is_reported_not_silently_dropped(tmp_path):
 
 
 def test_a_language_whose_every_line_is_rejected_is_reported_not_counted(tmp_path):
-    """German in CR-only line endings is one line, rejected for its control characters; Greek in
-    Greek script has no Latin letters: neither is in the table, and the counts said 4 languages."""
+    """German holding only a number, Greek in Greek script: no Latin letters, neither is in the
+    table, and the counts said 4 languages."""
     folder = tmp_path / "names"
     folder.mkdir()
     (folder / "English.txt").write_text("Smith\nJones\n", encoding="utf-8")
     (folder / "French.txt").write_text("Dupont\n", encoding="utf-8")
-    (folder / "German.txt").write_bytes(b"Muller\rSchmidt\rWeber\r")
+    (folder / "German.txt").write_bytes(b"12345\n")  # a slip of the keyboard for the whole file
     (folder / "Greek.txt").write_text("Παπαδόπουλος\nΓεωργίου\n", encoding="utf-8")
     out = tmp_path / "out"
     done = subprocess.run([*namelang_command(), "ingest", "--source", str(folder), "--out", str(out)],
