@@ -251,8 +251,10 @@ def save_tensors(data: TensorData, path: str | Path) -> Path:
     """One file, written atomically; names travel as bytes, a list of a million strings is slow to unpickle."""
     fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}  # not the cached hash
     fields["names"] = _as_bytes("\n".join(data.names).encode("ascii"))
-    if data.spellings is not None:
-        fields["spellings"] = _as_bytes("\n".join(data.spellings).encode("utf-8"))
+    if data.spellings is not None:  # only where a spelling is not its ASCII name: a few rows in a hundred
+        differ = np.flatnonzero(np.asarray(data.spellings, dtype=object) != np.asarray(data.names, dtype=object))
+        fields["spellings"] = {"rows": torch.from_numpy(differ.astype(np.int64)),
+                               "text": _as_bytes("\n".join(data.spellings[i] for i in differ).encode("utf-8"))}
     with atomic_path(path) as tmp:
         torch.save({**fields, "format": TENSORS_FORMAT}, tmp)
     return Path(path)
@@ -270,10 +272,14 @@ def load_tensors(path: str | Path) -> TensorData:
     if version not in (1, 2, TENSORS_FORMAT):
         raise NamelangError(f"tensors file has unknown format {version!r}; rebuild it", path)
     if version >= 2:
-        for field, encoding in (("names", "ascii"), ("spellings", "utf-8")):
-            if raw.get(field) is not None:
-                blob = raw[field].numpy().tobytes().decode(encoding)
-                raw[field] = blob.split("\n") if len(raw["labels"]) else []
+        blob = raw["names"].numpy().tobytes().decode("ascii")
+        raw["names"] = blob.split("\n") if len(raw["labels"]) else []
+    if raw.get("spellings") is not None:
+        spellings, rows = list(raw["names"]), raw["spellings"]["rows"].tolist()
+        text = raw["spellings"]["text"].numpy().tobytes().decode("utf-8").split("\n") if rows else []
+        for row, spelling in zip(rows, text, strict=True):
+            spellings[row] = spelling
+        raw["spellings"] = spellings
     return TensorData(**raw)
 
 
