@@ -149,18 +149,16 @@ def _print_training_summary(summary: dict) -> None:
         typer.echo(f"  gate: macro-F1 {gate['new_macro_f1']:.3f} against champion version "
                    f"{gate['previous_champion']}'s {gate['champion_macro_f1']:.3f}, on {gate['compared_names']} "
                    f"test rows{left_out}")
-        if summary["alias"] == "challenger":
-            typer.echo(f"  the champion stays; to make this version champion anyway: namelang promote "
-                       f"{summary['version']}")
     elif summary["alias"] == "challenger" and gate.get("missing_languages"):  # a smaller task, not compared
         missing = gate["missing_languages"]
         typer.echo(f"  gate: not compared: this version does not know {len(missing)} of champion version "
-                   f"{gate['previous_champion']}'s languages ({', '.join(missing)}); the champion stays. To make "
-                   f"this version champion anyway: namelang promote {summary['version']}")
+                   f"{gate['previous_champion']}'s languages ({', '.join(missing)})")
     elif summary["alias"] == "challenger" and gate["compared_names"] == 0:  # nothing to compare on
         typer.echo(f"  gate: not compared: all {gate['excluded_names']} test rows are names champion version "
-                   f"{gate['previous_champion']} or this one learnt from; the champion stays. To make this "
-                   f"version champion anyway: namelang promote {summary['version']}")
+                   f"{gate['previous_champion']} or this one learnt from")
+    if summary["alias"] == "challenger":  # whatever the reason, the way round it is the same
+        typer.echo(f"  the champion stays; to make this version champion anyway: namelang promote "
+                   f"{summary['version']}")
     typer.echo(f"  test accuracy {summary['test_accuracy']:.3f}, macro-F1 {summary['test_macro_f1']:.3f}, "
                f"top-3 accuracy {summary['test_top3_accuracy']:.3f} ({summary['train_seconds']} s on "
                f"{summary['device']})")
