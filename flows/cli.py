@@ -142,20 +142,7 @@ def _print_training_summary(summary: dict) -> None:
     """What was trained, why it got its alias, and what to do next."""
     typer.echo("")
     typer.echo(f"trained {summary['model']} version {summary['version']} -> alias '{summary['alias']}'")
-    gate = summary["gate"]
-    if gate["champion_macro_f1"] is not None:  # why that alias: the gate's comparison
-        left_out = (f"; {gate['excluded_names']} left out, names one of the two models learnt from"
-                    if gate["excluded_names"] else "")
-        typer.echo(f"  gate: macro-F1 {gate['new_macro_f1']:.3f} against champion version "
-                   f"{gate['previous_champion']}'s {gate['champion_macro_f1']:.3f}, on {gate['compared_names']} "
-                   f"test rows{left_out}")
-    elif summary["alias"] == "challenger" and gate.get("missing_languages"):  # a smaller task, not compared
-        missing = gate["missing_languages"]
-        typer.echo(f"  gate: not compared: this version does not know {len(missing)} of champion version "
-                   f"{gate['previous_champion']}'s languages ({', '.join(missing)})")
-    elif summary["alias"] == "challenger" and gate["compared_names"] == 0:  # nothing to compare on
-        typer.echo(f"  gate: not compared: all {gate['excluded_names']} test rows are names champion version "
-                   f"{gate['previous_champion']} or this one learnt from")
+    typer.echo(f"  gate: {summary['gate']['reason']}")
     if summary["alias"] == "challenger":  # whatever the reason, the way round it is the same
         typer.echo(f"  the champion stays; to make this version champion anyway: namelang promote "
                    f"{summary['version']}")

@@ -175,17 +175,12 @@ def _report_registration(reg: workflow.Registration, run: TrackedRun) -> None:
     create_link_artifact(key="model-version", link=f"{base}/#/models/{MODEL_NAME}/versions/{reg.version}",
                          link_text=f"{MODEL_NAME} version {reg.version}")
     d = reg.decision
-    champion = ("none (first model)" if d.previous_champion is None
-                else f"version {d.previous_champion}, not compared: the new version does not know its languages "
-                     f"{', '.join(d.missing_languages)}" if d.missing_languages
-                else f"version {d.previous_champion}, not compared: every test name was learnt by one of the two"
-                if d.champion_macro_f1 is None else f"{d.champion_macro_f1:.4f} (version {d.previous_champion})")
+    champion = ("none" if d.champion_macro_f1 is None
+                else f"{d.champion_macro_f1:.4f} (version {d.previous_champion})")
     create_markdown_artifact(key="promotion-decision", markdown=(
-        f"# Promotion decision\n\nVersion **{reg.version}** of `{MODEL_NAME}` got the alias **{d.alias}**.\n\n"
-        f"| | macro-F1 on this run's test split |\n|---|---:|\n| new version | {d.new_macro_f1:.4f} |\n"
-        f"| champion before | {champion} |\n"
-        + (f"\nCompared on {d.compared_names} test rows; {d.excluded_names} left out, their names being among "
-           "those the champion or the new version learnt from.\n" if d.excluded_names else "")))
+        f"# Promotion decision\n\nVersion **{reg.version}** of `{MODEL_NAME}` got the alias **{d.alias}**: "
+        f"{d.reason()}.\n\n"
+        f"| | macro-F1 |\n|---|---:|\n| new version | {d.new_macro_f1:.4f} |\n| champion before | {champion} |\n"))
 
 
 @dataclass

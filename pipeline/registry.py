@@ -49,7 +49,23 @@ class PromotionDecision:
     missing_languages: tuple[str, ...] = ()  # the champion's languages the new version does not know
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "reason": self.reason()}
+
+    def reason(self) -> str:
+        """Why this alias, in one line: the `gate.decision` tag, the training summary and the
+        Prefect artifact all print it, so the three never tell different stories."""
+        if self.previous_champion is None:
+            return "no champion before it: the first model"
+        if self.missing_languages:
+            return (f"not compared: it does not know {len(self.missing_languages)} of champion version "
+                    f"{self.previous_champion}'s languages ({', '.join(self.missing_languages)})")
+        if self.champion_macro_f1 is None:
+            return (f"not compared: all {self.excluded_names} test rows are names champion version "
+                    f"{self.previous_champion} or this one learnt from")
+        left_out = (f"; {self.excluded_names} left out, names one of the two models learnt from"
+                    if self.excluded_names else "")
+        return (f"macro-F1 {self.new_macro_f1:.4f} against champion version {self.previous_champion}'s "
+                f"{self.champion_macro_f1:.4f}, on {self.compared_names} test rows{left_out}")
 
 
 def macro_f1(predicted: list[str], true: list[str]) -> float:
@@ -268,12 +284,8 @@ def promote(version: str, name: str = MODEL_NAME) -> str | None:
 
 def _record(client: MlflowClient, name: str, d: PromotionDecision) -> None:
     """The decision as the version's `gate.*` tags (`_recorded_decision` reads them back)."""
-    decision = ("promoted to champion" if d.alias == CHAMPION
-                else f"kept champion; challenger: does not know {len(d.missing_languages)} of the champion's "
-                     f"languages ({', '.join(d.missing_languages)})" if d.missing_languages
-                else "kept champion; challenger: no test name new to both models, nothing to compare on"
-                if d.compared_names == 0 else "kept champion; challenger")
-    tags = {"gate.decision": decision,
+    verdict = "promoted to champion" if d.alias == CHAMPION else "challenger; the champion stays"
+    tags = {"gate.decision": f"{verdict}: {d.reason()}",
             "gate.new_macro_f1": repr(float(d.new_macro_f1)),  # exact: a retry reads them back
             "gate.champion_macro_f1": "" if d.champion_macro_f1 is None else repr(float(d.champion_macro_f1)),
             "gate.previous_champion": d.previous_champion or "",

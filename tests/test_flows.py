@@ -78,6 +78,7 @@ def test_mlflow_download_bars_are_off_for_a_quiet_run_only(monkeypatch):
 
 
 def test_flow_publishes_artifacts(first_run):
+    _, summary = first_run
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -85,8 +86,9 @@ def test_flow_publishes_artifacts(first_run):
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
     assert {a.key for a in found} == set(keys)
-    decision = next(a for a in found if a.key == "promotion-decision")
-    assert "champion" in decision.data
+    decision = next(a for a in found if a.key == "promotion-decision" and str(a.flow_run_id) == summary["flow_run_id"])
+    # the gate's one-line reason, as the version's gate.decision tag and the CLI give it
+    assert "got the alias **champion**: no champion before it: the first model." in decision.data, decision.data
 
 
 def test_rerun_on_unchanged_data_uses_cache(first_run):

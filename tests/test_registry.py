@@ -90,7 +90,7 @@ def test_first_model_is_champion_with_gate_tags(store):
     client = MlflowClient()
     version = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
     assert str(version.version) == store["summary"]["version"] == "1"
-    assert version.tags["gate.decision"] == "promoted to champion"
+    assert version.tags["gate.decision"] == "promoted to champion: no champion before it: the first model"
     assert float(version.tags["gate.new_macro_f1"]) == pytest.approx(store["summary"]["test_macro_f1"], abs=1e-4)
     assert f"macro-F1 {float(version.tags['gate.new_macro_f1']):.4f}" in version.description
     assert store["summary"]["run_id"] in version.description
@@ -205,10 +205,12 @@ def test_gate_keeps_champion_when_no_test_name_is_new_to_both_models(store, tmp_
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
     tags = client.get_model_version(MODEL_NAME, summary["version"]).tags
     assert tags["gate.compared_names"] == "0" and int(tags["gate.excluded_names"]) > 0
-    assert tags["gate.decision"].endswith("nothing to compare on")
+    assert tags["gate.decision"] == (f"challenger; the champion stays: not compared: all {tags['gate.excluded_names']} "
+                                     f"test rows are names champion version {champion.version} or this one learnt from")
     _print_training_summary({**summary, "data_steps": "ran", "mlflow_tracking_uri": store["uri"]})  # as the flow adds
     out = capsys.readouterr().out
-    assert "gate: not compared" in out and f"namelang promote {summary['version']}" in out
+    assert f"gate: not compared: all {tags['gate.excluded_names']} test rows" in out
+    assert f"namelang promote {summary['version']}" in out
 
 
 def test_gate_keeps_champion_when_the_new_version_knows_fewer_languages(store, tmp_path, capsys):
@@ -228,11 +230,12 @@ def test_gate_keeps_champion_when_the_new_version_knows_fewer_languages(store, t
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
     tags = client.get_model_version(MODEL_NAME, summary["version"]).tags
     assert json.loads(tags["gate.missing_languages"]) == ["Arabic", "Chinese", "Greek", "Japanese"]
-    assert tags["gate.decision"] == ("kept champion; challenger: does not know 4 of the champion's languages "
-                                     "(Arabic, Chinese, Greek, Japanese)")
+    assert tags["gate.decision"] == (f"challenger; the champion stays: not compared: it does not know 4 of champion "
+                                     f"version {champion.version}'s languages (Arabic, Chinese, Greek, Japanese)")
     _print_training_summary({**summary, "data_steps": "ran", "mlflow_tracking_uri": store["uri"]})  # as the flow adds
     out = capsys.readouterr().out
-    assert "does not know 4 of champion version" in out and f"namelang promote {summary['version']}" in out
+    assert f"gate: not compared: it does not know 4 of champion version {champion.version}'s" in out
+    assert f"namelang promote {summary['version']}" in out
 
 
 def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
