@@ -87,7 +87,8 @@ def letters_beyond_ascii(names: pa.Array | pa.ChunkedArray | list[str]) -> list[
         texts = [(i, arr[i].as_py()) for i in np.flatnonzero(~pc.string_is_ascii(arr).to_numpy(zero_copy_only=False))]
     found = [""] * len(names)
     for i, text in texts:
-        folded = unicodedata.normalize("NFC", text).lower()
+        # per letter: str.lower() turns "İ" into "i" and a combining dot, which would drop the letter
+        folded = [c if len(c.lower()) > 1 else c.lower() for c in unicodedata.normalize("NFC", text)]
         found[int(i)] = "".join(sorted({c for c in folded if ord(c) > 127 and c.isalpha()}))
     return found
 

@@ -32,6 +32,8 @@ def test_letters_beyond_ascii_are_lowercased_composed_and_distinct():
     assert codes.dtype == torch.int32 and codes.shape == (10, 2)
     assert codes[7].tolist() == [ord("ä"), ord("ë")] and codes[3].tolist() == [0, 0]
     assert encode_marks(["", ""]).shape == (2, 0)
+    # "İ".lower() is "i" and a combining dot: the letter would be lost; ı (dotless) is its own letter
+    assert letters_beyond_ascii(["İlhan", "Yıldız", "İİ"]) == ["İ", "ı", "İ"]
 
 
 def test_letter_model_is_a_smoothed_bernoulli_per_language():
