@@ -489,7 +489,8 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert result.exit_code == 0, result.output
     assert "train:" not in result.output  # the file's progress setting holds: no progress bar
     assert "trained namelang version" in result.output and "alias '" in result.output
-    assert "next:" in result.output and "ui --backend-store-uri" in result.output and "predict" in result.output
+    assert "next:" in result.output and "predict" in result.output
+    assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false " in result.output and "ui --backend-store-uri" in result.output
     checkpoints = tmp_path / "checkpoints"
     assert not list(checkpoints.iterdir())  # the model is registered: its checkpoint is gone
     # a time budget stops after the first epoch and keeps the checkpoint; --resume without it trains on
