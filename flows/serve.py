@@ -8,14 +8,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import itertools
 import os
+import sys
+from datetime import timedelta
 
 from prefect import get_client, serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
+from prefect.server.schemas.schedules import CronSchedule  # the server's own: it computes the run times
 from pydantic import ValidationError
 
 from flows import run_logs
@@ -26,6 +30,9 @@ from pipeline.config import DEFAULT_SOURCE, DataConfig, PipelineConfig
 from pipeline.errors import NamelangError
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
+# A training takes minutes (hours on a large source), one at a time: a schedule that fires more often
+# queues runs faster than they finish, and the queue outlives restarts of this process.
+MIN_RETRAIN_INTERVAL = timedelta(hours=1)
 RETRAIN, ON_DEMAND = "scheduled-retrain", "on-demand"
 
 
@@ -62,6 +69,26 @@ def bound_to_work_pools(served: list[RunnerDeployment]) -> dict[str, str]:
     return bound
 
 
+def schedule_problem(cron: str, timezone: str) -> str | None:
+    """Why `cron` is no retraining schedule, or None. Prefect reads a sixth field as seconds, so a
+    Quartz-style "0 0 3 * * 1" or a "* * * * * *" would fire far more often than meant."""
+    try:
+        schedule = CronSchedule(cron=cron, timezone=timezone)
+    except ValidationError as exc:
+        return exc.errors()[0]["msg"]
+    fields = cron.split()
+    if len(fields) != 5 and not (len(fields) == 1 and cron.startswith("@")):  # or a macro: @daily, @weekly
+        return (f"a cron has 5 fields (minute hour day-of-month month day-of-week), not {len(fields)}"
+                + ("; Prefect would read the sixth as seconds" if len(fields) == 6 else ""))
+    starts = [d.timestamp() for d in asyncio.run(schedule.get_dates(n=48))]
+    shortest = min((b - a for a, b in itertools.pairwise(starts)), default=None)
+    if shortest is not None and shortest < MIN_RETRAIN_INTERVAL.total_seconds():
+        minutes = f"{shortest / 60:g} minute" + ("" if shortest == 60 else "s")
+        return (f"it starts a retraining {minutes} after another, and one trains at a time: runs due meanwhile "
+                "would queue up faster than they finish; retrain at most once an hour")
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,12 +96,13 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"retraining schedule (default: {DEFAULT_CRON!r}, env NAMELANG_RETRAIN_CRON)")
     parser.add_argument("--source", default=os.environ.get("NAMELANG_SOURCE", DEFAULT_SOURCE),
                         help="default data source of scheduled runs (env NAMELANG_SOURCE)")
-    parser.add_argument("--timezone", default="UTC")
+    parser.add_argument("--timezone", default="UTC", help="time zone of the schedule (IANA name, default UTC)")
     args = parser.parse_args(argv)
-    try:
-        CronSchedule(cron=args.cron, timezone=args.timezone)  # what the deployment's schedule becomes
-    except ValidationError as exc:  # a bad cron or time zone: argparse's one-line usage error, exit 2
-        parser.error(f"bad schedule (--cron {args.cron!r}, --timezone {args.timezone!r}): {exc.errors()[0]['msg']}")
+    problem = schedule_problem(args.cron, args.timezone)
+    if problem is not None:  # argparse's one-line usage error, exit 2
+        origin = ("NAMELANG_RETRAIN_CRON" if "--cron" not in " ".join(argv if argv is not None else sys.argv)
+                  and os.environ.get("NAMELANG_RETRAIN_CRON") == args.cron else "--cron")
+        parser.error(f"bad schedule ({origin} {args.cron!r}, --timezone {args.timezone!r}): {problem}")
     try:
         configured_api()
     except NamelangError as exc:

@@ -158,6 +158,15 @@ def _output_schema(columns: list[str]) -> pa.Schema:
     return pa.schema([(col, kind(col)) for col in columns])
 
 
+def check_output_name(output_path: str | Path) -> Path:
+    """The output is Parquet whatever its name: "out.csv" would hold Parquet a CSV reader chokes on."""
+    output_path = Path(output_path)
+    if output_path.suffix.lower() != ".parquet":
+        raise NamelangError(f"the output is written as Parquet: name it *.parquet, not "
+                            f"{output_path.suffix or 'without an extension'}", output_path)
+    return output_path
+
+
 def predict_file(model, input_path: str | Path, output_path: str | Path, model_version: str,
                  column: str = "name", chunk_size: int = 50_000,
                  on_chunk: Callable[[int, int], None] | None = None) -> dict:
@@ -165,7 +174,7 @@ def predict_file(model, input_path: str | Path, output_path: str | Path, model_v
 
     `on_chunk(rows, errors)`, if given, hears the running totals after each chunk: a large file
     takes minutes, and its output appears only at the end."""
-    input_path, output_path = Path(input_path), Path(output_path)
+    input_path, output_path = Path(input_path), check_output_name(output_path)
     if output_path.resolve() == input_path.resolve():
         raise NamelangError("the output would replace the input file; write it elsewhere", output_path)
     rows = failed = 0

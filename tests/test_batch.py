@@ -192,3 +192,16 @@ def test_two_columns_of_the_names_column_name_are_refused_not_guessed(tmp_path):
         with pytest.raises(NamelangError, match=f"^{path}: 2 columns are named 'name': which holds the names"):
             next(iter_names(path))
     assert next(iter_names(csv, column="id")) == ["1"]
+
+
+def test_an_output_not_named_parquet_is_refused_before_any_work(tmp_path):
+    """`--out names.csv` wrote Parquet under a CSV name, which a CSV reader then choked on."""
+    from pipeline.batch import predict_file
+
+    names = tmp_path / "names.txt"
+    names.write_text("Hinton\n", encoding="utf-8")
+    for out, problem in (("out.csv", "not .csv"), ("out", "not without an extension")):
+        with pytest.raises(NamelangError, match=f"written as Parquet: name it \\*.parquet, {problem}") as err:
+            predict_file(None, names, tmp_path / out, "1")  # refused before the model is used
+        assert str(err.value).startswith(str(tmp_path / out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["names.txt"]

@@ -727,12 +727,27 @@ def test_ctrl_c_during_cli_batch_stops_at_once_and_writes_nothing(first_run, tmp
 
 
 def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path):
-    for args, problem in ((["--cron", "not a cron"], 'Invalid cron string: "not a cron"'),
-                          (["--timezone", "Mars/Base"], 'Invalid timezone: "Mars/Base"')):
+    for args, env, problem in (
+            (["--cron", "not a cron"], {}, 'Invalid cron string: "not a cron"'),
+            (["--timezone", "Mars/Base"], {}, 'Invalid timezone: "Mars/Base"'),
+            # Quartz-style, with seconds first: Prefect took it and read "0" as the second
+            (["--cron", "0 0 3 * * 1"], {}, "--cron '0 0 3 * * 1', --timezone 'UTC'): a cron has 5 fields"),
+            ([], {"NAMELANG_RETRAIN_CRON": "*/5 * * * *"},  # queued 57 runs a minute as "* * * * * *"
+             "(NAMELANG_RETRAIN_CRON '*/5 * * * *', --timezone 'UTC'): it starts a retraining 5 minutes after")):
         done = subprocess.run([sys.executable, "-m", "flows.serve", *args], capture_output=True, text=True,
-                              timeout=120, env={**os.environ, "PREFECT_HOME": str(tmp_path)})
+                              timeout=120, env={**os.environ, "PREFECT_HOME": str(tmp_path), **env})
         assert done.returncode == 2, done.stderr[-2000:]
         assert "bad schedule" in done.stderr and problem in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("cron", "timezone", "fine"), [
+    ("0 3 * * 1", "UTC", True), ("@daily", "Europe/Berlin", True), ("0 * * * *", "UTC", True),
+    ("* * * * * *", "UTC", False), ("*/30 * * * *", "UTC", False), ("0,30 9 * * *", "UTC", False),
+    ("0 3 * *", "UTC", False)])
+def test_retraining_schedules_fire_at_most_hourly_on_five_fields(cron, timezone, fine):
+    from flows.serve import schedule_problem
+
+    assert (schedule_problem(cron, timezone) is None) == fine, schedule_problem(cron, timezone)
 
 
 def test_every_entry_point_turns_telemetry_off():
