@@ -47,7 +47,9 @@ def _problems(names: list[Any], unreadable: list[bool], stripped: list[str], asc
                             max_chars)
     problems: list[str | None] = []
     for value, bad_bytes, text, code in zip(names, unreadable, stripped, codes.tolist(), strict=True):
-        if not isinstance(value, str):
+        if pd.api.types.is_scalar(value) and pd.isna(value):
+            problems.append("missing name (null)")  # JSON null arrives as None or NaN, not as "a float"
+        elif not isinstance(value, str):
             problems.append(f"name must be a string, got {type(value).__name__}")
         elif bad_bytes:
             problems.append("not valid UTF-8 (a byte that is no character)")
