@@ -158,9 +158,8 @@ def _print_training_summary(summary: dict) -> None:
     typer.echo("next:")
     uri = summary["mlflow_tracking_uri"]
     ui = (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_command('mlflow')} ui --backend-store-uri {uri} --workers 1"
-          if uri.startswith("sqlite")
-          else f"open {uri}")
-    typer.echo(f"  browse runs and models:  {ui}   (then http://127.0.0.1:5000)")
+          "   (then http://127.0.0.1:5000)" if uri.startswith("sqlite") else f"open {uri}")
+    typer.echo(f"  browse runs and models:  {ui}")
     typer.echo(f"  predict:                 {_command('namelang')} predict Hinton Nakamura Schmidt")
     typer.echo(f"  serve over REST:         {_command('namelang')} serve   "
                "(mlflow models serve -m models:/namelang@champion)")
