@@ -36,12 +36,14 @@ MIN_RETRAIN_INTERVAL = timedelta(hours=1)
 RETRAIN, ON_DEMAND = "scheduled-retrain", "on-demand"
 
 
-def deployments(cron: str = DEFAULT_CRON, source: str = DEFAULT_SOURCE, timezone: str = "UTC"
+def deployments(cron: str | None = DEFAULT_CRON, source: str = DEFAULT_SOURCE, timezone: str = "UTC"
                 ) -> list[RunnerDeployment]:
+    """Both deployments; `cron=None` serves the training one without a schedule (runs on demand only)."""
     config = PipelineConfig(data=DataConfig(source=source))
     config.train.progress = False  # logs, not a terminal
     retrain = train_name_classifier.to_deployment(
-        name=RETRAIN, schedule=Cron(cron, timezone=timezone), parameters={"config": config.model_dump(mode="json")},
+        name=RETRAIN, schedules=[] if cron is None else [Cron(cron, timezone=timezone)],
+        parameters={"config": config.model_dump(mode="json")},
         description="Retrain on the configured source; the champion alias moves only through the gate.",
         tags=["namelang", "training"],
         # one training at a time (two would share the cores); a run due meanwhile waits its turn
@@ -97,8 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", default=os.environ.get("NAMELANG_SOURCE", DEFAULT_SOURCE),
                         help="default data source of scheduled runs (env NAMELANG_SOURCE)")
     parser.add_argument("--timezone", default="UTC", help="time zone of the schedule (IANA name, default UTC)")
+    parser.add_argument("--no-schedule", action="store_true",
+                        help="no scheduled retraining (a schedule served before is removed); runs on demand only")
     args = parser.parse_args(argv)
-    problem = schedule_problem(args.cron, args.timezone)
+    problem = None if args.no_schedule else schedule_problem(args.cron, args.timezone)
     if problem is not None:  # argparse's one-line usage error, exit 2
         origin = ("NAMELANG_RETRAIN_CRON" if "--cron" not in " ".join(argv if argv is not None else sys.argv)
                   and os.environ.get("NAMELANG_RETRAIN_CRON") == args.cron else "--cron")
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     except NamelangError as exc:
         parser.exit(2, f"error: {exc}\n")
     run_logs.warnings_in_one_line()
-    served = deployments(args.cron, args.source, args.timezone)
+    served = deployments(None if args.no_schedule else args.cron, args.source, args.timezone)
     bound = bound_to_work_pools(served)
     if bound:
         deletes = "; ".join(f"prefect deployment delete '{name}'" for name in bound)

@@ -780,3 +780,13 @@ def test_a_prefect_api_that_does_not_answer_is_one_line_not_a_traceback(tmp_path
                                        "[Errno 111] Connection refused): start it (prefect server start), or unset "
                                        "PREFECT_API_URL to use a temporary local one"), proc.stderr
     assert not list(tmp_path.glob("*.parquet"))
+
+
+def test_serving_without_a_schedule_serves_retraining_on_demand_only():
+    """`--no-schedule` stops retraining and keeps both deployments (a served schedule is replaced by
+    none: checked by hand against `prefect server`, schedules [('0 3 * * 1', True)] -> [])."""
+    from flows.serve import RETRAIN, deployments
+
+    scheduled, unscheduled = ({d.name: d for d in deployments(cron)} for cron in ("0 3 * * 1", None))
+    assert [s.schedule.cron for s in scheduled[RETRAIN].schedules] == ["0 3 * * 1"]
+    assert unscheduled[RETRAIN].schedules == [] and unscheduled.keys() == scheduled.keys()
