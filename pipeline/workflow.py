@@ -202,7 +202,9 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
         spellings = None if data.spellings is None else [data.spellings[i] for i in data.indices(TEST).tolist()]
         decision = promote_if_better(str(version.version), ev.names, test_languages, predicted,
                                      languages=ev.label_names, spellings=spellings)
-        run.set_tags({"namelang.model_version": str(version.version), "namelang.alias": decision.alias})
+        # the alias it got then: it may move later (the registry holds the current one)
+        run.set_tags({"namelang.model_version": str(version.version),
+                      "namelang.alias_at_registration": decision.alias})
     except NamelangError:
         raise
     except Exception as exc:
