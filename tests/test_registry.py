@@ -91,6 +91,8 @@ def test_first_model_is_champion_with_gate_tags(store):
     version = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
     assert str(version.version) == store["summary"]["version"] == "1"
     assert version.tags["gate.decision"] == "promoted to champion: no champion before it: the first model"
+    run_tags = client.get_run(store["summary"]["run_id"]).data.tags
+    assert run_tags["namelang.alias_at_registration"] == CHAMPION and "namelang.alias" not in run_tags
     assert float(version.tags["gate.new_macro_f1"]) == pytest.approx(store["summary"]["test_macro_f1"], abs=1e-4)
     assert f"macro-F1 {float(version.tags['gate.new_macro_f1']):.4f}" in version.description
     assert store["summary"]["run_id"] in version.description
