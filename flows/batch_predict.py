@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from flows.retries import worth_retrying
-from pipeline.batch import check_output_name, predict_file
+from pipeline.batch import check_output_path, predict_file
 from pipeline.errors import NamelangError
 from pipeline.registry import get_alias_version, load_model, missing_model_problem, model_uri, parse_model_uri
 from pipeline.tracking import configure
@@ -62,7 +62,7 @@ def batch_predict(input_path: str, output_path: str | None = None, model: str = 
     """Read names from Parquet, CSV or text; write Parquet with top-3 languages and the model version."""
     source = Path(input_path)
     # beside the input, after its whole name: names.csv and names.txt make two outputs, not one
-    target = check_output_name(output_path) if output_path else source.with_name(f"{source.name}.predictions.parquet")
+    target = check_output_path(source, output_path or source.with_name(f"{source.name}.predictions.parquet"))
     pinned, version = resolve_version(model)
     stats = predict(pinned, version, source, target, column, chunk_size)
     create_markdown_artifact(key="batch-predictions", markdown=(

@@ -158,9 +158,12 @@ def _output_schema(columns: list[str]) -> pa.Schema:
     return pa.schema([(col, kind(col)) for col in columns])
 
 
-def check_output_name(output_path: str | Path) -> Path:
-    """The output is Parquet whatever its name: "out.csv" would hold Parquet a CSV reader chokes on."""
+def check_output_path(input_path: str | Path, output_path: str | Path) -> Path:
+    """Refuse, before any work, an output that would replace the input, or that is not named
+    .parquet: the output is Parquet whatever its name, and "out.csv" would choke a CSV reader."""
     output_path = Path(output_path)
+    if output_path.resolve() == Path(input_path).resolve():
+        raise NamelangError("the output would replace the input file; write it elsewhere", output_path)
     if output_path.suffix.lower() != ".parquet":
         raise NamelangError(f"the output is written as Parquet: name it *.parquet, not "
                             f"{output_path.suffix or 'without an extension'}", output_path)
@@ -174,9 +177,7 @@ def predict_file(model, input_path: str | Path, output_path: str | Path, model_v
 
     `on_chunk(rows, errors)`, if given, hears the running totals after each chunk: a large file
     takes minutes, and its output appears only at the end."""
-    input_path, output_path = Path(input_path), check_output_name(output_path)
-    if output_path.resolve() == input_path.resolve():
-        raise NamelangError("the output would replace the input file; write it elsewhere", output_path)
+    input_path, output_path = Path(input_path), check_output_path(input_path, output_path)
     rows = failed = 0
     writer = None
     with atomic_path(output_path) as tmp:

@@ -694,13 +694,15 @@ def test_cli_batch_predicts_a_file(first_run, tmp_path):
     assert len(pd.read_parquet(out)) == 3
     missing = CliRunner().invoke(app, ["batch", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "input file not found" in missing.output
-    # an output that would replace the input, or that is a folder: one line, the input untouched
-    (tmp_path / "folder").mkdir()
+    # an output that would replace the input, is a folder, or is not named .parquet: one line, the input untouched
+    (tmp_path / "folder.parquet").mkdir()
     for target, problem in ((names, "the output would replace the input file; write it elsewhere"),
-                            (tmp_path / "folder", "cannot write this file: a folder has its name")):
+                            (tmp_path / "folder.parquet", "cannot write this file: a folder has its name"),
+                            (tmp_path / "out.csv", "the output is written as Parquet: name it *.parquet, not .csv")):
         refused = CliRunner().invoke(app, ["batch", str(names), "--out", str(target)])
         assert refused.exit_code == 2 and refused.output.strip().endswith(f"error: {target}: {problem}"), refused.output
-    assert names.read_text(encoding="utf-8") == "Nakamura\nRossi\n\n" and not list((tmp_path / "folder").iterdir())
+    assert names.read_text(encoding="utf-8") == "Nakamura\nRossi\n\n"
+    assert not list((tmp_path / "folder.parquet").iterdir()) and not (tmp_path / "out.csv").exists()
     assert CliRunner().invoke(app, ["batch", str(names), "--chunk-size", "0"]).exit_code == 2  # a usage error
 
 
