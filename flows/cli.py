@@ -13,6 +13,7 @@ import socket
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
+from urllib.parse import urlsplit
 
 import typer
 
@@ -156,13 +157,21 @@ def _print_training_summary(summary: dict) -> None:
         typer.echo(f"  the time budget ended training; its checkpoint is kept ({summary['checkpoint']}): the same "
                    "command with --resume, without --max-seconds or with more, trains on from it")
     typer.echo("next:")
-    uri = summary["mlflow_tracking_uri"]
-    ui = (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_command('mlflow')} ui --backend-store-uri {uri} --workers 1"
-          "   (then http://127.0.0.1:5000)" if uri.startswith("sqlite") else f"open {uri}")
-    typer.echo(f"  browse runs and models:  {ui}")
+    typer.echo(f"  browse runs and models:  {_browse_command(summary['mlflow_tracking_uri'])}")
     typer.echo(f"  predict:                 {_command('namelang')} predict Hinton Nakamura Schmidt")
     typer.echo(f"  serve over REST:         {_command('namelang')} serve   "
                "(mlflow models serve -m models:/namelang@champion)")
+
+
+def _browse_command(uri: str) -> str:
+    """How to see a store's runs: a tracking server's own page, else a local `mlflow ui` on it. A
+    database URI may hold a password: the command then names the variable, not its value."""
+    parts = urlsplit(uri)
+    if parts.scheme in {"http", "https"}:
+        return f"open {parts._replace(netloc=parts.netloc.rpartition('@')[2]).geturl()}"  # without user:password@
+    store = uri if parts.password is None else '"$MLFLOW_TRACKING_URI"'
+    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_command('mlflow')} ui --backend-store-uri {store} "
+            "--workers 1   (then http://127.0.0.1:5000)")
 
 
 def _command(name: str) -> str:

@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import itertools
 import os
-import sys
 from datetime import timedelta
 
 from prefect import get_client, serve
@@ -82,7 +81,12 @@ def schedule_problem(cron: str, timezone: str) -> str | None:
     if len(fields) != 5 and not (len(fields) == 1 and cron.startswith("@")):  # or a macro: @daily, @weekly
         return (f"a cron has 5 fields (minute hour day-of-month month day-of-week), not {len(fields)}"
                 + ("; Prefect would read the sixth as seconds" if len(fields) == 6 else ""))
-    starts = [d.timestamp() for d in asyncio.run(schedule.get_dates(n=48))]
+    try:
+        starts = [d.timestamp() for d in asyncio.run(schedule.get_dates(n=48))]
+    except ValueError:  # croniter's CroniterBadDateError: "0 3 30 2 *", February 30th
+        return "it never fires (no such date)"
+    if not starts:
+        return "it never fires (no such date)"
     shortest = min((b - a for a, b in itertools.pairwise(starts)), default=None)
     if shortest is not None and shortest < MIN_RETRAIN_INTERVAL.total_seconds():
         minutes = f"{shortest / 60:g} minute" + ("" if shortest == 60 else "s")
@@ -94,7 +98,7 @@ def schedule_problem(cron: str, timezone: str) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cron", default=os.environ.get("NAMELANG_RETRAIN_CRON", DEFAULT_CRON),
+    parser.add_argument("--cron", default=None,
                         help=f"retraining schedule (default: {DEFAULT_CRON!r}, env NAMELANG_RETRAIN_CRON)")
     parser.add_argument("--source", default=os.environ.get("NAMELANG_SOURCE", DEFAULT_SOURCE),
                         help="default data source of scheduled runs (env NAMELANG_SOURCE)")
@@ -102,10 +106,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-schedule", action="store_true",
                         help="no scheduled retraining (a schedule served before is removed); runs on demand only")
     args = parser.parse_args(argv)
+    # where the cron came from, for the error message: the option, the environment, or the default
+    origin = ("--cron" if args.cron is not None
+              else "NAMELANG_RETRAIN_CRON" if os.environ.get("NAMELANG_RETRAIN_CRON") else "the default cron")
+    if args.cron is None:
+        args.cron = os.environ.get("NAMELANG_RETRAIN_CRON") or DEFAULT_CRON
     problem = None if args.no_schedule else schedule_problem(args.cron, args.timezone)
     if problem is not None:  # argparse's one-line usage error, exit 2
-        origin = ("NAMELANG_RETRAIN_CRON" if "--cron" not in " ".join(argv if argv is not None else sys.argv)
-                  and os.environ.get("NAMELANG_RETRAIN_CRON") == args.cron else "--cron")
         parser.error(f"bad schedule ({origin} {args.cron!r}, --timezone {args.timezone!r}): {problem}")
     try:
         configured_api()

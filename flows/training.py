@@ -28,7 +28,7 @@ from pipeline.errors import TransientError
 from pipeline.evaluate import Evaluation
 from pipeline.features import TensorData
 from pipeline.normalize import NamesTable
-from pipeline.registry import model_uri
+from pipeline.registry import PromotionDecision, model_uri
 from pipeline.store import Stored
 from pipeline.tracking import MODEL_NAME, TrackedRun, artifact_progress_bars, tracking_uri
 from pipeline.train import TrainResult, resolve_device
@@ -174,13 +174,17 @@ def _report_registration(reg: workflow.Registration, run: TrackedRun) -> None:
                          description="The MLflow run: params, curves, dataset, reports")
     create_link_artifact(key="model-version", link=f"{base}/#/models/{MODEL_NAME}/versions/{reg.version}",
                          link_text=f"{MODEL_NAME} version {reg.version}")
-    d = reg.decision
-    champion = ("none" if d.champion_macro_f1 is None
+    create_markdown_artifact(key="promotion-decision", markdown=promotion_markdown(reg.decision))
+
+
+def promotion_markdown(d: PromotionDecision) -> str:
+    """The `promotion-decision` artifact: the gate's one-line reason, then both scores."""
+    champion = ("none" if d.previous_champion is None
+                else f"version {d.previous_champion}, not compared" if d.champion_macro_f1 is None
                 else f"{d.champion_macro_f1:.4f} (version {d.previous_champion})")
-    create_markdown_artifact(key="promotion-decision", markdown=(
-        f"# Promotion decision\n\nVersion **{reg.version}** of `{MODEL_NAME}` got the alias **{d.alias}**: "
-        f"{d.reason()}.\n\n"
-        f"| | macro-F1 |\n|---|---:|\n| new version | {d.new_macro_f1:.4f} |\n| champion before | {champion} |\n"))
+    return (f"# Promotion decision\n\nVersion **{d.version}** of `{MODEL_NAME}` got the alias **{d.alias}**: "
+            f"{d.reason()}.\n\n"
+            f"| | macro-F1 |\n|---|---:|\n| new version | {d.new_macro_f1:.4f} |\n| champion before | {champion} |\n")
 
 
 @dataclass

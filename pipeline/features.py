@@ -77,7 +77,8 @@ def lowercase_framed(tokens: torch.Tensor, lengths: torch.Tensor, order: int) ->
 
 
 def letters_beyond_ascii(names: pa.Array | pa.ChunkedArray | list[str]) -> list[str]:
-    """Per name, its distinct non-ASCII letters, lowercased and composed (NFC), in code-point order:
+    """Per name, its distinct non-ASCII letters, lowercased (İ, which has no one-letter lower case,
+    is kept) and composed (NFC), in code-point order:
     what the notebook's ASCII folding loses ("Jäger" and "Jager" both become "Jager"), for
     `pipeline.marks`. Only the rare non-ASCII names are looked at one by one."""
     if isinstance(names, list):  # a few names to predict: str.isascii, not an Arrow array, per call

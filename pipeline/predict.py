@@ -47,7 +47,7 @@ def _problems(names: list[Any], unreadable: list[bool], stripped: list[str], asc
                             max_chars)
     problems: list[str | None] = []
     for value, bad_bytes, text, code in zip(names, unreadable, stripped, codes.tolist(), strict=True):
-        if pd.api.types.is_scalar(value) and pd.isna(value):
+        if _missing(value):
             problems.append("missing name (null)")  # JSON null arrives as None or NaN, not as "a float"
         elif not isinstance(value, str):
             problems.append(f"name must be a string, got {type(value).__name__}")
@@ -81,7 +81,10 @@ def _shown(text: str) -> str:
 
 def _missing(value: Any) -> bool:
     """None, NaN (of any float type) or pandas' NA: what a DataFrame holds for a missing name."""
-    return pd.api.types.is_scalar(value) and bool(pd.isna(value))
+    try:
+        return pd.api.types.is_scalar(value) and bool(pd.isna(value))
+    except (TypeError, ValueError, ArithmeticError):  # Decimal("sNaN") raises InvalidOperation: not "missing"
+        return False
 
 
 @dataclass

@@ -55,17 +55,18 @@ class PromotionDecision:
         """Why this alias, in one line: the `gate.decision` tag, the training summary and the
         Prefect artifact all print it, so the three never tell different stories."""
         if self.previous_champion is None:
-            return "no champion before it: the first model"
+            return "no champion before it"
         if self.missing_languages:
             return (f"not compared: it does not know {len(self.missing_languages)} of champion version "
                     f"{self.previous_champion}'s languages ({', '.join(self.missing_languages)})")
         if self.champion_macro_f1 is None:
             return (f"not compared: all {self.excluded_names} test rows are names champion version "
                     f"{self.previous_champion} or this one learnt from")
+        rows = "" if self.compared_names is None else f", on {self.compared_names} test rows"  # older tags: unknown
         left_out = (f"; {self.excluded_names} left out, names one of the two models learnt from"
                     if self.excluded_names else "")
         return (f"macro-F1 {self.new_macro_f1:.4f} against champion version {self.previous_champion}'s "
-                f"{self.champion_macro_f1:.4f}, on {self.compared_names} test rows{left_out}")
+                f"{self.champion_macro_f1:.4f}{rows}{left_out}")
 
 
 def macro_f1(predicted: list[str], true: list[str]) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 
@@ -200,8 +202,13 @@ def test_an_output_not_named_parquet_is_refused_before_any_work(tmp_path):
 
     names = tmp_path / "names.txt"
     names.write_text("Hinton\n", encoding="utf-8")
-    for out, problem in (("out.csv", "not .csv"), ("out", "not without an extension")):
-        with pytest.raises(NamelangError, match=f"written as Parquet: name it \\*.parquet, {problem}") as err:
+    (tmp_path / "folder").mkdir()
+    for out, problem in (("out.csv", "written as Parquet: give it a name ending in .parquet, not 'out.csv'"),
+                         ("out", "not 'out'"), (".parquet", "not '.parquet'"),
+                         ("folder", "cannot write this file: a folder has its name"),  # said before the name
+                         ("names.txt", "the output would replace the input file")):
+        with pytest.raises(NamelangError, match=re.escape(problem)) as err:
             predict_file(None, names, tmp_path / out, "1")  # refused before the model is used
         assert str(err.value).startswith(str(tmp_path / out))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["names.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "names.txt"]
+    assert not list((tmp_path / "folder").iterdir())

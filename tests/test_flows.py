@@ -88,7 +88,7 @@ def test_flow_publishes_artifacts(first_run):
     assert {a.key for a in found} == set(keys)
     decision = next(a for a in found if a.key == "promotion-decision" and str(a.flow_run_id) == summary["flow_run_id"])
     # the gate's one-line reason, as the version's gate.decision tag and the CLI give it
-    assert "got the alias **champion**: no champion before it: the first model." in decision.data, decision.data
+    assert "got the alias **champion**: no champion before it." in decision.data, decision.data
 
 
 def test_rerun_on_unchanged_data_uses_cache(first_run):
@@ -695,14 +695,15 @@ def test_cli_batch_predicts_a_file(first_run, tmp_path):
     missing = CliRunner().invoke(app, ["batch", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "input file not found" in missing.output
     # an output that would replace the input, is a folder, or is not named .parquet: one line, the input untouched
-    (tmp_path / "folder.parquet").mkdir()
+    (tmp_path / "folder").mkdir()
     for target, problem in ((names, "the output would replace the input file; write it elsewhere"),
-                            (tmp_path / "folder.parquet", "cannot write this file: a folder has its name"),
-                            (tmp_path / "out.csv", "the output is written as Parquet: name it *.parquet, not .csv")):
+                            (tmp_path / "folder", "cannot write this file: a folder has its name"),
+                            (tmp_path / "out.csv", "the output is written as Parquet: give it a name ending in "
+                                                   ".parquet, not 'out.csv'")):
         refused = CliRunner().invoke(app, ["batch", str(names), "--out", str(target)])
         assert refused.exit_code == 2 and refused.output.strip().endswith(f"error: {target}: {problem}"), refused.output
     assert names.read_text(encoding="utf-8") == "Nakamura\nRossi\n\n"
-    assert not list((tmp_path / "folder.parquet").iterdir()) and not (tmp_path / "out.csv").exists()
+    assert not list((tmp_path / "folder").iterdir()) and not (tmp_path / "out.csv").exists()
     assert CliRunner().invoke(app, ["batch", str(names), "--chunk-size", "0"]).exit_code == 2  # a usage error
 
 
@@ -735,7 +736,10 @@ def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path):
             # Quartz-style, with seconds first: Prefect took it and read "0" as the second
             (["--cron", "0 0 3 * * 1"], {}, "--cron '0 0 3 * * 1', --timezone 'UTC'): a cron has 5 fields"),
             ([], {"NAMELANG_RETRAIN_CRON": "*/5 * * * *"},  # queued 57 runs a minute as "* * * * * *"
-             "(NAMELANG_RETRAIN_CRON '*/5 * * * *', --timezone 'UTC'): it starts a retraining 5 minutes after")):
+             "(NAMELANG_RETRAIN_CRON '*/5 * * * *', --timezone 'UTC'): it starts a retraining 5 minutes after"),
+            # argparse's abbreviation of --cron, beside the variable: the option is what was used
+            (["--cr=0 3 30 2 *"], {"NAMELANG_RETRAIN_CRON": "0 4 * * *"},
+             "(--cron '0 3 30 2 *', --timezone 'UTC'): it never fires (no such date)")):
         done = subprocess.run([sys.executable, "-m", "flows.serve", *args], capture_output=True, text=True,
                               timeout=120, env={**os.environ, "PREFECT_HOME": str(tmp_path), **env})
         assert done.returncode == 2, done.stderr[-2000:]
@@ -745,7 +749,8 @@ def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path):
 @pytest.mark.parametrize(("cron", "timezone", "fine"), [
     ("0 3 * * 1", "UTC", True), ("@daily", "Europe/Berlin", True), ("0 * * * *", "UTC", True),
     ("* * * * * *", "UTC", False), ("*/30 * * * *", "UTC", False), ("0,30 9 * * *", "UTC", False),
-    ("0 3 * *", "UTC", False)])
+    ("0 3 * *", "UTC", False), ("@hourly", "UTC", True), ("0 3 31 4 *", "UTC", False),
+    ("30 2 * * *", "America/New_York", True)])
 def test_retraining_schedules_fire_at_most_hourly_on_five_fields(cron, timezone, fine):
     from flows.serve import schedule_problem
 
@@ -784,11 +789,21 @@ def test_a_prefect_api_that_does_not_answer_is_one_line_not_a_traceback(tmp_path
     assert not list(tmp_path.glob("*.parquet"))
 
 
-def test_serving_without_a_schedule_serves_retraining_on_demand_only():
-    """`--no-schedule` stops retraining and keeps both deployments (a served schedule is replaced by
-    none: checked by hand against `prefect server`, schedules [('0 3 * * 1', True)] -> [])."""
+def test_serving_without_a_schedule_removes_the_one_served_before(harness):
+    """`--no-schedule`: retraining on demand only, both deployments still served; on the server, the
+    schedule an earlier `flows.serve` left is gone (a paused one came back on every restart)."""
+    from prefect import get_client
+
     from flows.serve import RETRAIN, deployments
 
-    scheduled, unscheduled = ({d.name: d for d in deployments(cron)} for cron in ("0 3 * * 1", None))
-    assert [s.schedule.cron for s in scheduled[RETRAIN].schedules] == ["0 3 * * 1"]
-    assert unscheduled[RETRAIN].schedules == [] and unscheduled.keys() == scheduled.keys()
+    def served(cron: str | None) -> tuple[list[str], list[str]]:
+        served = deployments(cron)
+        for deployment in served:
+            deployment.apply()  # what `serve` does with each
+        with get_client(sync_client=True) as client:
+            retrain = client.read_deployment_by_name(f"train-name-classifier/{RETRAIN}")
+        return sorted(d.name for d in served), [s.schedule.cron for s in retrain.schedules]
+
+    names, schedules = served("0 3 * * 1")
+    assert schedules == ["0 3 * * 1"]
+    assert served(None) == (names, [])

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from pipeline import workflow
 from pipeline.errors import TrackingError
-from pipeline.registry import CHALLENGER, CHAMPION, get_alias_version, load_model
+from pipeline.registry import CHALLENGER, CHAMPION, PromotionDecision, get_alias_version, load_model
 from pipeline.tracking import MODEL_NAME, configure
 from tests.support import SHARED_NAMES, free_port, small_names_folder, stops_answering, tiny_config, wait_for_http
 
@@ -90,7 +90,7 @@ def test_first_model_is_champion_with_gate_tags(store):
     client = MlflowClient()
     version = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
     assert str(version.version) == store["summary"]["version"] == "1"
-    assert version.tags["gate.decision"] == "promoted to champion: no champion before it: the first model"
+    assert version.tags["gate.decision"] == "promoted to champion: no champion before it"
     run_tags = client.get_run(store["summary"]["run_id"]).data.tags
     assert run_tags["namelang.alias_at_registration"] == CHAMPION and "namelang.alias" not in run_tags
     assert float(version.tags["gate.new_macro_f1"]) == pytest.approx(store["summary"]["test_macro_f1"], abs=1e-4)
@@ -765,3 +765,32 @@ def test_the_gate_judges_again_when_the_champion_moves_while_it_scores(store, mo
     assert decision.previous_champion == str(rival.version) and decision.alias == CHALLENGER
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(rival.version)
     assert client.get_model_version(MODEL_NAME, candidate.version).tags["gate.previous_champion"] == str(rival.version)
+
+
+def test_the_gate_gives_one_reason_for_every_shape_of_decision():
+    """The tag, the training summary and the Prefect artifact print `reason()`: each shape its own
+    words, none of them "on None test rows" or a champion "none" beside "not compared"."""
+    from flows.training import promotion_markdown
+
+    shapes = [
+        (PromotionDecision("1", CHAMPION, 0.6, None, None), "no champion before it"),
+        (PromotionDecision("3", CHAMPION, 0.61, 0.6, "2", 2442),
+         "macro-F1 0.6100 against champion version 2's 0.6000, on 2442 test rows"),
+        (PromotionDecision("3", CHALLENGER, 0.59, 0.6, "2", 400, 2042),
+         "macro-F1 0.5900 against champion version 2's 0.6000, on 400 test rows; 2042 left out, names one of the "
+         "two models learnt from"),
+        (PromotionDecision("3", CHALLENGER, 0.9, None, "2", 0, 50),
+         "not compared: all 50 test rows are names champion version 2 or this one learnt from"),
+        (PromotionDecision("3", CHALLENGER, 0.9, None, "2", missing_languages=("Arabic", "Greek")),
+         "not compared: it does not know 2 of champion version 2's languages (Arabic, Greek)"),
+        # read back from tags written before gate.compared_names existed
+        (PromotionDecision("3", CHAMPION, 0.61, 0.6, "2"), "macro-F1 0.6100 against champion version 2's 0.6000"),
+    ]
+    for decision, reason in shapes:
+        assert decision.reason() == reason and decision.as_dict()["reason"] == reason
+        markdown = promotion_markdown(decision)
+        assert f"got the alias **{decision.alias}**: {reason}." in markdown
+        champion_cell = markdown.rsplit("| champion before | ", 1)[1]
+        assert champion_cell.startswith("none" if decision.previous_champion is None
+                                        else f"version {decision.previous_champion}, not compared"
+                                        if decision.champion_macro_f1 is None else f"{decision.champion_macro_f1:.4f}")
