@@ -160,6 +160,10 @@ def test_two_languages_evaluate_and_predict_with_fewer_than_three_guesses():
     assert odd["name"].tolist() == [None, None, None, None, "12", ""]  # missing stays missing, not "None"
     assert odd["error"].tolist()[-2:] == ["name must be a string, got int", "empty name"]
     assert odd["error"].tolist()[:4] == ["missing name (null)"] * 4  # JSON null comes as None or NaN
+    from decimal import Decimal
+
+    signalling = pyfunc.predict(None, pd.DataFrame({"name": [Decimal("sNaN")]}, dtype=object), {})
+    assert signalling["error"].tolist() == ["name must be a string, got Decimal"]  # pd.isna raised on it
     assert odd["language"].isna().all()
     with pytest.raises(MlflowException, match="top_k must be at least 1"):
         pyfunc.predict(None, pd.DataFrame({"name": ["Smith"]}), {"top_k": 0})
