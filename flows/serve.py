@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import math
 import os
 from datetime import timedelta
 
@@ -84,11 +85,11 @@ def schedule_problem(cron: str, timezone: str) -> str | None:
     try:
         starts = [d.timestamp() for d in asyncio.run(schedule.get_dates(n=48))]
     except ValueError:  # croniter's CroniterBadDateError: "0 3 30 2 *", February 30th
-        return "it never fires (no such date)"
+        starts = []
     if not starts:
         return "it never fires (no such date)"
-    shortest = min((b - a for a, b in itertools.pairwise(starts)), default=None)
-    if shortest is not None and shortest < MIN_RETRAIN_INTERVAL.total_seconds():
+    shortest = min((b - a for a, b in itertools.pairwise(starts)), default=math.inf)
+    if shortest < MIN_RETRAIN_INTERVAL.total_seconds():
         minutes = f"{shortest / 60:g} minute" + ("" if shortest == 60 else "s")
         return (f"it starts a retraining {minutes} after another, and one trains at a time: runs due meanwhile "
                 "would queue up faster than they finish; retrain at most once an hour")

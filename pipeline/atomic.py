@@ -34,6 +34,12 @@ ABANDONED_AFTER_S = 60.0  # younger temp files are left alone whatever their wri
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # short: names have a length limit
 
 
+def refuse_folder(target: Path) -> None:
+    """A folder where a file is to be written: a NamelangError naming it, before any work."""
+    if target.is_dir():
+        raise NamelangError("cannot write this file: a folder has its name", target)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `target`; on success it replaces `target`, on error it is removed.
@@ -41,8 +47,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     A target that cannot be written (a folder, under a file, a folder without write permission) is
     a NamelangError naming it, raised before the caller's work when it can be known then."""
     target = Path(target)
-    if target.is_dir():
-        raise NamelangError("cannot write this file: a folder has its name", target)
+    refuse_folder(target)
     with _cannot_write(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         for left_over in remove_abandoned(target):

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, refuse_folder
 from pipeline.errors import NamelangError, first_line
 
 
@@ -162,11 +162,10 @@ def check_output_path(input_path: str | Path, output_path: str | Path) -> Path:
     """Refuse, before any work, an output that would replace the input, or that is not named
     .parquet: the output is Parquet whatever its name, and "out.csv" would choke a CSV reader."""
     output_path = Path(output_path)
-    if output_path.resolve() == Path(input_path).resolve() or (
-            output_path.exists() and Path(input_path).exists() and output_path.samefile(input_path)):  # a hard link
+    # samefile: the same file by any path (relative, a symlink, a hard link)
+    if output_path.exists() and Path(input_path).exists() and output_path.samefile(input_path):
         raise NamelangError("the output would replace the input file; write it elsewhere", output_path)
-    if output_path.is_dir():
-        raise NamelangError("cannot write this file: a folder has its name", output_path)
+    refuse_folder(output_path)  # before the name: a folder's problem is not its name
     if output_path.suffix.lower() != ".parquet":  # ".parquet" alone is a hidden file without a suffix
         raise NamelangError(f"the output is written as Parquet: give it a name ending in .parquet, not "
                             f"{output_path.name!r}", output_path)
