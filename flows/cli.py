@@ -7,10 +7,12 @@ commands call `pipeline` directly and never import Prefect, so they start fast.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import socket
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Annotated, NoReturn
 from urllib.parse import urlsplit
@@ -285,19 +287,17 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5001,
 ) -> None:
     """REST endpoint: `mlflow models serve` on the champion, offline (no environment is built)."""
-    from pipeline.registry import load_model
-    from pipeline.tracking import ARTIFACTS_PROGRESS_BAR, configure
-
     try:
         check_port_free(host, port)
-        uri = configure(create=False)
-        load_model(model, download_bars=False)  # fail here, in one line, if there is no such model
+        # in a child process that then ends: this one stays up as long as the server, and loading the model
+        # here would keep PyTorch and the weights (about 500 MB) in it for nothing
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
+            server_env = child.submit(serving_environment, model).result()
     except NamelangError as exc:
         fail(exc)
     # mlflow starts `uvicorn` by name: put this interpreter's bin folder (the virtualenv) on PATH
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    # a server's log is no terminal: no artifact-download progress bars in it
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": path, ARTIFACTS_PROGRESS_BAR: "false"}
+    env = {**os.environ, **server_env, "PATH": path}
     typer.echo(f"serving {model} on http://{host}:{port}/invocations (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]
@@ -323,6 +323,18 @@ def promote(
         typer.echo(f"version {previous} is already {model}; nothing changed")
     else:
         typer.echo(f"{model} is now version {int(version)}" + (f" (was version {previous})" if previous else ""))
+
+
+def serving_environment(model: str) -> dict[str, str]:
+    """The model server's MLflow settings, once `model` has loaded: a missing model fails here, in one
+    line, rather than in the server's log."""
+    from pipeline.registry import load_model
+    from pipeline.tracking import ARTIFACTS_PROGRESS_BAR, configure
+
+    uri = configure(create=False)
+    load_model(model, download_bars=False)
+    # a server's log is no terminal: no artifact-download progress bars in it
+    return {"MLFLOW_TRACKING_URI": uri, ARTIFACTS_PROGRESS_BAR: "false"}
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -92,8 +92,13 @@ def schedule_problem(cron: str, timezone: str) -> str | None:
     if shortest < MIN_RETRAIN_INTERVAL.total_seconds():
         minutes = f"{shortest / 60:g} minute" + ("" if shortest == 60 else "s")
         return (f"it starts a retraining {minutes} after another, and one trains at a time: runs due meanwhile "
-                "would queue up faster than they finish; retrain at most once an hour")
+                f"would queue up faster than they finish; leave at least {_hours(MIN_RETRAIN_INTERVAL)} between starts")
     return None
+
+
+def _hours(interval: timedelta) -> str:
+    hours = interval.total_seconds() / 3600
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
 
 
 def main(argv: list[str] | None = None) -> None:

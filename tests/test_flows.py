@@ -736,7 +736,9 @@ def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path):
             # Quartz-style, with seconds first: Prefect took it and read "0" as the second
             (["--cron", "0 0 3 * * 1"], {}, "--cron '0 0 3 * * 1', --timezone 'UTC'): a cron has 5 fields"),
             ([], {"NAMELANG_RETRAIN_CRON": "*/5 * * * *"},  # queued 57 runs a minute as "* * * * * *"
-             "(NAMELANG_RETRAIN_CRON '*/5 * * * *', --timezone 'UTC'): it starts a retraining 5 minutes after"),
+             "(NAMELANG_RETRAIN_CRON '*/5 * * * *', --timezone 'UTC'): it starts a retraining 5 minutes after another, "
+             "and one trains at a time: runs due meanwhile would queue up faster than they finish; leave at least "
+             "1 hour between starts"),
             # argparse's abbreviation of --cron, beside the variable: the option is what was used
             (["--cr=0 3 30 2 *"], {"NAMELANG_RETRAIN_CRON": "0 4 * * *"},
              "(--cron '0 3 30 2 *', --timezone 'UTC'): it never fires (no such date)")):
