@@ -14,7 +14,14 @@ from pydantic import Field
 from flows.retries import worth_retrying
 from pipeline.batch import check_output_path, predict_file
 from pipeline.errors import NamelangError
-from pipeline.registry import get_alias_version, load_model, missing_model_problem, model_uri, parse_model_uri
+from pipeline.registry import (
+    get_alias_version,
+    load_model,
+    missing_model_problem,
+    model_uri,
+    needs_tracking_store,
+    parse_model_uri,
+)
 from pipeline.tracking import configure
 
 TRANSIENT_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition_fn": worth_retrying}
@@ -26,6 +33,8 @@ def resolve_version(uri: str) -> tuple[str, str]:
     beside every prediction and the one loaded (an alias moved meanwhile does not change the model
     mid-file); a version asked for by number, or as `latest`, is recorded as its number; other URIs stay
     as they are."""
+    if not needs_tracking_store(uri):
+        return uri, uri
     configure(create=False)
     ref = parse_model_uri(uri)
     if ref is not None and ref.alias is not None:

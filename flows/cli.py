@@ -168,9 +168,11 @@ def _print_training_summary(summary: dict) -> None:
 def _browse_command(uri: str) -> str:
     """How to see a store's runs: a tracking server's own page, else a local `mlflow ui` on it. A
     database URI may hold a password: the command then names the variable, not its value."""
+    from pipeline.tracking import without_credentials
+
     parts = urlsplit(uri)
     if parts.scheme in {"http", "https"}:
-        return f"open {parts._replace(netloc=parts.netloc.rpartition('@')[2]).geturl()}"  # without user:password@
+        return f"open {without_credentials(uri)}"
     store = uri if parts.password is None else '"$MLFLOW_TRACKING_URI"'
     return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_command('mlflow')} ui --backend-store-uri {store} "
             "--workers 1   (then http://127.0.0.1:5000)")
@@ -217,12 +219,13 @@ def predict(
 ) -> None:
     """Which language does each surname come from? Uses the registered champion by default."""
     from pipeline.predict import rank_columns
-    from pipeline.registry import load_model
+    from pipeline.registry import load_model, needs_tracking_store
     from pipeline.tracking import configure
 
     try:
         batch = _read_names(names or [], file)
-        configure(create=False)
+        if needs_tracking_store(model):
+            configure(create=False)
         loaded = load_model(model, download_bars=False)  # an answer, not a download's bars
         import pandas as pd
 
@@ -328,13 +331,15 @@ def promote(
 def serving_environment(model: str) -> dict[str, str]:
     """The model server's MLflow settings, once `model` has loaded: a missing model fails here, in one
     line, rather than in the server's log."""
-    from pipeline.registry import load_model
+    from pipeline.registry import load_model, needs_tracking_store
     from pipeline.tracking import ARTIFACTS_PROGRESS_BAR, configure
 
-    uri = configure(create=False)
-    load_model(model, download_bars=False)
     # a server's log is no terminal: no artifact-download progress bars in it
-    return {"MLFLOW_TRACKING_URI": uri, ARTIFACTS_PROGRESS_BAR: "false"}
+    env = {ARTIFACTS_PROGRESS_BAR: "false"}
+    if needs_tracking_store(model):
+        env["MLFLOW_TRACKING_URI"] = configure(create=False)
+    load_model(model, download_bars=False)
+    return env
 
 
 def check_port_free(host: str, port: int) -> None:

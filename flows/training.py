@@ -30,7 +30,14 @@ from pipeline.features import TensorData
 from pipeline.normalize import NamesTable
 from pipeline.registry import PromotionDecision, model_uri
 from pipeline.store import Stored
-from pipeline.tracking import MODEL_NAME, TrackedRun, artifact_progress_bars, tracking_uri
+from pipeline.tracking import (
+    MODEL_NAME,
+    TrackedRun,
+    artifact_progress_bars,
+    redacted,
+    tracking_uri,
+    without_credentials,
+)
 from pipeline.train import TrainResult, resolve_device
 
 DEFAULT_CONFIG = PipelineConfig()
@@ -124,8 +131,8 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun, resume: boo
         # both validation macro-F1s: early stopping keeps the epoch of the network's best, not the whole model's
         logger.info("epoch %d/%d: train loss %.4f, acc %.4f; validation acc %.4f, macro-F1 %.4f (network alone, "
                     "which early stopping judges: %.4f) (%.1f s)", r["epoch"], config.train.epochs, r["train_loss"],
-                    r["train_acc"], r["val_acc"] or float("nan"), r["val_macro_f1"] or float("nan"),
-                    r["val_network_macro_f1"] or float("nan"), r["epoch_seconds"])
+                    r["train_acc"], _figure(r["val_acc"]), _figure(r["val_macro_f1"]),
+                    _figure(r["val_network_macro_f1"]), r["epoch_seconds"])
 
     def log_resume(epoch: int) -> None:
         logger.info("resuming from the checkpoint written after epoch %d (its epochs' figures follow)", epoch)
@@ -134,8 +141,13 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun, resume: boo
     kept = result.history[result.best_epoch - 1] if result.best_epoch else {}
     logger.info("training ended after epoch %d (stopped by %s); kept epoch %d, the network's best validation "
                 "macro-F1 %.4f (whole model %.4f), %.1f s", len(result.history), result.stopped_by, result.best_epoch,
-                kept.get("val_network_macro_f1") or float("nan"), result.best_val_macro_f1, result.train_seconds)
+                _figure(kept.get("val_network_macro_f1")), result.best_val_macro_f1, result.train_seconds)
     return result
+
+
+def _figure(value: float | None) -> float:
+    """A validation figure for the log: nan where there is none (no validation split), 0.0 as 0.0."""
+    return float("nan") if value is None else value
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
@@ -164,8 +176,9 @@ def result_storage(path: Path) -> LocalFileSystem:
 
 
 def mlflow_ui_base() -> str:
+    """Where the links in the run's artifacts point: a tracking server's own UI, else a local `mlflow ui`."""
     uri = tracking_uri()
-    return uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
+    return without_credentials(uri).rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
 
 
 def _report_registration(reg: workflow.Registration, run: TrackedRun) -> None:
@@ -286,7 +299,7 @@ def _train_name_classifier(config: PipelineConfig, resume: bool) -> dict:
     _report_registration(registration, run)
     out = workflow.summary(result, ev, registration)
     out.update(data_steps=prepared.steps, data_steps_s=round(prepared.seconds, 3), table_sha256=table.sha256,
-               model_uri=model_uri(registration.decision.alias), mlflow_tracking_uri=tracking_uri(),
+               model_uri=model_uri(registration.decision.alias), mlflow_tracking_uri=redacted(tracking_uri()),
                flow_run_id=str(flow_run.id or ""))
     return out
 

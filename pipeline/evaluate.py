@@ -143,7 +143,8 @@ def model_card(ev: Evaluation, *, provenance: dict, split_config: dict, config: 
         "## Configuration", "```json", json.dumps(config, indent=2, default=str), "```", "",
         "## Training",
         "- " + ", ".join(f"{k}: {v}" for k, v in train_summary.items()), "",
-        f"## Metrics ({ev.split} split, {m['n']} distinct names)",
+        f"## Metrics ({ev.split} split, {m['n']} "
+        + ("rows: distinct (name, language) pairs)" if split_config.get("method") == "by_name" else "lines)"),
         f"- accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, weighted F1 {m['weighted_f1']:.4f}",
         f"- top-3 accuracy {m['top3_accuracy']:.4f}, log-loss {m['log_loss']:.4f}", "",
         "## Per language", "", ev.per_language.to_markdown(index=False, floatfmt=".3f"), "",

@@ -30,7 +30,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.errors import NamelangError, TrackingError, first_line
-from pipeline.tracking import MODEL_NAME, artifact_progress_bars, sqlite_file
+from pipeline.tracking import MODEL_NAME, artifact_progress_bars, redacted, sqlite_file
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 LEARNT_NAMES_ARTIFACT = "data/learnt_names.txt"  # in each run: the names its model learnt from
@@ -95,7 +95,7 @@ def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
         if exc.error_code in _NOT_THERE:
             return None
         raise TrackingError(f"the model store failed while looking up alias @{alias} ({first_line(exc)})",
-                            mlflow.get_tracking_uri()) from exc
+                            redacted(mlflow.get_tracking_uri())) from exc
 
 
 def load_model(uri: str = model_uri(), download_bars: bool = True):
@@ -124,6 +124,12 @@ class ModelRef:
     name: str
     alias: str | None = None
     version: str | None = None
+
+
+def needs_tracking_store(uri: str) -> bool:
+    """Whether loading `uri` asks the tracking store: a registered model or a run's artifacts do; a model
+    folder (a path or `file://`), copied off the store or saved by `mlflow.pyfunc.save_model`, does not."""
+    return uri.split(":/", 1)[0] in {"models", "runs"} if ":/" in uri else False
 
 
 def parse_model_uri(uri: str) -> ModelRef | None:
@@ -159,7 +165,7 @@ def missing_model_problem(ref: ModelRef) -> str | None:
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return f"no model {name!r} in the registry at {mlflow.get_tracking_uri()}; {_TRAIN_ONE}"
+            return f"no model {name!r} in the registry at {redacted(mlflow.get_tracking_uri())}; {_TRAIN_ONE}"
         return None
     if not versions:
         return f"model {name!r} has no versions yet; {_TRAIN_ONE}"
@@ -170,7 +176,7 @@ def missing_model_problem(ref: ModelRef) -> str | None:
     wanted = f"alias @{alias}" if alias is not None else f"version {version}" if version else "version or alias"
     aliases = ", ".join(f"@{a} (version {v})" for a, v in sorted(registered.aliases.items())) or "none"
     listed = ", ".join(map(str, versions[-10:])) + (f" (and {len(versions) - 10} older)" if len(versions) > 10 else "")
-    return (f"model {name!r} in the registry at {mlflow.get_tracking_uri()} has no {wanted}; its aliases: "
+    return (f"model {name!r} in the registry at {redacted(mlflow.get_tracking_uri())} has no {wanted}; its aliases: "
             f"{aliases}; its versions: {listed}; e.g. models:/{name}/{versions[-1]}")
 
 
@@ -344,7 +350,7 @@ def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
         if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # the run itself is gone
             return None
         raise TrackingError(f"could not read the names run {run_id} learnt from ({first_line(exc)})",
-                            mlflow.get_tracking_uri()) from exc
+                            redacted(mlflow.get_tracking_uri())) from exc
     return set(Path(path).read_text(encoding="utf-8").splitlines())
 
 

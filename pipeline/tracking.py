@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import httpx
 import mlflow
@@ -66,19 +66,40 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
+def redacted(uri: str) -> str:
+    """`uri` without its password, if it holds one (`https://user:secret@host`, `postgresql://...`): it
+    goes into messages and summaries, which others read."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    return parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}").geturl()
+
+
+def without_credentials(url: str) -> str:
+    """A tracking server's URL as a link to show: no `user:password@` (the browser asks for them)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url  # as given: urllib would write "sqlite:///x" back as "sqlite:/x"
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
 def check_reachable(uri: str, attempts: int = 3, backoff_s: float = 0.5) -> None:
     """Fail fast, after a few bounded retries, when a tracking server does not answer."""
     if urlparse(uri).scheme not in ("http", "https"):
         return
-    last: Exception | None = None
+    last = ""
     for attempt in range(attempts):
         try:
-            if httpx.get(uri.rstrip("/") + "/health", timeout=5).status_code < 500:
-                return
+            status = httpx.get(uri.rstrip("/") + "/health", timeout=5).status_code
         except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(backoff_s * 2**attempt)
-    raise TrackingError(f"MLflow tracking server unreachable after {attempts} tries ({last})", uri)
+            last = typed_first_line(exc)
+        else:
+            if status < 500:
+                return
+            last = f"HTTP {status}"
+        if attempt < attempts - 1:
+            time.sleep(backoff_s * 2**attempt)
+    raise TrackingError(f"MLflow tracking server unreachable after {attempts} tries ({last})", redacted(uri))
 
 
 def configure(uri: str | None = None, create: bool = True) -> str:
@@ -107,7 +128,7 @@ def experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    db = sqlite_file(client._tracking_client.tracking_uri)  # embedded store: artifacts beside the database
+    db = sqlite_file(client.tracking_uri)  # embedded store: artifacts beside the database
     location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
     return client.create_experiment(name, artifact_location=location)
 

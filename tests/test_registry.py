@@ -79,6 +79,7 @@ def test_run_logs_params_curves_dataset_and_artifacts(store):
     assert run.data.tags["namelang.data_sha256"] in card
     assert "| language" in card and "| Japanese" in card  # the per-language table, as Markdown
     assert f"macro-F1 {run.data.metrics['test_macro_f1']:.4f}" in card
+    assert re.search(r"## Metrics \(test split, \d+ rows: distinct \(name, language\) pairs\)", card), card[:2000]
     assert "ngram_models_counted: train + validation" in card
     # the model's pins install from PyPI: torch's local label (+cpu) exists only on PyTorch's index
     requirements = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1/requirements.txt")).read_text()
@@ -434,6 +435,66 @@ def test_no_store_yet_tells_how_to_train(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["predict", "Smith"])
     assert result.exit_code == 2 and "make run" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_model_folder_needs_no_tracking_store(store, tmp_path, monkeypatch):
+    """A model copied off the store (or saved by mlflow.pyfunc.save_model) predicts where there is no store:
+    `--model FOLDER` was refused with "no MLflow store here"."""
+    folder = mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}@{CHAMPION}", dst_path=str(tmp_path / "m"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["predict", "--model", folder, "--json", "Nakamura"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["top"][0]["language"] == store["top"]["Nakamura"]
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_tracking_server_that_answers_5xx_is_named_by_its_status_and_no_password_is_shown():
+    """A server that answers 503 to every health check: the error says so (not "None"), names the server
+    without its password, and does not wait after the last try (0.5 s + 1 s of backoff, not 3.5 s)."""
+    import http.server
+    import threading
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's API
+            self.send_error(503)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://alice:s3cret@127.0.0.1:{server.server_port}"
+        started = time.monotonic()
+        with pytest.raises(TrackingError) as info:
+            configure(uri)
+        waited = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "unreachable after 3 tries (HTTP 503)" in str(info.value)
+    assert "s3cret" not in str(info.value) and f"alice:***@127.0.0.1:{server.server_port}" in str(info.value)
+    assert waited < 3.0
+
+
+@pytest.mark.parametrize(("uri", "shown", "link"), [
+    ("https://alice:s3cret@mlflow.example.org/", "https://alice:***@mlflow.example.org/",
+     "https://mlflow.example.org/"),
+    ("postgresql://ml:pw@db:5432/mlflow", "postgresql://ml:***@db:5432/mlflow", "postgresql://db:5432/mlflow"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ("sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db")])
+def test_tracking_uris_lose_their_passwords_where_people_read_them(uri, shown, link):
+    from flows.cli import _browse_command
+    from pipeline.tracking import redacted, without_credentials
+
+    assert redacted(uri) == shown and without_credentials(uri) == link
+    browse = _browse_command(redacted(uri))  # the training summary holds the redacted URI
+    assert "s3cret" not in browse and "pw@" not in browse
+    if uri.startswith("http"):
+        assert browse == f"open {link}"
+    elif "pw@" in uri:  # a database password: the command names the variable that holds it
+        assert '--backend-store-uri "$MLFLOW_TRACKING_URI"' in browse
 
 
 def test_unreachable_tracking_server_fails_clearly_and_keeps_model(store, monkeypatch):
