@@ -6,11 +6,12 @@ and log flat to MLflow as params (`flat_params`).
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_SOURCE = "https://download.pytorch.org/tutorial/data.zip"
 # The notebook's alphabet; "_" stands for any character outside it (out of vocabulary).
@@ -38,6 +39,12 @@ class DataConfig(_Strict):
     retry_backoff_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each retry")
     max_download_bytes: int = Field(512 * MIB, gt=0)
     max_member_bytes: int = Field(64 * MIB, gt=0, description="Largest file accepted inside an archive")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        """A `Path` is a folder or archive as much as its text is (a notebook passes Paths)."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 class SplitConfig(_Strict):

@@ -8,14 +8,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure  # not pyplot: no backend to choose, no global figure registry
+from sklearn.metrics import (
     accuracy_score,
     classification_report,
     confusion_matrix,
@@ -24,9 +21,9 @@ from sklearn.metrics import (  # noqa: E402
     top_k_accuracy_score,
 )
 
-from pipeline.atomic import atomic_path, write_text_atomic  # noqa: E402
-from pipeline.features import SPLIT_NAMES, TEST, TensorData  # noqa: E402
-from pipeline.model import predict_logits  # noqa: E402
+from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.features import SPLIT_NAMES, TEST, TensorData
+from pipeline.model import predict_logits
 
 
 @dataclass
@@ -79,16 +76,17 @@ def evaluate_probabilities(probs: np.ndarray, y_true: np.ndarray, label_names: l
                       np.nan_to_num(confusion))
 
 
-def plot_confusion(ev: Evaluation, path: Path) -> Path:
+def plot_confusion(ev: Evaluation, path: Path | None = None) -> Figure:
+    """The row-normalised confusion matrix as a Figure (a notebook shows it as it is), written as PNG to
+    `path` if given. A bare Figure, not pyplot's: the library leaves the caller's backend alone (a
+    notebook's inline one), and no figure stays registered after a run."""
     n = len(ev.label_names)
-    fig, ax = plt.subplots(figsize=(0.55 * n + 3, 0.55 * n + 2), dpi=110)
-    try:
-        _draw_confusion(fig, ax, ev)
+    fig = Figure(figsize=(0.55 * n + 3, 0.55 * n + 2), dpi=110)
+    _draw_confusion(fig, fig.subplots(), ev)
+    if path is not None:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png")
-    finally:  # pyplot keeps every open figure alive: a failed save must not leak one per run
-        plt.close(fig)
-    return path
+    return fig
 
 
 def _draw_confusion(fig, ax, ev: Evaluation) -> None:
@@ -160,15 +158,17 @@ def model_card(ev: Evaluation, *, provenance: dict, split_config: dict, config: 
 
 
 def write_reports(ev: Evaluation, out_dir: str | Path, card: str) -> dict[str, Path]:
+    """The evaluation's files, each written atomically, by what they hold: the run logs them as artifacts."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
-        "confusion_matrix": plot_confusion(ev, out / "confusion_matrix.png"),
+        "confusion_matrix": out / "confusion_matrix.png",
         "per_language": out / "per_language.csv",
         "misclassified": out / "misclassified.csv",
         "metrics": out / "metrics.json",
         "model_card": out / "model_card.md",
     }
+    plot_confusion(ev, paths["confusion_matrix"])
     write_text_atomic(paths["per_language"], ev.per_language.to_csv(index=False))
     write_text_atomic(paths["misclassified"], misclassified(ev).to_csv(index=False))
     write_text_atomic(paths["metrics"], json.dumps(ev.metrics, indent=2))

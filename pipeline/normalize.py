@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path
 from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER
-from pipeline.errors import NamelangError, NamelangWarning
+from pipeline.errors import NamelangError, NamelangWarning, first_line
 from pipeline.ingest import IngestResult
 
 PROVENANCE_KEY = b"namelang.provenance"
@@ -467,7 +467,11 @@ def write_names_table(table: NamesTable, out_dir: str | Path) -> dict[str, Path]
 
 
 def read_provenance(path: str | Path) -> dict:
-    metadata = pq.read_schema(path).metadata or {}
+    """The provenance a names table carries in its Parquet metadata."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except pa.ArrowInvalid as exc:  # "Parquet magic bytes not found", a cut-off file
+        raise NamelangError(f"not a Parquet file ({first_line(exc)})", path) from exc
     if PROVENANCE_KEY not in metadata:
         raise NamelangError("not a namelang names table (no provenance in its metadata)", path)
     return json.loads(metadata[PROVENANCE_KEY])

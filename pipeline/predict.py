@@ -102,9 +102,12 @@ class Predictor:
         marks = None if spellings is None else encode_marks(letters_beyond_ascii(spellings))
         return torch.softmax(predict_logits(self.model, tokens, lengths, marks), dim=1).numpy()
 
-    def predict(self, names: list[Any], top_k: int = TOP_K) -> dict[str, list]:
+    def predict(self, names: str | list[Any], top_k: int = TOP_K) -> dict[str, list]:
         """Columns (see `output_columns`) with the top-k languages and probabilities of each name,
-        or, for a name that cannot be classified, None there and the reason in `error`."""
+        or, for a name that cannot be classified, None there and the reason in `error`. One string is
+        one name (iterated, it would be its letters)."""
+        if isinstance(names, str):
+            names = [names]
         top_k = max(1, min(top_k, len(self.label_names)))
         unreadable = [isinstance(v, str) and not _is_unicode(v) for v in names]  # bytes that were not UTF-8
         strings = [v.strip() if isinstance(v, str) and not bad else ""

@@ -229,8 +229,18 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     learning curve) and its time is kept off the training clock.
     """
     device = resolve_device(train_cfg.device)
+    threads = torch.get_num_threads()  # the caller's (a notebook's) setting, given back at the end
     if device.type == "cpu":
         torch.set_num_threads(train_cfg.num_threads or usable_cores())
+    try:
+        return _train(data, model_cfg, train_cfg, device, on_epoch, resume, extra_metrics, on_resume)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device,
+           on_epoch: EpochCallback | None, resume: bool, extra_metrics: Callable[[nn.Module], dict] | None,
+           on_resume: Callable[[int], None] | None) -> TrainResult:
     train_idx = data.indices(TRAIN)
     if len(train_idx) == 0:
         raise NamelangError("the train split is empty")
@@ -245,22 +255,11 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
              "elapsed": time.perf_counter() - t_setup, "finished": False}
     best_state = copy.deepcopy(model.state_dict())
     refit_state = resumed_from = None
-    if resume and not checkpoint.exists():
-        warnings.warn(f"nothing to resume: no checkpoint {checkpoint} for this data and these settings (another "
-                      "setting, other data or another namelang version makes another); training from the start",
-                      NamelangWarning, stacklevel=2)
-    if resume and checkpoint.exists():
-        state, best_state, refit_state = _restore(checkpoint, setup, device)
-        resumed_from = state["epoch"]
-        if on_resume is not None:
-            on_resume(resumed_from)
-        if state.get("stopped_by_budget") and (train_cfg.max_seconds is None
-                                               or state["elapsed"] < train_cfg.max_seconds):
-            state.update(finished=False, stopped_by_budget=False)  # a time budget stop, now lifted: go on
-            refit_state = None  # a refit made at the budget stop is for an epoch count that may change
-        if on_epoch is not None:  # the epochs before the interruption, e.g. for a new tracking run's curves
-            for record in state["history"]:
-                on_epoch(record)
+    if resume:
+        restored = _resume(checkpoint, setup, device, train_cfg, on_epoch, on_resume)
+        if restored is not None:
+            state, best_state, refit_state = restored
+            resumed_from = state["epoch"]
 
     validate = _validator(model, data, setup.weight)
     rows = _rows(data, train_idx)
@@ -303,6 +302,28 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
                        state.get("stopped_by_budget", False),
                        " + ".join(SPLIT_NAMES[side] for side in counted)
                        if model.charlm is not None or model.marks is not None else None)
+
+
+def _resume(checkpoint: Path, setup: _Setup, device: torch.device, train_cfg: TrainConfig,
+            on_epoch: EpochCallback | None, on_resume: Callable[[int], None] | None
+            ) -> tuple[dict, dict, dict | None] | None:
+    """`_restore` the run's checkpoint, replaying its epochs to `on_epoch`, e.g. for a new tracking run's
+    curves; None, with a warning, when there is none to resume."""
+    if not checkpoint.exists():
+        warnings.warn(f"nothing to resume: no checkpoint {checkpoint} for this data and these settings (another "
+                      "setting, other data or another namelang version makes another); training from the start",
+                      NamelangWarning, stacklevel=4)
+        return None
+    state, best_state, refit_state = _restore(checkpoint, setup, device)
+    if on_resume is not None:
+        on_resume(state["epoch"])
+    if state.get("stopped_by_budget") and (train_cfg.max_seconds is None or state["elapsed"] < train_cfg.max_seconds):
+        state.update(finished=False, stopped_by_budget=False)  # a time budget stop, now lifted: go on
+        refit_state = None  # a refit made at the budget stop is for an epoch count that may change
+    if on_epoch is not None:
+        for record in state["history"]:
+            on_epoch(record)
+    return state, best_state, refit_state
 
 
 def _restore(checkpoint: Path, setup: _Setup, device: torch.device) -> tuple[dict, dict, dict | None]:

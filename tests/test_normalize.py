@@ -143,7 +143,7 @@ def test_read_names_table_round_trip_and_errors(tmp_path):
     source = tmp_path / "names"
     source.mkdir()
     (source / "English.txt").write_text("Smith\nJones\n")
-    table = normalize(ingest(DataConfig(source=str(source))))
+    table = normalize(ingest(DataConfig(source=source)))  # a Path, as a notebook passes it, not only its text
     paths = write_names_table(table, tmp_path / "out")
     umask = os.umask(0)
     os.umask(umask)
@@ -158,3 +158,7 @@ def test_read_names_table_round_trip_and_errors(tmp_path):
     pq.write_table(pa.table({"x": [1]}), foreign)
     with pytest.raises(NamelangError, match="no provenance"):
         read_names_table(foreign)
+    not_parquet = tmp_path / "names.parquet"
+    not_parquet.write_text("name,language\nSmith,English\n")  # a CSV given the table's name
+    with pytest.raises(NamelangError, match=r"names\.parquet: not a Parquet file \("):
+        read_names_table(not_parquet)

@@ -277,7 +277,14 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(small_data, tmp_path):
 
 
 def test_the_notebook_configuration_trains(small_data, tmp_path):
-    result = train_model(small_data, ModelConfig.notebook(), tiny_train(tmp_path, epochs=3, class_weighting=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a notebook might; training uses its own setting and gives this one back
+    try:
+        result = train_model(small_data, ModelConfig.notebook(),
+                             tiny_train(tmp_path, epochs=3, class_weighting=False, num_threads=2))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 
 
@@ -353,6 +360,27 @@ def test_cuda_training_with_bf16_autocast_learns_and_returns_a_usable_model(smal
     cpu_model = result.model.cpu()
     logits = predict_logits(cpu_model, small_data.tokens[:8], small_data.lengths[:8])
     assert logits.shape == (8, len(small_data.label_names)) and torch.isfinite(logits).all()
+
+
+def test_the_confusion_plot_leaves_the_callers_matplotlib_backend_alone(tmp_path):
+    """A notebook's inline backend stays: importing the library switched the process to Agg. The plot
+    comes back as a Figure to show, and is written as a PNG when given a path."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from pipeline.evaluate import evaluate_probabilities, plot_confusion
+
+    probe = "import matplotlib, pipeline.evaluate, pipeline.workflow; print(matplotlib.get_backend())"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "MPLBACKEND": "svg"})
+    assert shown.stdout.strip() == "svg", shown.stderr[-2000:]
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    ev = evaluate_probabilities(probs, np.array([0, 1, 1]), ["English", "French"], ["A", "B", "C"])
+    figure = plot_confusion(ev, tmp_path / "cm.png")
+    assert figure.axes and (tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_language_without_test_names_is_not_called_the_weakest():
