@@ -37,10 +37,11 @@ def load_checkpoint(path: Path) -> dict:
 
 
 class CheckpointWriter:
-    """Writes checkpoints to one path in the background; use as a context manager."""
+    """Writes checkpoints to one path in the background; use as a context manager. Without a path
+    (checkpoints off), `save` writes nothing."""
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
+    def __init__(self, path: Path | None):
+        self.path = None if path is None else Path(path)
         self._written: threading.Event | None = None  # set when the write in flight has ended
         self._error: BaseException | None = None
 
@@ -51,12 +52,15 @@ class CheckpointWriter:
         not: the training loop replaces it with a new copy, never changes it.
         """
         self.wait()
+        if self.path is None:
+            return
         payload = {"format": CHECKPOINT_FORMAT, **copy.deepcopy(state), "best_state": best_state}
         self._written = threading.Event()
         # not a daemon: an interpreter that exits (after Ctrl-C, say) still finishes the file first
         threading.Thread(target=self._write, args=(payload, self._written), name="namelang-checkpoint").start()
 
     def _write(self, payload: dict, written: threading.Event) -> None:
+        assert self.path is not None
         try:
             with atomic_path(self.path) as tmp:
                 torch.save(payload, tmp)

@@ -145,7 +145,10 @@ class TrainConfig(_Strict):
     max_seconds: float | None = Field(
         None, gt=0, description="Stop the first phase after this much training time (a refit comes on top)"
     )
-    checkpoint_dir: Path = Path("data/checkpoints")
+    checkpoint_dir: Path | None = Field(
+        Path("data/checkpoints"), description="Where each epoch's checkpoint goes, for --resume (None: none is "
+        "written, as for a notebook's quick experiments, and nothing can be resumed)"
+    )
     keep_checkpoint: bool = Field(
         False, description="Keep a run's checkpoint after its model is saved and registered (by default it is "
         "deleted then: it is about 70 MB, and only an interrupted or failed run needs it for --resume)"

@@ -44,7 +44,7 @@ class TrainResult:
     best_val_macro_f1: float
     train_seconds: float
     device: str
-    checkpoint: Path
+    checkpoint: Path | None  # None: checkpoints were off
     stopped_early: bool = False       # patience ran out on validation
     resumed_from_epoch: int | None = None
     label_names: list[str] = field(default_factory=list)
@@ -248,7 +248,8 @@ def _train(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, dev
     setup = _setup(model_cfg, train_cfg, data, train_idx, data.class_counts(TRAIN), device)
     model = setup.model
     has_validation = len(data.indices(VALIDATION)) > 0
-    checkpoint = Path(train_cfg.checkpoint_dir) / f"train-{run_key(data, model_cfg, train_cfg)}.pt"
+    checkpoint = (None if train_cfg.checkpoint_dir is None
+                  else Path(train_cfg.checkpoint_dir) / f"train-{run_key(data, model_cfg, train_cfg)}.pt")
     # best_f1: the best score so far (the network's validation macro-F1; without validation rows, minus the
     # train loss)
     state = {"epoch": 0, "best_f1": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [],
@@ -304,15 +305,16 @@ def _train(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, dev
                        if model.charlm is not None or model.marks is not None else None)
 
 
-def _resume(checkpoint: Path, setup: _Setup, device: torch.device, train_cfg: TrainConfig,
+def _resume(checkpoint: Path | None, setup: _Setup, device: torch.device, train_cfg: TrainConfig,
             on_epoch: EpochCallback | None, on_resume: Callable[[int], None] | None
             ) -> tuple[dict, dict, dict | None] | None:
     """`_restore` the run's checkpoint, replaying its epochs to `on_epoch`, e.g. for a new tracking run's
     curves; None, with a warning, when there is none to resume."""
-    if not checkpoint.exists():
-        warnings.warn(f"nothing to resume: no checkpoint {checkpoint} for this data and these settings (another "
-                      "setting, other data or another namelang version makes another); training from the start",
-                      NamelangWarning, stacklevel=4)
+    if checkpoint is None or not checkpoint.exists():
+        why = ("checkpoints are off (train.checkpoint_dir is None)" if checkpoint is None else
+               f"no checkpoint {checkpoint} for this data and these settings (another setting, other data or "
+               "another namelang version makes another)")
+        warnings.warn(f"nothing to resume: {why}; training from the start", NamelangWarning, stacklevel=4)
         return None
     state, best_state, refit_state = _restore(checkpoint, setup, device)
     if on_resume is not None:

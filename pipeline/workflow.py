@@ -219,7 +219,7 @@ def discard_checkpoint(result: TrainResult, config: PipelineConfig) -> None:
     """Once the model is registered, its checkpoint is dead weight (about 70 MB a run, one per data
     version and setting): retraining on a schedule would otherwise fill the disk. A run that failed
     before this point, or one a time budget stopped, keeps it for `--resume`."""
-    if not (config.train.keep_checkpoint or result.stopped_by_budget):
+    if result.checkpoint is not None and not (config.train.keep_checkpoint or result.stopped_by_budget):
         result.checkpoint.unlink(missing_ok=True)
 
 
@@ -229,7 +229,7 @@ def summary(result: TrainResult, ev: Evaluation, registration: Registration | No
            round(ev.metrics["top3_accuracy"], 4), "train_seconds": round(result.train_seconds, 1),
            "device": result.device, "stopped_by": result.stopped_by,
            "resumed_from_epoch": result.resumed_from_epoch}
-    if result.stopped_by_budget:  # kept by discard_checkpoint: `--resume` trains on from it
+    if result.stopped_by_budget and result.checkpoint is not None:  # kept by discard_checkpoint: `--resume` trains on
         out["checkpoint"] = str(result.checkpoint)
     if registration is not None:
         out.update(version=registration.version, alias=registration.decision.alias,

@@ -217,6 +217,16 @@ def test_resume_without_a_checkpoint_says_so_and_trains_from_the_start(small_dat
     assert result.resumed_from_epoch is None and len(result.history) == 1
 
 
+def test_training_without_checkpoints_writes_nothing(small_data, tmp_path, monkeypatch):
+    """A notebook's quick experiment: `checkpoint_dir=None` leaves no 70 MB file per run behind (the
+    default folder is relative to the working directory), and a resume says why there is nothing."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"nothing to resume: checkpoints are off \(train.checkpoint_dir is None\)"):
+        result = train_model(small_data, TINY, tiny_train(tmp_path, epochs=2, checkpoint_dir=None), resume=True)
+    assert result.checkpoint is None and len(result.history) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_corrupted_checkpoint_is_a_clear_error(small_data, tmp_path):
     config = tiny_train(tmp_path, epochs=1)
     result = train_model(small_data, TINY, config)
