@@ -13,6 +13,7 @@ from pydantic import Field
 
 from flows.retries import worth_retrying
 from pipeline.batch import check_output_path, predict_file
+from pipeline.config import BATCH_CHUNK_NAMES
 from pipeline.errors import NamelangError
 from pipeline.registry import (
     get_alias_version,
@@ -67,7 +68,7 @@ def predict(uri: str, version: str, input_path: Path, output_path: Path, column:
 
 @flow(name="batch-predict", log_prints=True)
 def batch_predict(input_path: str, output_path: str | None = None, model: str = model_uri(),
-                  column: str = "name", chunk_size: Annotated[int, Field(ge=1)] = 50_000) -> dict:
+                  column: str = "name", chunk_size: Annotated[int, Field(ge=1)] = BATCH_CHUNK_NAMES) -> dict:
     """Read names from Parquet, CSV or text; write Parquet with top-3 languages and the model version."""
     source = Path(input_path)
     # beside the input, after its whole name: names.csv and names.txt make two outputs, not one

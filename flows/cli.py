@@ -21,12 +21,13 @@ import typer
 
 from flows import run_logs
 from flows.processes import exit_code, run_forwarding_signals, stop_signals_interrupt
-from pipeline.config import DEFAULT_SOURCE, DataConfig
+from pipeline.config import BATCH_CHUNK_NAMES, CHAMPION_URI, DEFAULT_SOURCE, TOP_K, DataConfig
 from pipeline.errors import NamelangError, first_line
 
 app = typer.Typer(help="Learn which language a surname comes from, from its spelling.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
+_DATA_DEFAULTS = DataConfig()  # the CLI's defaults are the configuration's
 SourceOption = Annotated[str, typer.Option("--source", "-s", help="Folder of <Language>.txt, a .zip, or a URL")]
 
 
@@ -49,8 +50,8 @@ def fail(exc: Exception) -> NoReturn:
 @app.command()
 def ingest(
     source: SourceOption = DEFAULT_SOURCE,
-    out: Annotated[Path, typer.Option(help="Folder for names.parquet and the reports")] = Path("data/processed"),
-    raw_dir: Annotated[Path, typer.Option(help="Folder for downloaded archives")] = Path("data/raw"),
+    out: Annotated[Path, typer.Option(help="Folder for names.parquet and the reports")] = _DATA_DEFAULTS.processed_dir,
+    raw_dir: Annotated[Path, typer.Option(help="Folder for downloaded archives")] = _DATA_DEFAULTS.raw_dir,
     sha256: Annotated[str | None, typer.Option(help="Expected SHA-256 of the archive")] = None,
 ) -> None:
     """Read a source, normalize it, and write data/processed/names.parquet with its provenance."""
@@ -162,7 +163,7 @@ def _print_training_summary(summary: dict) -> None:
     typer.echo(f"  browse runs and models:  {_browse_command(summary['mlflow_tracking_uri'])}")
     typer.echo(f"  predict:                 {_command('namelang')} predict Hinton Nakamura Schmidt")
     typer.echo(f"  serve over REST:         {_command('namelang')} serve   "
-               "(mlflow models serve -m models:/namelang@champion)")
+               f"(mlflow models serve -m {CHAMPION_URI})")
 
 
 def _browse_command(uri: str) -> str:
@@ -212,8 +213,8 @@ def _read_names(names: list[str], file: Path | None) -> list[str]:
 @app.command()
 def predict(
     names: Annotated[list[str] | None, typer.Argument(help="Surnames to classify")] = None,
-    top: Annotated[int, typer.Option(min=1, help="How many languages to show per name")] = 3,
-    model: Annotated[str, typer.Option(help="Model URI")] = "models:/namelang@champion",
+    top: Annotated[int, typer.Option(min=1, help="How many languages to show per name")] = TOP_K,
+    model: Annotated[str, typer.Option(help="Model URI")] = CHAMPION_URI,
     file: Annotated[Path | None, typer.Option(help="A text file, one name per line")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
@@ -262,9 +263,9 @@ def predict(
 def batch(
     input_path: Annotated[Path, typer.Argument(help="Parquet, CSV or text file of names")],
     out: Annotated[Path | None, typer.Option(help="Output Parquet (default: <input>.predictions.parquet)")] = None,
-    model: Annotated[str, typer.Option(help="Model URI")] = "models:/namelang@champion",
+    model: Annotated[str, typer.Option(help="Model URI")] = CHAMPION_URI,
     column: Annotated[str, typer.Option(help="Column holding the names (Parquet, CSV)")] = "name",
-    chunk_size: Annotated[int, typer.Option(min=1, help="Names per chunk (bounds memory)")] = 50_000,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Names per chunk (bounds memory)")] = BATCH_CHUNK_NAMES,
 ) -> None:
     """Predict a whole file through the `batch-predict` flow; writes Parquet with the top-3 languages."""
     from flows.batch_predict import batch_predict
@@ -285,7 +286,7 @@ def batch(
 
 @app.command()
 def serve(
-    model: Annotated[str, typer.Option(help="Model URI")] = "models:/namelang@champion",
+    model: Annotated[str, typer.Option(help="Model URI")] = CHAMPION_URI,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5001,
 ) -> None:

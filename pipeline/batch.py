@@ -14,10 +14,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, refuse_folder
+from pipeline.config import BATCH_CHUNK_NAMES
 from pipeline.errors import NamelangError, first_line
 
 
-def iter_names(path: Path, column: str = "name", chunk_size: int = 50_000) -> Iterator[list]:
+def iter_names(path: Path, column: str = "name", chunk_size: int = BATCH_CHUNK_NAMES) -> Iterator[list]:
     """Names from a Parquet, CSV or plain-text file (one name per line), `chunk_size` at a time."""
     if chunk_size < 1:  # else a CSV fails in range()'s words or reads as "no names", Parquet in pyarrow's
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -125,14 +126,14 @@ def _one_column_named(column: str, columns: list[str], path: Path) -> None:
                             "parameter)", path)
 
 
-def text_lines(path: Path, chunk_size: int = 50_000) -> Iterator[list[str]]:
+def text_lines(path: Path, chunk_size: int = BATCH_CHUNK_NAMES) -> Iterator[list[str]]:
     """Lines of a UTF-8 text file (BOM and line endings removed), decoded one by one so that a bad
     byte is reported on its own line (a text-mode file decodes blocks ahead of the line read)."""
     with open(path, "rb") as fh:
         yield from stream_lines(fh, path, chunk_size)
 
 
-def stream_lines(stream: BinaryIO, source: str | Path, chunk_size: int = 50_000) -> Iterator[list[str]]:
+def stream_lines(stream: BinaryIO, source: str | Path, chunk_size: int = BATCH_CHUNK_NAMES) -> Iterator[list[str]]:
     """`text_lines` of an open binary stream (standard input too), errors naming it `source`."""
     chunk: list[str] = []
     for line_number, raw in enumerate(stream, 1):
@@ -173,7 +174,7 @@ def check_output_path(input_path: str | Path, output_path: str | Path) -> Path:
 
 
 def predict_file(model, input_path: str | Path, output_path: str | Path, model_version: str,
-                 column: str = "name", chunk_size: int = 50_000,
+                 column: str = "name", chunk_size: int = BATCH_CHUNK_NAMES,
                  on_chunk: Callable[[int, int], None] | None = None) -> dict:
     """Predict every name of `input_path` with a pyfunc `model`; write Parquet atomically.
 

@@ -18,6 +18,14 @@ DEFAULT_SOURCE = "https://download.pytorch.org/tutorial/data.zip"
 ALLOWED_CHARACTERS = string.ascii_letters + " .,;'"
 OOV_CHARACTER = "_"
 MIB = 1024 * 1024
+# Names every command and flow agrees on. Here, not in pipeline.registry / pipeline.predict, so that the
+# CLI can show them as defaults without importing MLflow or PyTorch.
+MODEL_NAME = "namelang"  # the registered model (and the MLflow experiment)
+CHAMPION, CHALLENGER = "champion", "challenger"  # the promotion gate's aliases
+CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION}"  # what predict, batch and serve use unless told otherwise
+TOP_K = 3  # languages per name in a prediction
+MAX_NAME_CHARS = 64  # longer lines are rejected in training tables and refused in predictions
+BATCH_CHUNK_NAMES = 50_000  # names read, predicted and written at a time: bounds a batch's memory
 
 
 class _Strict(BaseModel):
@@ -33,7 +41,7 @@ class DataConfig(_Strict):
     raw_dir: Path = Path("data/raw")
     processed_dir: Path = Path("data/processed")
     cache_dir: Path = Field(Path("data/cache"), description="Where the flow persists cached step results")
-    max_name_chars: int = Field(64, ge=1, description="Longer names are rejected")
+    max_name_chars: int = Field(MAX_NAME_CHARS, ge=1, description="Longer names are rejected")
     download_timeout_s: float = Field(60.0, gt=0)
     download_retries: int = Field(3, ge=0, description="Retries of a failed download (flow only)")
     retry_backoff_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each retry")

@@ -72,8 +72,7 @@ def is_url(source: str) -> bool:
     return urlparse(str(source)).scheme in ("http", "https")
 
 
-def download(url: str, raw_dir: Path, expected_sha256: str | None = None, timeout_s: float = 60.0,
-             max_bytes: int = 512 * 1024 * 1024) -> Path:
+def download(url: str, raw_dir: Path, expected_sha256: str | None, timeout_s: float, max_bytes: int) -> Path:
     """Fetch `url` into `raw_dir` through a temp file.
 
     Nothing is left behind unless the download is complete and verified.

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path
-from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER
+from pipeline.config import ALLOWED_CHARACTERS, MAX_NAME_CHARS, OOV_CHARACTER
 from pipeline.errors import NamelangError, NamelangWarning, first_line
 from pipeline.ingest import IngestResult
 
@@ -256,7 +256,7 @@ class NamesTable:
         return self.provenance["content_sha256"]
 
 
-def normalize(result: IngestResult, max_name_chars: int = 64) -> NamesTable:
+def normalize(result: IngestResult, max_name_chars: int = MAX_NAME_CHARS) -> NamesTable:
     raw = result.table
     name = _as_strings(pc.utf8_trim_whitespace(raw["raw"]))
     name_ascii = to_ascii(name)

@@ -14,11 +14,11 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from pipeline.config import MAX_NAME_CHARS, TOP_K
 from pipeline.features import encode_marks, encode_names, letters_beyond_ascii
 from pipeline.model import CharClassifier, predict_logits
 from pipeline.normalize import REJECTION_REASONS, rejection_codes, to_ascii
 
-TOP_K = 3
 # why a name cannot be classified: the same rules, in the same order, as rows rejected from the
 # training table (`normalize.REJECTION_REASONS`), worded for whoever sent the name
 _MESSAGES = {
@@ -93,7 +93,7 @@ class Predictor:
 
     model: CharClassifier
     label_names: list[str]
-    max_name_chars: int = 64
+    max_name_chars: int = MAX_NAME_CHARS
 
     def probabilities(self, names_ascii: list[str], spellings: list[str] | None = None) -> np.ndarray:
         """`spellings`: the names as written, before ASCII folding, whose accented letters the

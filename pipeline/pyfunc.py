@@ -18,10 +18,10 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from pipeline.atomic import atomic_path
-from pipeline.config import ModelConfig
+from pipeline.config import TOP_K, ModelConfig
 from pipeline.errors import NamelangError
 from pipeline.model import CharClassifier
-from pipeline.predict import TOP_K, Predictor, output_columns
+from pipeline.predict import Predictor, output_columns
 
 BUNDLE_FORMAT = 1
 INPUT_EXAMPLE = pd.DataFrame({"name": ["Hinton", "Nakamura", "Schmidt"]})

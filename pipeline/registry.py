@@ -29,10 +29,10 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipeline.config import CHALLENGER, CHAMPION
 from pipeline.errors import NamelangError, TrackingError, first_line
 from pipeline.tracking import MODEL_NAME, artifact_progress_bars, redacted, sqlite_file
 
-CHAMPION, CHALLENGER = "champion", "challenger"
 LEARNT_NAMES_ARTIFACT = "data/learnt_names.txt"  # in each run: the names its model learnt from
 GATE_LOCK_TIMEOUT_S = 600.0
 

@@ -23,11 +23,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
-from pipeline.config import PipelineConfig, flat_params
+from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
 from pipeline.errors import NamelangError, NamelangWarning, TrackingError, typed_first_line
 
-EXPERIMENT = "namelang"
-MODEL_NAME = "namelang"
+EXPERIMENT = MODEL_NAME
 DEFAULT_STORE_DIR = Path("mlruns")
 
 
