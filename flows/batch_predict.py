@@ -5,54 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from flows.retries import worth_retrying
+from flows.retries import RETRY_TRANSIENT_QUICK
 from pipeline.batch import check_output_path, predict_file
 from pipeline.config import BATCH_CHUNK_NAMES
-from pipeline.errors import NamelangError
-from pipeline.registry import (
-    get_alias_version,
-    load_model,
-    missing_model_problem,
-    model_uri,
-    needs_tracking_store,
-    parse_model_uri,
-)
-from pipeline.tracking import configure
-
-TRANSIENT_RETRY = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition_fn": worth_retrying}
+from pipeline.registry import load_model, model_uri, pin_model_uri
 
 
-@task(name="resolve-model", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
+@task(name="resolve-model", cache_policy=NO_CACHE, **RETRY_TRANSIENT_QUICK)
 def resolve_version(uri: str) -> tuple[str, str]:
-    """(URI to load, version to record): an alias resolves to its version now, which is both recorded
-    beside every prediction and the one loaded (an alias moved meanwhile does not change the model
-    mid-file); a version asked for by number, or as `latest`, is recorded as its number; other URIs stay
-    as they are."""
-    if not needs_tracking_store(uri):
-        return uri, uri
-    configure(create=False)
-    ref = parse_model_uri(uri)
-    if ref is not None and ref.alias is not None:
-        version = get_alias_version(MlflowClient(), ref.alias, ref.name)
-        if version is None:
-            # the same message as every other command: which aliases and versions there are instead
-            raise NamelangError(missing_model_problem(ref)
-                                or f"no version of model {ref.name!r} has the alias {ref.alias!r}")
-        return f"models:/{ref.name}/{version.version}", str(version.version)
-    if ref is not None and ref.version is not None and ref.version.isdigit():
-        return uri, ref.version
-    if ref is not None and ref.version == "latest":  # pinned too: a version registered meanwhile is not used
-        numbers = [int(v.version) for v in MlflowClient().search_model_versions(f"name='{ref.name}'")]
-        if not numbers:
-            raise NamelangError(missing_model_problem(ref) or f"model {ref.name!r} has no versions")
-        return f"models:/{ref.name}/{max(numbers)}", str(max(numbers))
-    return uri, uri
+    return pin_model_uri(uri)
 
 
 @task(name="predict-file", cache_policy=NO_CACHE)

@@ -1,6 +1,8 @@
-"""Which failed tasks are worth another try: shared by the flows' download and tracking-store tasks."""
+"""Which failed tasks are worth another try, and how often: the flows' retry policies, in one place."""
 
 from __future__ import annotations
+
+from prefect.tasks import exponential_backoff
 
 from pipeline.errors import NamelangError, TransientError, is_programming_error
 
@@ -19,3 +21,13 @@ def worth_retrying(task, task_run, state) -> bool:
     except Exception as exc:  # noqa: BLE001 - any other failure may be transient
         return not is_programming_error(exc)
     return True
+
+
+# Both retry only failures `worth_retrying`.
+# A training run's downloads and tracking-store steps: 3 more tries, backing off exponentially (about
+# 40 s in all), which lets a restarting tracking server come back.
+RETRY_TRANSIENT = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+                   "retry_jitter_factor": 0.2, "retry_condition_fn": worth_retrying}
+# A batch prediction's model lookup, which someone may be waiting on (`namelang batch`): 2 more tries,
+# 10 s in all.
+RETRY_TRANSIENT_QUICK = {"retries": 2, "retry_delay_seconds": [2, 8], "retry_condition_fn": worth_retrying}

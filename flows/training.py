@@ -21,7 +21,7 @@ from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
-from flows.retries import worth_retrying
+from flows.retries import RETRY_TRANSIENT
 from pipeline import features, ingest, normalize, store, workflow
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig
 from pipeline.errors import TransientError
@@ -41,9 +41,6 @@ from pipeline.tracking import (
 from pipeline.train import TrainResult, resolve_device
 
 DEFAULT_CONFIG = PipelineConfig()
-RETRY = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2), "retry_jitter_factor": 0.2}
-# downloads and the tracking store: not when the error is one the user has to act on (a 404, no model)
-TRANSIENT_RETRY = {**RETRY, "retry_condition_fn": worth_retrying}
 
 
 def _key(*parts: Any) -> str:
@@ -85,7 +82,7 @@ def _prepared_key(ctx: TaskRunContext, params: dict) -> str:
                               workflow.code_version(ingest, normalize, features, store))
 
 
-@task(name="fetch-source", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
+@task(name="fetch-source", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def fetch_source(config: DataConfig) -> Path:
     return workflow.fetch_source(config)
 
@@ -117,7 +114,7 @@ def build_tensors(table: Stored, split: SplitConfig, cache_dir: Path) -> Stored:
     return store.store_tensors(workflow.build_tensors(store.load_table(table), split), cache_dir)
 
 
-@task(name="start-mlflow-run", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
+@task(name="start-mlflow-run", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
     tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
     return workflow.start_run(config, table, tags)
@@ -159,7 +156,7 @@ def evaluate(result: TrainResult, data: TensorData, table: NamesTable, config: P
     return ev
 
 
-@task(name="register", cache_policy=NO_CACHE, **TRANSIENT_RETRY)
+@task(name="register", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def register(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) -> workflow.Registration:
     return workflow.register_model(bundle, ev, data, run)
 

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import CHALLENGER, CHAMPION
 from pipeline.errors import NamelangError, TrackingError, first_line
-from pipeline.tracking import MODEL_NAME, artifact_progress_bars, redacted, sqlite_file
+from pipeline.tracking import MODEL_NAME, artifact_progress_bars, configure, redacted, sqlite_file
 
 LEARNT_NAMES_ARTIFACT = "data/learnt_names.txt"  # in each run: the names its model learnt from
 GATE_LOCK_TIMEOUT_S = 600.0
@@ -124,6 +124,32 @@ class ModelRef:
     name: str
     alias: str | None = None
     version: str | None = None
+
+
+def pin_model_uri(uri: str) -> tuple[str, str]:
+    """(URI to load, version to record) for a batch of predictions: an alias resolves to its version now,
+    which is both recorded beside every prediction and the one loaded (an alias moved meanwhile does not
+    change the model mid-file); a version asked for by number, or as `latest`, is recorded as its number;
+    other URIs (a run's artifacts, a folder) stay as they are."""
+    if not needs_tracking_store(uri):
+        return uri, uri
+    configure(create=False)
+    ref = parse_model_uri(uri)
+    if ref is not None and ref.alias is not None:
+        version = get_alias_version(MlflowClient(), ref.alias, ref.name)
+        if version is None:
+            # the same message as every other command: which aliases and versions there are instead
+            raise NamelangError(missing_model_problem(ref)
+                                or f"no version of model {ref.name!r} has the alias {ref.alias!r}")
+        return f"models:/{ref.name}/{version.version}", str(version.version)
+    if ref is not None and ref.version is not None and ref.version.isdigit():
+        return uri, ref.version
+    if ref is not None and ref.version == "latest":  # pinned too: a version registered meanwhile is not used
+        numbers = [int(v.version) for v in MlflowClient().search_model_versions(f"name='{ref.name}'")]
+        if not numbers:
+            raise NamelangError(missing_model_problem(ref) or f"model {ref.name!r} has no versions")
+        return f"models:/{ref.name}/{max(numbers)}", str(max(numbers))
+    return uri, uri
 
 
 def needs_tracking_store(uri: str) -> bool:

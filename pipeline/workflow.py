@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline import __version__, features, ingest, normalize
+from pipeline import config as config_module
 from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
 from pipeline.errors import NamelangError, TrackingError, is_programming_error, typed_first_line
@@ -32,9 +33,11 @@ from pipeline.train import TrainResult, resolve_device, run_key, train_model
 
 @functools.cache
 def code_version(*modules) -> str:
-    """Version of the code behind a stage: package version plus a hash of the modules' source."""
+    """Version of the code behind a stage: package version plus a hash of the modules' source, and of
+    `pipeline.config`'s, whose constants (the alphabet, the out-of-vocabulary symbol) shape every stage's
+    output without being a setting that a cache key would see."""
     h = hashlib.sha256(__version__.encode())
-    for module in modules:
+    for module in (config_module, *modules):
         h.update(inspect.getsource(module).encode())
     return h.hexdigest()[:16]
 

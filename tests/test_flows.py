@@ -220,12 +220,13 @@ def test_a_new_rejected_line_alone_updates_every_output(harness, tmp_path):
 def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
     from prefect import task
 
-    from flows.retries import worth_retrying
-    from flows.training import TRANSIENT_RETRY, fetch_source, register, start_run
+    from flows.batch_predict import resolve_version
+    from flows.retries import RETRY_TRANSIENT, RETRY_TRANSIENT_QUICK, worth_retrying
+    from flows.training import fetch_source, register, start_run
 
     attempts = []
 
-    @task(**{**TRANSIENT_RETRY, "retries": 1, "retry_delay_seconds": 0})
+    @task(**{**RETRY_TRANSIENT, "retries": 1, "retry_delay_seconds": 0})
     def flaky() -> str:
         attempts.append(1)
         if len(attempts) == 1:
@@ -244,7 +245,9 @@ def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
     assert len(attempts) == calls
     # and the flow's own tasks that talk to the outside world carry that policy
     for outside in (fetch_source, start_run, register):
-        assert outside.retries == TRANSIENT_RETRY["retries"] and outside.retry_condition_fn is worth_retrying
+        assert outside.retries == RETRY_TRANSIENT["retries"] and outside.retry_condition_fn is worth_retrying
+    assert resolve_version.retries == RETRY_TRANSIENT_QUICK["retries"]  # batch prediction's model lookup
+    assert resolve_version.retry_condition_fn is worth_retrying
 
 
 class _Failing(BaseHTTPRequestHandler):
