@@ -23,6 +23,7 @@ from sklearn.metrics import (
 
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.features import SPLIT_NAMES, TEST, TensorData
+from pipeline.metrics import macro_f1
 from pipeline.model import predict_logits
 
 
@@ -56,7 +57,7 @@ def evaluate_probabilities(probs: np.ndarray, y_true: np.ndarray, label_names: l
     present = np.unique(y_true)
     metrics = {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=present, zero_division=0)),
+        "macro_f1": macro_f1(y_true, y_pred),
         "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", labels=present, zero_division=0)),
         # with three languages or fewer, every language is among the top three
         "top3_accuracy": float(top_k_accuracy_score(y_true, probs, k=3, labels=labels))

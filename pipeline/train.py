@@ -17,9 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -27,6 +25,7 @@ from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
 from pipeline.errors import NamelangError, NamelangWarning, first_line, typed_first_line
 from pipeline.features import SPLIT_NAMES, TRAIN, VALIDATION, TensorData
+from pipeline.metrics import macro_f1
 from pipeline.model import CharClassifier, combine, predict_logits
 
 EpochCallback = Callable[[dict], None]
@@ -110,8 +109,7 @@ def logit_metrics(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | 
     return {
         "loss": float(nn.functional.cross_entropy(logits, y, weight=weight)),
         "acc": float((pred == y).float().mean()),
-        "macro_f1": float(f1_score(y.numpy(), pred.numpy(), average="macro", labels=np.unique(y.numpy()),
-                                   zero_division=0)),
+        "macro_f1": macro_f1(y.numpy(), pred.numpy()),
     }
 
 

@@ -393,6 +393,29 @@ def test_the_confusion_plot_leaves_the_callers_matplotlib_backend_alone(tmp_path
     assert figure.axes and (tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_early_stopping_the_evaluation_and_the_gate_score_macro_f1_alike():
+    """One definition: the mean F1 over the languages among the true labels. Greek is predicted once but
+    has no true names: it costs English's recall, and adds no F1 of its own."""
+    import numpy as np
+
+    from pipeline.evaluate import evaluate_probabilities
+    from pipeline.metrics import macro_f1
+    from pipeline.registry import macro_f1 as gate_macro_f1
+    from pipeline.train import logit_metrics
+
+    labels = ["English", "French", "Greek"]
+    y_true = np.array([0, 0, 1, 1])
+    logits = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.0, 3.0, 0.0], [3.0, 0.0, 0.0]])
+    expected = (2 * 0.5 * 0.5 / (0.5 + 0.5) + 2 * 1.0 * 0.5 / 1.5) / 2  # English P 1/2 R 1/2, French P 1 R 1/2
+    probs = torch.softmax(logits, 1).numpy()
+    names = [labels[i] for i in logits.argmax(1).tolist()]
+    assert macro_f1(y_true, logits.argmax(1).numpy()) == pytest.approx(expected)
+    assert logit_metrics(logits, torch.from_numpy(y_true))["macro_f1"] == pytest.approx(expected)
+    assert evaluate_probabilities(probs, y_true, labels, ["a", "b", "c", "d"]).metrics["macro_f1"] == \
+        pytest.approx(expected)
+    assert gate_macro_f1(names, [labels[i] for i in y_true]) == pytest.approx(expected)
+
+
 def test_a_language_without_test_names_is_not_called_the_weakest():
     """Its F1 of 0 is no score (macro-F1 leaves it out): the model card named it the weakest."""
     import numpy as np
