@@ -167,7 +167,6 @@ def run_default(data: TensorData, checkpoint_dir: Path, train_seed: int = TrainC
     model_cfg = ModelConfig()
     train_cfg = TrainConfig(checkpoint_dir=checkpoint_dir, progress=False, seed=train_seed)
     curve: list[tuple[float, float]] = []  # (training seconds so far, test accuracy) per epoch
-    holder: dict = {}
 
     def on_epoch(record: dict) -> None:
         curve.append((record["elapsed_s"], record["test_acc"]))
@@ -176,7 +175,6 @@ def run_default(data: TensorData, checkpoint_dir: Path, train_seed: int = TrainC
 
     result = train_model(data, model_cfg, train_cfg, on_epoch=on_epoch,
                          extra_metrics=lambda model: {"test_acc": split_metrics(model, data, TEST)["acc"]})
-    holder["model"] = result.model
     test = split_metrics(result.model, data, TEST)
     idx = data.indices(TEST)
     tokens, lengths, marks = data.tokens[idx], data.lengths[idx], data.marks_at(idx)

@@ -1,6 +1,6 @@
 """The `namelang` command line: ingest, train, predict, batch, serve, promote.
 
-Lives beside the flows (not in `pipeline/`) because `train` starts a Prefect flow; the other
+Lives beside the flows (not in `pipeline/`) because `train` and `batch` run Prefect flows; the other
 commands call `pipeline` directly and never import Prefect, so they start fast.
 """
 

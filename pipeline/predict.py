@@ -1,7 +1,7 @@
 """Predict languages for raw names: normalization, validation and batching in one place.
 
-Shared by evaluation, the MLflow pyfunc model, the CLI and batch prediction, so every path
-treats a name the same way.
+Behind the MLflow pyfunc model, through which the CLI, the REST endpoint and batch prediction all
+predict, so every path treats a raw name the same way (evaluation scores encoded test rows directly).
 """
 
 from __future__ import annotations
