@@ -30,7 +30,9 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(VENV)/bin/namelang train --source $(SOURCE) $(ARGS)
 
+# lint first: it takes a second, and CI then refuses what `make lint` would
 test: setup
+	$(VENV)/bin/ruff check pipeline flows tests bench
 	$(PY) -m pytest $(ARGS)
 
 lint: setup
@@ -43,5 +45,6 @@ bench: setup
 	$(PY) bench/predict.py
 	$(PY) bench/flow.py
 
+# the data steps' outputs, caches, checkpoints and saved models; not mlruns/, which holds the registry
 clean:
-	rm -rf data/processed data/raw
+	rm -rf data/processed data/raw data/cache data/checkpoints data/models
