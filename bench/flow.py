@@ -68,7 +68,8 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=1_000_000, help="names in the data-steps-only comparison")
     args = parser.parse_args()
     config = PipelineConfig(data=DataConfig(source=args.source, raw_dir=WORK / "raw",
-                                            processed_dir=WORK / "processed", cache_dir=WORK / "cache"))
+                                            processed_dir=WORK / "processed", cache_dir=WORK / "cache",
+                                            models_dir=WORK / "models"))
     config.train.progress = False
     config.train.checkpoint_dir = WORK / "checkpoints"
     if args.epochs:

@@ -56,7 +56,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="namelang-bench-predict-"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-    config = PipelineConfig(data=DataConfig(source=args.source, raw_dir=work / "raw", processed_dir=work / "processed"),
+    config = PipelineConfig(data=DataConfig(source=args.source, raw_dir=work / "raw", processed_dir=work / "processed",
+                                            models_dir=work / "models"),
                             train=TrainConfig(epochs=args.epochs, progress=False, checkpoint_dir=work / "ckpt"))
     table = workflow.normalize_names(workflow.ingest_source(config.data, Path(args.source)), config.data)
     data = workflow.build_tensors(table, config.split)

@@ -125,7 +125,7 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = Non
 
 
 def model_dir(config: PipelineConfig, data: TensorData) -> Path:
-    return Path(config.data.processed_dir).parent / "models" / run_key(data, config.model, config.train)
+    return Path(config.data.models_dir) / run_key(data, config.model, config.train)
 
 
 def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, config: PipelineConfig,

@@ -43,7 +43,7 @@ def tiny_config(root: Path, source: Path | str, epochs: int = 3, **train: object
     """Every path under `root`; a model small enough to train in a second or two."""
     return PipelineConfig(
         data=DataConfig(source=str(source), raw_dir=root / "data/raw", processed_dir=root / "data/processed",
-                        cache_dir=root / "data/cache", download_retries=0),
+                        models_dir=root / "data/models", cache_dir=root / "data/cache", download_retries=0),
         split=SplitConfig(seed=7),
         model=ModelConfig(embedding_dim=16, hidden_size=32, ngram_buckets=2048, ngram_dim=16),
         train=TrainConfig(**{"epochs": epochs, "batch_size": 32, "learning_rate": 1e-2, "progress": False,

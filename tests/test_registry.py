@@ -528,7 +528,7 @@ def test_a_failing_store_is_not_read_as_no_champion(store, monkeypatch):
 def test_logging_the_model_leaves_the_run_open_for_its_final_status(store):
     """MLflow's fluent API ends a run it resumes; registration comes after, and may still fail."""
     config = store["config"]
-    bundles = sorted(Path(config.data.processed_dir).parent.glob("models/*/model.pt"))
+    bundles = sorted(Path(config.data.models_dir).glob("*/model.pt"))
     assert bundles, "the fixture's run saved its model under data/models/"
     run = workflow.start_run(config, workflow.NamesTable(*_names_table(config)))
     run.log_model(bundles[0])
