@@ -217,6 +217,9 @@ def _row_spellings(names: pa.Table, table: pa.Table) -> list[str] | None:
 
 def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> TensorData:
     """Encode the names table; `by_name` keeps one row per distinct (name, language) pair."""
+    if not isinstance(names, pa.Table):
+        raise TypeError(f"build_tensors takes the names table as a pyarrow Table (a NamesTable's `.names`), "
+                        f"not {type(names).__name__}")
     table = names.select([c for c in ("name", "name_ascii", "language") if c in names.column_names])
     if config.method == "by_name":
         table = table.group_by(["name_ascii", "language"], use_threads=False).aggregate([])

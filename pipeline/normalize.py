@@ -257,6 +257,11 @@ class NamesTable:
 
 
 def normalize(result: IngestResult, max_name_chars: int = MAX_NAME_CHARS) -> NamesTable:
+    """The names table: each line trimmed and folded to the notebook's ASCII alphabet, unusable lines set
+    aside with their reason, the quality report, and provenance carried over from ingest."""
+    if not isinstance(result, IngestResult):
+        raise TypeError(f"normalize takes what pipeline.ingest.ingest returns (an IngestResult), "
+                        f"not {type(result).__name__}")
     raw = result.table
     name = _as_strings(pc.utf8_trim_whitespace(raw["raw"]))
     name_ascii = to_ascii(name)

@@ -108,7 +108,9 @@ class Predictor:
         one name (iterated, it would be its letters)."""
         if isinstance(names, str):
             names = [names]
-        top_k = max(1, min(top_k, len(self.label_names)))
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        top_k = min(top_k, len(self.label_names))
         unreadable = [isinstance(v, str) and not _is_unicode(v) for v in names]  # bytes that were not UTF-8
         strings = [v.strip() if isinstance(v, str) and not bad else ""
                    for v, bad in zip(names, unreadable, strict=True)]

@@ -203,3 +203,22 @@ def test_shared_data_split_has_no_name_on_two_sides(tmp_path):
     assert not (sides[0] & sides[1]) and not (sides[0] & sides[2]) and not (sides[1] & sides[2])
     assert len(data.label_names) == 18
     assert all(len(data.indices(s)) > 2000 for s in (VALIDATION, TEST))
+
+
+def test_stages_given_the_wrong_object_say_which_one_they_take(tmp_path):
+    """A notebook passing a stage's whole result where its table is wanted (or the reverse) got an
+    AttributeError from deep inside: 'NamesTable' object has no attribute 'select'."""
+    from pipeline.ingest import ingest
+    from pipeline.normalize import normalize
+
+    source = tmp_path / "names"
+    source.mkdir()
+    (source / "English.txt").write_text("Smith\nJones\nBrown\n")
+    (source / "French.txt").write_text("Dubois\nMartin\nLeroy\n")
+    raw = ingest(DataConfig(source=source))
+    table = normalize(raw)
+    with pytest.raises(TypeError, match=r"build_tensors takes .*\(a NamesTable's `.names`\), not NamesTable"):
+        build_tensors(table, table.sha256, SplitConfig())
+    with pytest.raises(TypeError, match=r"normalize takes .* \(an IngestResult\), not Table"):
+        normalize(raw.table)
+    assert build_tensors(table.names, table.sha256, SplitConfig()).label_names == ["English", "French"]

@@ -121,6 +121,8 @@ def test_prediction_reads_the_accents_as_written_and_the_bundle_keeps_the_letter
     assert out["language"][0] == "German" and out["language"][2] == "German"
     one = predictor.predict("Jäger")  # one string is one name, not its five letters
     assert one["name"] == ["Jäger"] and one["language"] == out["language"][:1]
+    with pytest.raises(ValueError, match="top_k must be at least 1, got 0"):  # as the pyfunc refuses it
+        predictor.predict("Jäger", top_k=0)
     accented, plain = predictor.probabilities(["Jager", "Jager"], ["Jäger", "Jager"])[:, 0]
     assert accented > plain  # the same ASCII name, more German with its accent
     back = load_bundle(save_bundle(tmp_path / "model.pt", model, ["German", "Other"], 64))

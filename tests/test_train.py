@@ -24,9 +24,8 @@ from pipeline.train import (
     split_metrics,
     train_model,
 )
+from tests.support import SHARED_NAMES, SMALL_LANGUAGES
 
-SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared/data/names"
-LANGUAGES = ("Arabic", "Chinese", "Japanese", "Russian", "Greek", "Italian")
 TINY = ModelConfig(embedding_dim=16, hidden_size=24, ngram_buckets=256, ngram_dim=16)
 
 
@@ -34,7 +33,7 @@ TINY = ModelConfig(embedding_dim=16, hidden_size=24, ngram_buckets=256, ngram_di
 def small_data():
     """The first 80 distinct names of six real languages: learnable in a second."""
     rows = []
-    for language in LANGUAGES:
+    for language in SMALL_LANGUAGES:
         lines = (SHARED_NAMES / f"{language}.txt").read_text(encoding="utf-8").splitlines()
         rows += [(name, language) for name in dict.fromkeys(lines[:400])][:80]
     table = pa.table({"name_ascii": [r[0] for r in rows], "language": [r[1] for r in rows]})
@@ -64,7 +63,7 @@ def test_each_cell_trains_and_its_loss_falls(small_data, tmp_path, cell):
     assert len(losses) == 4 and losses[-1] < 0.7 * losses[0]
     # early stopping judges the network alone; the n-gram language models are fixed counts
     assert result.best_epoch == max(range(1, 5), key=lambda e: result.history[e - 1]["val_network_macro_f1"])
-    assert result.device == "cpu" and result.checkpoint.exists() and result.label_names == sorted(LANGUAGES)
+    assert result.device == "cpu" and result.checkpoint.exists() and result.label_names == sorted(SMALL_LANGUAGES)
     assert split_metrics(result.model, small_data, TEST)["acc"] > 0.4
     assert {"epoch", "train_loss", "val_macro_f1", "val_network_macro_f1", "lr", "epoch_seconds",
             "elapsed_s"} <= result.history[0].keys()
@@ -259,7 +258,7 @@ def test_a_checkpoint_that_cannot_be_written_is_a_clear_error(small_data, tmp_pa
 
 def test_without_a_validation_split_the_trained_model_is_returned(tmp_path):
     """The notebook's 85/15 split has no validation rows: training must still keep what it learned."""
-    rows = [(f"{lang[:3]}{chr(97 + i % 26)}{i}", lang) for lang in LANGUAGES for i in range(40)]
+    rows = [(f"{lang[:3]}{chr(97 + i % 26)}{i}", lang) for lang in SMALL_LANGUAGES for i in range(40)]
     table = pa.table({"name_ascii": [r[0] for r in rows], "language": [r[1] for r in rows]})
     data = build_tensors(table, "sha", SplitConfig(train=0.85, validation=0.0, test=0.15))
     assert len(data.indices(VALIDATION)) == 0
