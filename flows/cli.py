@@ -14,7 +14,7 @@ import socket
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import typer
@@ -23,6 +23,9 @@ from flows import run_logs
 from flows.processes import exit_code, run_forwarding_signals, stop_signals_interrupt
 from pipeline.config import BATCH_CHUNK_NAMES, CHAMPION_URI, DEFAULT_SOURCE, TOP_K, DataConfig
 from pipeline.errors import NamelangError, first_line
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError  # the CLI imports pydantic only when it validates something
 
 app = typer.Typer(help="Learn which language a surname comes from, from its spelling.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -36,7 +39,7 @@ def _main() -> None:
     """namelang: ingest names, train and register models, predict languages."""
 
 
-def validation_problems(exc) -> str:
+def validation_problems(exc: ValidationError) -> str:
     """A pydantic ValidationError in one line: `section.key: what is wrong` for each field."""
     # a problem with the whole input (a JSON list, say) has no field to name
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from prefect import Task
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
 from pipeline.errors import NamelangError, TransientError, is_programming_error
 
 
-def worth_retrying(task, task_run, state) -> bool:
+def worth_retrying(task: Task, task_run: TaskRun, state: State) -> bool:
     """Retry what may pass on a second try (the tracking store busy, restarting, unreachable; a
     download cut off or answered with a 5xx), not another NamelangError: it says what the user has
     to do (e.g. train a model first, fix a URL that gives 404), and a retry would only say it again,

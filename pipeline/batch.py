@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -16,6 +16,9 @@ import pyarrow.parquet as pq
 from pipeline.atomic import atomic_path, refuse_folder
 from pipeline.config import BATCH_CHUNK_NAMES
 from pipeline.errors import NamelangError, first_line
+
+if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
+    from mlflow.pyfunc import PyFuncModel
 
 
 def iter_names(path: Path, column: str = "name", chunk_size: int = BATCH_CHUNK_NAMES) -> Iterator[list]:
@@ -173,7 +176,7 @@ def check_output_path(input_path: str | Path, output_path: str | Path) -> Path:
     return output_path
 
 
-def predict_file(model, input_path: str | Path, output_path: str | Path, model_version: str,
+def predict_file(model: PyFuncModel, input_path: str | Path, output_path: str | Path, model_version: str,
                  column: str = "name", chunk_size: int = BATCH_CHUNK_NAMES,
                  on_chunk: Callable[[int, int], None] | None = None) -> dict:
     """Predict every name of `input_path` with a pyfunc `model`; write Parquet atomically.

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import filelock
 import mlflow
@@ -31,6 +32,10 @@ from mlflow.exceptions import MlflowException
 from pipeline.config import CHALLENGER, CHAMPION
 from pipeline.errors import NamelangError, TrackingError, first_line
 from pipeline.tracking import MODEL_NAME, artifact_progress_bars, configure, redacted, sqlite_file
+
+if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.pyfunc import PyFuncModel
 
 LEARNT_NAMES_ARTIFACT = "data/learnt_names.txt"  # in each run: the names its model learnt from
 GATE_LOCK_TIMEOUT_S = 600.0
@@ -84,7 +89,7 @@ def model_uri(alias: str = CHAMPION, name: str = MODEL_NAME) -> str:
 _NOT_THERE = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
 
 
-def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
+def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME) -> ModelVersion | None:
     """The version behind `alias`, or None when the registry says there is none. Any other failure
     (a locked database, a 5xx) is a `TrackingError`, worth a retry: read as "no champion", it would
     let the gate crown a new version without scoring the real champion."""
@@ -97,7 +102,7 @@ def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME):
                             redacted(mlflow.get_tracking_uri())) from exc
 
 
-def load_model(uri: str = model_uri(), download_bars: bool = True):
+def load_model(uri: str = model_uri(), download_bars: bool = True) -> PyFuncModel:
     """Load a pyfunc model by URI; a one-line, actionable error when there is none yet, and a
     `TrackingError` (worth a retry) when the store itself failed (locked, unreachable, 5xx).
     `download_bars=False`: none of MLflow's progress bars (an answer or a log, not a terminal's wait)."""
@@ -205,14 +210,14 @@ def missing_model_problem(ref: ModelRef) -> str | None:
             f"{aliases}; its versions: {listed}; e.g. models:/{name}/{versions[-1]}")
 
 
-def score_model(model, names: list[str], true_languages: list[str]) -> float:
+def score_model(model: PyFuncModel, names: list[str], true_languages: list[str]) -> float:
     """Macro-F1 of a loaded pyfunc model (or one loaded from a URI) on these names."""
     model = load_model(model) if isinstance(model, str) else model
     frame = model.predict(pd.DataFrame({"name": names}))
     return macro_f1(frame["language"].fillna("").tolist(), true_languages)
 
 
-def model_languages(model) -> list[str] | None:
+def model_languages(model: PyFuncModel) -> list[str] | None:
     """The languages a loaded namelang pyfunc model knows; None for a model of another kind."""
     try:
         return list(model.unwrap_python_model().predictor.label_names)
@@ -220,7 +225,7 @@ def model_languages(model) -> list[str] | None:
         return None
 
 
-def register(model_uri_: str, tags: dict[str, str], name: str = MODEL_NAME):
+def register(model_uri_: str, tags: dict[str, str], name: str = MODEL_NAME) -> ModelVersion:
     return mlflow.register_model(model_uri_, name, tags={k: str(v) for k, v in tags.items()})
 
 

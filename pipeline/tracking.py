@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse, urlsplit
 
 import httpx
@@ -25,6 +26,10 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
 from pipeline.errors import NamelangError, NamelangWarning, TrackingError, typed_first_line
+
+if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models.model import ModelInfo
 
 EXPERIMENT = MODEL_NAME
 DEFAULT_STORE_DIR = Path("mlruns")
@@ -191,7 +196,7 @@ class TrackedRun:
         for path in paths.values():
             self.client.log_artifact(self.run_id, str(path), folder)
 
-    def log_model(self, bundle: Path, tags: dict[str, str] | None = None):
+    def log_model(self, bundle: Path, tags: dict[str, str] | None = None) -> ModelInfo:
         """Log the pyfunc model into this run; returns MLflow's ModelInfo."""
         from pipeline.pyfunc import INPUT_EXAMPLE, code_path, entry_point, signature
 
@@ -227,7 +232,7 @@ class TrackedRun:
             self.fail()
             raise
 
-    def registered_version(self, name: str = MODEL_NAME):
+    def registered_version(self, name: str = MODEL_NAME) -> ModelVersion | None:
         """The registry version already made from this run, if any (a retried registration reuses it)."""
         versions = self.client.search_model_versions(f"name='{name}' and run_id='{self.run_id}'")
         return max(versions, key=lambda v: int(v.version)) if versions else None
