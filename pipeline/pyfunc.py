@@ -18,7 +18,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from pipeline.atomic import atomic_path
-from pipeline.config import TOP_K, ModelConfig
+from pipeline.config import PREDICT_MAX_THREADS, TOP_K, ModelConfig
 from pipeline.errors import NamelangError
 from pipeline.model import CharClassifier
 from pipeline.predict import Predictor, output_columns
@@ -54,7 +54,7 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
     """pyfunc: DataFrame with a string column `name` in, top-k languages with probabilities out."""
 
     def load_context(self, context) -> None:
-        torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+        torch.set_num_threads(max(1, min(PREDICT_MAX_THREADS, torch.get_num_threads())))
         self.predictor = load_bundle(context.artifacts["bundle"])
 
     # A DataFrame hint: MLflow infers no schema from it (the explicit signature applies) and does not
