@@ -794,6 +794,33 @@ def test_a_prefect_api_that_does_not_answer_is_one_line_not_a_traceback(tmp_path
     assert not list(tmp_path.glob("*.parquet"))
 
 
+def test_prefect_yaml_deploys_what_flows_serve_serves():
+    """The worker-based deployments (prefect.yaml) and the served ones (flows/serve.py) are two spellings of
+    the same two deployments: their descriptions had drifted apart."""
+    import yaml
+
+    from flows.serve import deployments
+    from pipeline.config import PipelineConfig
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "prefect.yaml").read_text())
+    served = {d.name: d for d in deployments()}
+    assert sorted(d["name"] for d in spec["deployments"]) == sorted(served)
+    for entry in spec["deployments"]:
+        ours = served[entry["name"]]
+        assert entry["entrypoint"] == ours.entrypoint and entry["description"] == ours.description
+        assert entry["tags"] == ours.tags
+        limit = entry.get("concurrency_limit")
+        assert (limit["limit"], limit["collision_strategy"]) == (ours.concurrency_limit, "ENQUEUE") if limit else \
+            ours.concurrency_limit is None
+        assert [(s["cron"], s["timezone"]) for s in entry.get("schedules", [])] == \
+            [(s.schedule.cron, s.schedule.timezone) for s in ours.schedules]
+        if "config" in ours.parameters:  # the same settings, spelt out in full or as changes to the defaults
+            assert PipelineConfig.model_validate(entry["parameters"]["config"]) == \
+                PipelineConfig.model_validate(ours.parameters["config"])
+        else:
+            assert not entry.get("parameters")
+
+
 def test_serving_without_a_schedule_removes_the_one_served_before(harness):
     """`--no-schedule`: retraining on demand only, both deployments still served; on the server, the
     schedule an earlier `flows.serve` left is gone (a paused one came back on every restart)."""
