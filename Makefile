@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run   - create .venv, install, run the training flow end to end
-#   make test  - same set-up, then the test suite
+#   make test  - same set-up, then ruff and the test suite
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python

@@ -21,11 +21,11 @@ import typer
 
 from flows import run_logs
 from flows.processes import exit_code, run_forwarding_signals, stop_signals_interrupt
-from pipeline.config import BATCH_CHUNK_NAMES, CHAMPION_URI, DEFAULT_SOURCE, TOP_K, DataConfig
+from pipeline.config import BATCH_CHUNK_NAMES, CHALLENGER, CHAMPION_URI, DEFAULT_SOURCE, TOP_K, DataConfig
 from pipeline.errors import NamelangError, first_line
 
 if TYPE_CHECKING:
-    from pydantic import ValidationError  # the CLI imports pydantic only when it validates something
+    from pydantic import ValidationError
 
 app = typer.Typer(help="Learn which language a surname comes from, from its spelling.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -150,7 +150,7 @@ def _print_training_summary(summary: dict) -> None:
     typer.echo("")
     typer.echo(f"trained {summary['model']} version {summary['version']} -> alias '{summary['alias']}'")
     typer.echo(f"  gate: {summary['gate']['reason']}")
-    if summary["alias"] == "challenger":  # whatever the reason, the way round it is the same
+    if summary["alias"] == CHALLENGER:  # whatever the reason, the way round it is the same
         typer.echo(f"  the champion stays; to make this version champion anyway: namelang promote "
                    f"{summary['version']}")
     typer.echo(f"  test accuracy {summary['test_accuracy']:.3f}, macro-F1 {summary['test_macro_f1']:.3f}, "
@@ -171,13 +171,13 @@ def _print_training_summary(summary: dict) -> None:
 
 def _browse_command(uri: str) -> str:
     """How to see a store's runs: a tracking server's own page, else a local `mlflow ui` on it. A
-    database URI may hold a password: the command then names the variable, not its value."""
+    database URI may hold credentials: the command then names the variable, not its value."""
     from pipeline.tracking import without_credentials
 
     parts = urlsplit(uri)
     if parts.scheme in {"http", "https"}:
         return f"open {without_credentials(uri)}"
-    store = uri if parts.password is None else '"$MLFLOW_TRACKING_URI"'
+    store = uri if "@" not in parts.netloc else '"$MLFLOW_TRACKING_URI"'  # the summary's URI hides its credentials
     return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_command('mlflow')} ui --backend-store-uri {store} "
             "--workers 1   (then http://127.0.0.1:5000)")
 
@@ -316,16 +316,15 @@ def promote(
     version: Annotated[str, typer.Argument(help="The registered version to make champion, e.g. 3")],
 ) -> None:
     """Make a version the champion by hand: one the promotion gate kept as challenger, or a rollback."""
-    from pipeline.registry import CHAMPION
     from pipeline.registry import promote as set_champion
-    from pipeline.tracking import MODEL_NAME, configure
+    from pipeline.tracking import configure
 
     try:
         configure(create=False)
         previous = set_champion(version)
     except NamelangError as exc:
         fail(exc)
-    model = f"models:/{MODEL_NAME}@{CHAMPION}"
+    model = CHAMPION_URI
     if previous == str(int(version)):
         typer.echo(f"version {previous} is already {model}; nothing changed")
     else:
@@ -336,12 +335,14 @@ def serving_environment(model: str) -> dict[str, str]:
     """The model server's MLflow settings, once `model` has loaded: a missing model fails here, in one
     line, rather than in the server's log."""
     from pipeline.registry import load_model, needs_tracking_store
-    from pipeline.tracking import ARTIFACTS_PROGRESS_BAR, configure
+    from pipeline.tracking import ARTIFACTS_PROGRESS_BAR, HTTP_RETRY_SETTINGS, configure
 
     # a server's log is no terminal: no artifact-download progress bars in it
     env = {ARTIFACTS_PROGRESS_BAR: "false"}
     if needs_tracking_store(model):
         env["MLFLOW_TRACKING_URI"] = configure(create=False)
+        # the bounded retries configure() set here, in this child, for the server too
+        env.update({key: os.environ[key] for key in HTTP_RETRY_SETTINGS if key in os.environ})
     load_model(model, download_bars=False)
     return env
 

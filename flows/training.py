@@ -38,7 +38,7 @@ from pipeline.tracking import (
     tracking_uri,
     without_credentials,
 )
-from pipeline.train import TrainResult, resolve_device
+from pipeline.train import TrainResult, cpu_threads, resolve_device
 
 DEFAULT_CONFIG = PipelineConfig()
 
@@ -275,7 +275,7 @@ def _run(step, *args):
 def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool = False) -> dict:
     """Train, evaluate and register a surname-language classifier; returns a summary."""
     # a deployment's logs, not a terminal: MLflow's download bars off too, for this run only
-    with artifact_progress_bars(config.train.progress):
+    with artifact_progress_bars(config.train.progress), cpu_threads(config.train):
         return _train_name_classifier(config, resume)
 
 

@@ -43,8 +43,10 @@ class DataConfig(_Strict):
                                       description="Expected SHA-256 (64 hex digits) of the source archive")
     raw_dir: Path = Path("data/raw")
     processed_dir: Path = Path("data/processed")
-    models_dir: Path = Field(Path("data/models"), description="Each trained model and its reports, saved before "
-                             "MLflow sees them (one folder per data and settings)")
+    models_dir: Path | None = Field(
+        None, description="Each trained model and its reports, saved before MLflow sees them (one folder per "
+        "data and settings); default: `models` beside processed_dir (data/models)"
+    )
     cache_dir: Path = Field(Path("data/cache"), description="Where the flow persists cached step results")
     max_name_chars: int = Field(MAX_NAME_CHARS, ge=1, description="Longer names are rejected")
     download_timeout_s: float = Field(60.0, gt=0)

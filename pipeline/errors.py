@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# the `user:password@` or `token@` of any URL (a tracking server's, a database's), as libraries quote it
+_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+
+
+def hide_credentials(text: str) -> str:
+    """`text` with each URL's user and password replaced by `***`: messages, logs and summaries are read
+    by others (MLflow quotes a failed request's whole URL, `https://user:password@host/...`)."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 class NamelangError(Exception):
-    """A user-facing error: says which file, which line and what is wrong, in one line."""
+    """A user-facing error: says which file, which line and what is wrong, in one line; never a password
+    from a URL in either."""
 
     def __init__(self, problem: str, file: str | Path | None = None, line: int | None = None):
-        self.problem = problem
-        self.file = str(file) if file is not None else None
+        self.problem = hide_credentials(problem)
+        self.file = hide_credentials(str(file)) if file is not None else None
         self.line = line
         super().__init__(str(self))
 

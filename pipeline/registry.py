@@ -159,7 +159,7 @@ def pin_model_uri(uri: str) -> tuple[str, str]:
 def needs_tracking_store(uri: str) -> bool:
     """Whether loading `uri` asks the tracking store: a registered model or a run's artifacts do; a model
     folder (a path or `file://`), copied off the store or saved by `mlflow.pyfunc.save_model`, does not."""
-    return uri.split(":/", 1)[0] in {"models", "runs"} if ":/" in uri else False
+    return uri.split(":/", 1)[0] in {"models", "runs", "mlflow-artifacts"} if ":/" in uri else False
 
 
 def parse_model_uri(uri: str) -> ModelRef | None:
@@ -279,7 +279,7 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
             current = after
         else:
             raise TrackingError("the champion changed three times while this version was being judged; try again",
-                                mlflow.get_registry_uri())
+                                redacted(mlflow.get_registry_uri()))
         if recorded is not None:  # judged again: until all the new tags are written, no decision is recorded
             client.delete_model_version_tag(name, str(version), "gate.alias")
         _record(client, name, decision)
@@ -315,7 +315,7 @@ def promote(version: str, name: str = MODEL_NAME) -> str | None:
                 client.delete_registered_model_alias(name, CHALLENGER)
         except MlflowException as exc:
             raise TrackingError(f"the model store failed while moving @{CHAMPION} ({first_line(exc)})",
-                                mlflow.get_registry_uri()) from exc
+                                redacted(mlflow.get_registry_uri())) from exc
     return previous
 
 

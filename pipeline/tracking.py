@@ -25,7 +25,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
-from pipeline.errors import NamelangError, NamelangWarning, TrackingError, typed_first_line
+from pipeline.errors import NamelangError, NamelangWarning, TrackingError, hide_credentials, typed_first_line
 
 if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
     from mlflow.entities.model_registry import ModelVersion
@@ -71,12 +71,9 @@ def tracking_uri() -> str:
 
 
 def redacted(uri: str) -> str:
-    """`uri` without its password, if it holds one (`https://user:secret@host`, `postgresql://...`): it
-    goes into messages and summaries, which others read."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    return parts._replace(netloc=f"{parts.username}:***@{parts.netloc.rpartition('@')[2]}").geturl()
+    """`uri` without its credentials (`https://user:secret@host` -> `https://***@host`): it goes into
+    messages and summaries, which others read."""
+    return hide_credentials(uri)
 
 
 def without_credentials(url: str) -> str:
@@ -85,6 +82,12 @@ def without_credentials(url: str) -> str:
     if "@" not in parts.netloc:
         return url  # as given: urllib would write "sqlite:///x" back as "sqlite:/x"
     return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+# MLflow's own retries of a request to a tracking server, bounded (its defaults wait minutes on a dead one);
+# set in the environment, so that a child process (the REST server) inherits them too
+HTTP_RETRY_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def check_reachable(uri: str, attempts: int = 3, backoff_s: float = 0.5) -> None:
@@ -119,8 +122,7 @@ def configure(uri: str | None = None, create: bool = True) -> str:
                                 "`namelang train --source DATA` (or set MLFLOW_TRACKING_URI)", db)
         db.parent.mkdir(parents=True, exist_ok=True)
     else:
-        for key, value in {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                           "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}.items():
+        for key, value in HTTP_RETRY_SETTINGS.items():
             os.environ.setdefault(key, value)  # bounded retries against an unreachable server
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)

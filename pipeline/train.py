@@ -6,13 +6,14 @@ optional refit on train + validation for the epoch count validation chose.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -207,6 +208,19 @@ def refit(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, epoc
     for _ in range(epochs):
         _train_epoch(setup, *rows, train_cfg, device)
     return setup.model.eval()
+
+
+@contextlib.contextmanager
+def cpu_threads(train_cfg: TrainConfig) -> Iterator[None]:
+    """`train.num_threads`, when set, for a whole run: evaluation and the promotion gate too, not only
+    training (which sets its own); the caller's count comes back after."""
+    before = torch.get_num_threads()
+    if train_cfg.num_threads:
+        torch.set_num_threads(train_cfg.num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig,

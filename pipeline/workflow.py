@@ -28,7 +28,7 @@ from pipeline.normalize import NamesTable
 from pipeline.pyfunc import save_bundle
 from pipeline.registry import LEARNT_NAMES_ARTIFACT, PromotionDecision, describe, promote_if_better, register
 from pipeline.tracking import MODEL_NAME, TrackedRun, artifact_progress_bars, configure
-from pipeline.train import TrainResult, resolve_device, run_key, train_model
+from pipeline.train import TrainResult, cpu_threads, resolve_device, run_key, train_model
 
 
 @functools.cache
@@ -125,7 +125,9 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = Non
 
 
 def model_dir(config: PipelineConfig, data: TensorData) -> Path:
-    return Path(config.data.models_dir) / run_key(data, config.model, config.train)
+    """Where this data and these settings' model is saved: a rerun replaces its own folder."""
+    models = config.data.models_dir or Path(config.data.processed_dir).parent / "models"
+    return Path(models) / run_key(data, config.model, config.train)
 
 
 def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, config: PipelineConfig,
@@ -253,7 +255,7 @@ def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> 
     data_steps_s = time.perf_counter() - started
     run = start_run(config, table, tags)
     # no progress bars asked for: none of MLflow's either (the gate downloads the champion to score it)
-    with run.failed_on_error(), artifact_progress_bars(config.train.progress):
+    with run.failed_on_error(), artifact_progress_bars(config.train.progress), cpu_threads(config.train):
         result = train(data, config, run)
         ev, _ = evaluate_model(result, data, table, config, run)
         bundle = save_model(result, data, config)

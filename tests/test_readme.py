@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import SHARED_NAMES
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -19,6 +21,7 @@ def readme_block(section: str) -> str:
     return re.search(r"```python\n(.*?)```", text, re.DOTALL).group(1)
 
 
+@pytest.mark.slow
 def test_the_notebook_example_runs_as_written_and_writes_only_its_bundle(tmp_path):
     code = readme_block("Use the library from a notebook")
     root = tmp_path / "repo"  # the example runs from the repository root, beside ../shared

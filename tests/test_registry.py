@@ -474,14 +474,14 @@ def test_a_tracking_server_that_answers_5xx_is_named_by_its_status_and_no_passwo
         server.shutdown()
         server.server_close()
     assert "unreachable after 3 tries (HTTP 503)" in str(info.value)
-    assert "s3cret" not in str(info.value) and f"alice:***@127.0.0.1:{server.server_port}" in str(info.value)
+    assert "s3cret" not in str(info.value) and f"http://***@127.0.0.1:{server.server_port}" in str(info.value)
     assert waited < 3.0
 
 
 @pytest.mark.parametrize(("uri", "shown", "link"), [
-    ("https://alice:s3cret@mlflow.example.org/", "https://alice:***@mlflow.example.org/",
-     "https://mlflow.example.org/"),
-    ("postgresql://ml:pw@db:5432/mlflow", "postgresql://ml:***@db:5432/mlflow", "postgresql://db:5432/mlflow"),
+    ("https://alice:s3cret@mlflow.example.org/", "https://***@mlflow.example.org/", "https://mlflow.example.org/"),
+    ("https://t0ken@mlflow.example.org", "https://***@mlflow.example.org", "https://mlflow.example.org"),
+    ("postgresql://ml:pw@db:5432/mlflow", "postgresql://***@db:5432/mlflow", "postgresql://db:5432/mlflow"),
     ("http://127.0.0.1:5000", "http://127.0.0.1:5000", "http://127.0.0.1:5000"),
     ("sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db")])
 def test_tracking_uris_lose_their_passwords_where_people_read_them(uri, shown, link):
@@ -490,11 +490,15 @@ def test_tracking_uris_lose_their_passwords_where_people_read_them(uri, shown, l
 
     assert redacted(uri) == shown and without_credentials(uri) == link
     browse = _browse_command(redacted(uri))  # the training summary holds the redacted URI
-    assert "s3cret" not in browse and "pw@" not in browse
+    assert "s3cret" not in browse and "pw@" not in browse and "t0ken" not in browse
     if uri.startswith("http"):
         assert browse == f"open {link}"
     elif "pw@" in uri:  # a database password: the command names the variable that holds it
         assert '--backend-store-uri "$MLFLOW_TRACKING_URI"' in browse
+    # and an error quoting a library's message with the URL in it (MLflow quotes a failed request's)
+    error = TrackingError(f"the model store failed (API request to {uri.rstrip('/')}/api/2.0 failed)", uri)
+    assert "s3cret" not in str(error) and "pw@" not in str(error) and "t0ken" not in str(error)
+    assert str(error).startswith(shown)
 
 
 def test_unreachable_tracking_server_fails_clearly_and_keeps_model(store, monkeypatch):

@@ -469,3 +469,32 @@ def test_a_spin_count_or_wait_policy_the_user_set_wins():
     assert _libgomp_spin_count("import torch") == "300000"  # libgomp's own default: the tests can tell
     assert _libgomp_spin_count("import pipeline, torch", GOMP_SPINCOUNT="20000") == "20000"
     assert _libgomp_spin_count("import pipeline, torch", OMP_WAIT_POLICY="passive") == "0"
+
+
+def test_models_are_saved_beside_the_processed_data_unless_told_where(small_data, tmp_path):
+    """`data.models_dir` defaults to `models/` beside `processed_dir`, as it was before it was a setting:
+    a configuration that named only processed_dir keeps its models where they were."""
+    from pipeline.config import PipelineConfig
+    from pipeline.workflow import model_dir
+
+    config = PipelineConfig(data=DataConfig(processed_dir=tmp_path / "out" / "processed"))
+    assert model_dir(config, small_data).parent == tmp_path / "out" / "models"
+    config.data.models_dir = tmp_path / "elsewhere"
+    assert model_dir(config, small_data).parent == tmp_path / "elsewhere"
+
+
+def test_the_thread_setting_covers_a_whole_run_and_is_given_back():
+    """`--threads 1` holds for evaluation and the gate as well as training (run_pipeline and the flow run
+    inside `cpu_threads`); unset, the count is left alone."""
+    from pipeline.train import cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with cpu_threads(TrainConfig(num_threads=1)):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with cpu_threads(TrainConfig()):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
