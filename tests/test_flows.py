@@ -802,12 +802,16 @@ def test_prefect_yaml_deploys_what_flows_serve_serves():
     from flows.serve import deployments
     from pipeline.config import PipelineConfig
 
-    spec = yaml.safe_load((Path(__file__).parents[1] / "prefect.yaml").read_text())
+    repo = Path(__file__).parents[1]
+    spec = yaml.safe_load((repo / "prefect.yaml").read_text())
     served = {d.name: d for d in deployments()}
     assert sorted(d["name"] for d in spec["deployments"]) == sorted(served)
     for entry in spec["deployments"]:
         ours = served[entry["name"]]
-        assert entry["entrypoint"] == ours.entrypoint and entry["description"] == ours.description
+        # Prefect writes a served entrypoint relative to the working directory, prefect.yaml's to the repo
+        (file, function), (our_file, our_function) = entry["entrypoint"].split(":"), ours.entrypoint.split(":")
+        assert (repo / file).resolve() == (Path.cwd() / our_file).resolve() and function == our_function
+        assert entry["description"] == ours.description
         assert entry["tags"] == ours.tags
         limit = entry.get("concurrency_limit")
         assert (limit["limit"], limit["collision_strategy"]) == (ours.concurrency_limit, "ENQUEUE") if limit else \
