@@ -7,12 +7,11 @@ commands call `pipeline` directly and never import Prefect, so they start fast.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import socket
+import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 import typer
 
 from flows import run_logs
-from flows.processes import exit_code, run_forwarding_signals, stop_signals_interrupt
+from flows.processes import exit_code, run_forwarding_signals, stop_signals_interrupt, stop_with_parent
 from pipeline.config import BATCH_CHUNK_NAMES, CHALLENGER, CHAMPION_URI, DEFAULT_SOURCE, TOP_K, DataConfig
 from pipeline.errors import NamelangError, first_line
 
@@ -223,13 +222,11 @@ def predict(
 ) -> None:
     """Which language does each surname come from? Uses the registered champion by default."""
     from pipeline.predict import rank_columns
-    from pipeline.registry import load_model, needs_tracking_store
-    from pipeline.tracking import configure
+    from pipeline.registry import configure_store_for, load_model
 
     try:
         batch = _read_names(names or [], file)
-        if needs_tracking_store(model):
-            configure(create=False)
+        configure_store_for(model)
         loaded = load_model(model, download_bars=False)  # an answer, not a download's bars
         import pandas as pd
 
@@ -297,11 +294,21 @@ def serve(
     try:
         check_port_free(host, port)
         # in a child process that then ends: this one stays up as long as the server, and loading the model
-        # here would keep PyTorch and the weights (about 500 MB) in it for nothing
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as child:
-            server_env = child.submit(serving_environment, model).result()
+        # here would keep PyTorch and the weights (about 500 MB) in it for nothing; the child dies with this
+        # one, and subprocess.run kills it when this one is interrupted
+        with stop_signals_interrupt():
+            check = subprocess.run([sys.executable, "-P", "-m", "flows.cli", "serving-environment", model],
+                                   capture_output=True, text=True, env=_this_code_first(),
+                                   preexec_fn=stop_with_parent())
     except NamelangError as exc:
         fail(exc)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP while the model was checked: nothing started
+        typer.echo("\ninterrupted before the server started", err=True)
+        raise typer.Exit(code=exit_code(exc)) from None
+    if check.returncode != 0:  # its one-line error, as the check would have printed it here
+        typer.echo(check.stderr, err=True, nl=False)
+        raise typer.Exit(code=check.returncode)
+    server_env = json.loads(check.stdout.splitlines()[-1])
     # mlflow starts `uvicorn` by name: put this interpreter's bin folder (the virtualenv) on PATH
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, **server_env, "PATH": path}
@@ -331,16 +338,34 @@ def promote(
         typer.echo(f"{model} is now version {int(version)}" + (f" (was version {previous})" if previous else ""))
 
 
+@app.command("serving-environment", hidden=True)
+def _serving_environment_command(model: str) -> None:
+    """For `serve`, in a process of its own: check MODEL, print the server's settings as JSON."""
+    try:
+        settings = serving_environment(model)
+    except NamelangError as exc:
+        fail(exc)
+    typer.echo(json.dumps(settings))
+
+
+def _this_code_first() -> dict[str, str]:
+    """The environment for a child `python -P -m flows.cli`: it imports this very namelang, not another
+    `flows` package in the working directory (-P leaves the working directory off sys.path)."""
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+
 def serving_environment(model: str) -> dict[str, str]:
     """The model server's MLflow settings, once `model` has loaded: a missing model fails here, in one
     line, rather than in the server's log."""
-    from pipeline.registry import load_model, needs_tracking_store
-    from pipeline.tracking import ARTIFACTS_PROGRESS_BAR, HTTP_RETRY_SETTINGS, configure
+    from pipeline.registry import configure_store_for, load_model
+    from pipeline.tracking import ARTIFACTS_PROGRESS_BAR, HTTP_RETRY_SETTINGS
 
     # a server's log is no terminal: no artifact-download progress bars in it
     env = {ARTIFACTS_PROGRESS_BAR: "false"}
-    if needs_tracking_store(model):
-        env["MLFLOW_TRACKING_URI"] = configure(create=False)
+    store = configure_store_for(model)
+    if store is not None:
+        env["MLFLOW_TRACKING_URI"] = store
         # the bounded retries configure() set here, in this child, for the server too
         env.update({key: os.environ[key] for key in HTTP_RETRY_SETTINGS if key in os.environ})
     load_model(model, download_bars=False)

@@ -24,7 +24,7 @@ from prefect.tasks import exponential_backoff
 from flows.retries import RETRY_TRANSIENT
 from pipeline import features, ingest, normalize, store, workflow
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig
-from pipeline.errors import TransientError
+from pipeline.errors import TransientError, hide_credentials
 from pipeline.evaluate import Evaluation
 from pipeline.features import TensorData
 from pipeline.normalize import NamesTable
@@ -34,7 +34,6 @@ from pipeline.tracking import (
     MODEL_NAME,
     TrackedRun,
     artifact_progress_bars,
-    redacted,
     tracking_uri,
     without_credentials,
 )
@@ -275,7 +274,7 @@ def _run(step, *args):
 def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool = False) -> dict:
     """Train, evaluate and register a surname-language classifier; returns a summary."""
     # a deployment's logs, not a terminal: MLflow's download bars off too, for this run only
-    with artifact_progress_bars(config.train.progress), cpu_threads(config.train):
+    with artifact_progress_bars(config.train.progress), cpu_threads(config.train.num_threads):
         return _train_name_classifier(config, resume)
 
 
@@ -296,7 +295,7 @@ def _train_name_classifier(config: PipelineConfig, resume: bool) -> dict:
     _report_registration(registration, run)
     out = workflow.summary(result, ev, registration)
     out.update(data_steps=prepared.steps, data_steps_s=round(prepared.seconds, 3), table_sha256=table.sha256,
-               model_uri=model_uri(registration.decision.alias), mlflow_tracking_uri=redacted(tracking_uri()),
+               model_uri=model_uri(registration.decision.alias), mlflow_tracking_uri=hide_credentials(tracking_uri()),
                flow_run_id=str(flow_run.id or ""))
     return out
 

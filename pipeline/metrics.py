@@ -16,7 +16,5 @@ from sklearn.metrics import f1_score
 def macro_f1(y_true: Sequence | np.ndarray, y_pred: Sequence | np.ndarray) -> float:
     """Over the labels present in `y_true`: indices or language names alike (then the two models'
     label sets may differ)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.dtype.kind in "OUS" or y_pred.dtype.kind in "OUS":
-        y_true, y_pred = y_true.astype(object), y_pred.astype(object)
+    y_true = np.asarray(y_true)
     return float(f1_score(y_true, y_pred, average="macro", labels=np.unique(y_true), zero_division=0))

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline.config import CHALLENGER, CHAMPION
 from pipeline.errors import NamelangError, TrackingError, first_line
-from pipeline.tracking import MODEL_NAME, artifact_progress_bars, configure, redacted, sqlite_file
+from pipeline.tracking import MODEL_NAME, artifact_progress_bars, configure, sqlite_file
 
 if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
     from mlflow.entities.model_registry import ModelVersion
@@ -99,7 +99,7 @@ def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME) 
         if exc.error_code in _NOT_THERE:
             return None
         raise TrackingError(f"the model store failed while looking up alias @{alias} ({first_line(exc)})",
-                            redacted(mlflow.get_tracking_uri())) from exc
+                            mlflow.get_tracking_uri()) from exc
 
 
 def load_model(uri: str = model_uri(), download_bars: bool = True) -> PyFuncModel:
@@ -135,9 +135,8 @@ def pin_model_uri(uri: str) -> tuple[str, str]:
     which is both recorded beside every prediction and the one loaded (an alias moved meanwhile does not
     change the model mid-file); a version asked for by number, or as `latest`, is recorded as its number;
     other URIs (a run's artifacts, a folder) stay as they are."""
-    if not needs_tracking_store(uri):
+    if configure_store_for(uri) is None:
         return uri, uri
-    configure(create=False)
     ref = parse_model_uri(uri)
     if ref is not None and ref.alias is not None:
         version = get_alias_version(MlflowClient(), ref.alias, ref.name)
@@ -160,6 +159,12 @@ def needs_tracking_store(uri: str) -> bool:
     """Whether loading `uri` asks the tracking store: a registered model or a run's artifacts do; a model
     folder (a path or `file://`), copied off the store or saved by `mlflow.pyfunc.save_model`, does not."""
     return uri.split(":/", 1)[0] in {"models", "runs", "mlflow-artifacts"} if ":/" in uri else False
+
+
+def configure_store_for(uri: str) -> str | None:
+    """Point MLflow at the existing tracking store (`tracking.configure`, create=False) when loading `uri`
+    needs one; the store's URI, or None for a model folder, which loads without any."""
+    return configure(create=False) if needs_tracking_store(uri) else None
 
 
 def parse_model_uri(uri: str) -> ModelRef | None:
@@ -195,7 +200,7 @@ def missing_model_problem(ref: ModelRef) -> str | None:
         versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return f"no model {name!r} in the registry at {redacted(mlflow.get_tracking_uri())}; {_TRAIN_ONE}"
+            return f"no model {name!r} in the registry at {mlflow.get_tracking_uri()}; {_TRAIN_ONE}"
         return None
     if not versions:
         return f"model {name!r} has no versions yet; {_TRAIN_ONE}"
@@ -206,7 +211,7 @@ def missing_model_problem(ref: ModelRef) -> str | None:
     wanted = f"alias @{alias}" if alias is not None else f"version {version}" if version else "version or alias"
     aliases = ", ".join(f"@{a} (version {v})" for a, v in sorted(registered.aliases.items())) or "none"
     listed = ", ".join(map(str, versions[-10:])) + (f" (and {len(versions) - 10} older)" if len(versions) > 10 else "")
-    return (f"model {name!r} in the registry at {redacted(mlflow.get_tracking_uri())} has no {wanted}; its aliases: "
+    return (f"model {name!r} in the registry at {mlflow.get_tracking_uri()} has no {wanted}; its aliases: "
             f"{aliases}; its versions: {listed}; e.g. models:/{name}/{versions[-1]}")
 
 
@@ -279,7 +284,7 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
             current = after
         else:
             raise TrackingError("the champion changed three times while this version was being judged; try again",
-                                redacted(mlflow.get_registry_uri()))
+                                mlflow.get_registry_uri())
         if recorded is not None:  # judged again: until all the new tags are written, no decision is recorded
             client.delete_model_version_tag(name, str(version), "gate.alias")
         _record(client, name, decision)
@@ -315,7 +320,7 @@ def promote(version: str, name: str = MODEL_NAME) -> str | None:
                 client.delete_registered_model_alias(name, CHALLENGER)
         except MlflowException as exc:
             raise TrackingError(f"the model store failed while moving @{CHAMPION} ({first_line(exc)})",
-                                redacted(mlflow.get_registry_uri())) from exc
+                                mlflow.get_registry_uri()) from exc
     return previous
 
 
@@ -380,7 +385,7 @@ def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
         if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # the run itself is gone
             return None
         raise TrackingError(f"could not read the names run {run_id} learnt from ({first_line(exc)})",
-                            redacted(mlflow.get_tracking_uri())) from exc
+                            mlflow.get_tracking_uri()) from exc
     return set(Path(path).read_text(encoding="utf-8").splitlines())
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import mlflow
@@ -25,7 +25,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
-from pipeline.errors import NamelangError, NamelangWarning, TrackingError, hide_credentials, typed_first_line
+from pipeline.errors import NamelangError, NamelangWarning, TrackingError, typed_first_line
 
 if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
     from mlflow.entities.model_registry import ModelVersion
@@ -70,12 +70,6 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
-def redacted(uri: str) -> str:
-    """`uri` without its credentials (`https://user:secret@host` -> `https://***@host`): it goes into
-    messages and summaries, which others read."""
-    return hide_credentials(uri)
-
-
 def without_credentials(url: str) -> str:
     """A tracking server's URL as a link to show: no `user:password@` (the browser asks for them)."""
     parts = urlsplit(url)
@@ -92,7 +86,7 @@ HTTP_RETRY_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQU
 
 def check_reachable(uri: str, attempts: int = 3, backoff_s: float = 0.5) -> None:
     """Fail fast, after a few bounded retries, when a tracking server does not answer."""
-    if urlparse(uri).scheme not in ("http", "https"):
+    if urlsplit(uri).scheme not in ("http", "https"):
         return
     last = ""
     for attempt in range(attempts):
@@ -106,7 +100,8 @@ def check_reachable(uri: str, attempts: int = 3, backoff_s: float = 0.5) -> None
             last = f"HTTP {status}"
         if attempt < attempts - 1:
             time.sleep(backoff_s * 2**attempt)
-    raise TrackingError(f"MLflow tracking server unreachable after {attempts} tries ({last})", redacted(uri))
+    # the URI's credentials are hidden, as in any NamelangError
+    raise TrackingError(f"MLflow tracking server unreachable after {attempts} tries ({last})", uri)
 
 
 def configure(uri: str | None = None, create: bool = True) -> str:

@@ -211,12 +211,13 @@ def refit(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, epoc
 
 
 @contextlib.contextmanager
-def cpu_threads(train_cfg: TrainConfig) -> Iterator[None]:
-    """`train.num_threads`, when set, for a whole run: evaluation and the promotion gate too, not only
-    training (which sets its own); the caller's count comes back after."""
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """PyTorch's CPU threads set to `count` (None: left as they are) within the block, and the caller's
+    count given back after: training sets its own; `train.num_threads` wraps a whole run with it, so
+    that evaluation and the promotion gate follow `--threads` too."""
     before = torch.get_num_threads()
-    if train_cfg.num_threads:
-        torch.set_num_threads(train_cfg.num_threads)
+    if count:
+        torch.set_num_threads(count)
     try:
         yield
     finally:
@@ -241,13 +242,8 @@ def train_model(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig
     learning curve) and its time is kept off the training clock.
     """
     device = resolve_device(train_cfg.device)
-    threads = torch.get_num_threads()  # the caller's (a notebook's) setting, given back at the end
-    if device.type == "cpu":
-        torch.set_num_threads(train_cfg.num_threads or usable_cores())
-    try:
+    with cpu_threads((train_cfg.num_threads or usable_cores()) if device.type == "cpu" else None):
         return _train(data, model_cfg, train_cfg, device, on_epoch, resume, extra_metrics, on_resume)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device,

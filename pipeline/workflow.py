@@ -255,7 +255,7 @@ def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> 
     data_steps_s = time.perf_counter() - started
     run = start_run(config, table, tags)
     # no progress bars asked for: none of MLflow's either (the gate downloads the champion to score it)
-    with run.failed_on_error(), artifact_progress_bars(config.train.progress), cpu_threads(config.train):
+    with run.failed_on_error(), artifact_progress_bars(config.train.progress), cpu_threads(config.train.num_threads):
         result = train(data, config, run)
         ev, _ = evaluate_model(result, data, table, config, run)
         bundle = save_model(result, data, config)

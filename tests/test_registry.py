@@ -486,10 +486,11 @@ def test_a_tracking_server_that_answers_5xx_is_named_by_its_status_and_no_passwo
     ("sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db")])
 def test_tracking_uris_lose_their_passwords_where_people_read_them(uri, shown, link):
     from flows.cli import _browse_command
-    from pipeline.tracking import redacted, without_credentials
+    from pipeline.errors import hide_credentials
+    from pipeline.tracking import without_credentials
 
-    assert redacted(uri) == shown and without_credentials(uri) == link
-    browse = _browse_command(redacted(uri))  # the training summary holds the redacted URI
+    assert hide_credentials(uri) == shown and without_credentials(uri) == link
+    browse = _browse_command(hide_credentials(uri))  # the training summary holds the redacted URI
     assert "s3cret" not in browse and "pw@" not in browse and "t0ken" not in browse
     if uri.startswith("http"):
         assert browse == f"open {link}"
@@ -707,6 +708,40 @@ def test_a_second_ctrl_c_reaches_the_server_as_ctrl_c(tmp_path):
         proc.wait()
         with contextlib.suppress(FileNotFoundError, IndexError, ValueError, ProcessLookupError):
             os.kill(int(record.read_text().split()[1]), signal.SIGKILL)  # it outlives a failed test otherwise
+
+
+def _children_running(pid: int, word: str) -> list[int]:
+    """Processes whose parent is `pid` and whose command line holds `word` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid \
+                    and word in (entry / "cmdline").read_text():
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_stopping_serve_while_it_checks_the_model_leaves_nothing(store, tmp_path):
+    """A SIGTERM (or Ctrl-C) while the model is still being loaded in the checking child: one line, exit 143,
+    and that child (PyTorch and the weights) does not outlive `namelang serve`."""
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(free_port())],
+                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (checking := _children_running(proc.pid, "serving-environment")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checking, "no checking child appeared"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and "interrupted before the server started" in err and "Traceback" not in err
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{checking[0]}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{checking[0]}").exists(), "the checking child outlived namelang serve"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_serve_on_a_port_in_use_is_one_line(tmp_path, monkeypatch):

@@ -491,10 +491,10 @@ def test_the_thread_setting_covers_a_whole_run_and_is_given_back():
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        with cpu_threads(TrainConfig(num_threads=1)):
+        with cpu_threads(TrainConfig(num_threads=1).num_threads):
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
-        with cpu_threads(TrainConfig()):
+        with cpu_threads(TrainConfig().num_threads):
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
