@@ -30,6 +30,7 @@ app = typer.Typer(help="Learn which language a surname comes from, from its spel
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 _DATA_DEFAULTS = DataConfig()  # the CLI's defaults are the configuration's
+_INGEST_OPTIONS = {"source": "--source", "processed_dir": "--out", "raw_dir": "--raw-dir", "source_sha256": "--sha256"}
 SourceOption = Annotated[str, typer.Option("--source", "-s", help="Folder of <Language>.txt, a .zip, or a URL")]
 
 
@@ -38,10 +39,17 @@ def _main() -> None:
     """namelang: ingest names, train and register models, predict languages."""
 
 
-def validation_problems(exc: ValidationError) -> str:
-    """A pydantic ValidationError in one line: `section.key: what is wrong` for each field."""
+def validation_problems(exc: ValidationError, options: dict[str, str] | None = None) -> str:
+    """A pydantic ValidationError in one line: `section.key: what is wrong` for each field, or the
+    command-line option that set the field, where `options` maps field names to options."""
+    def where(loc: tuple) -> str:
+        return (options or {}).get(str(loc[0])) or ".".join(map(str, loc)) if loc else ""
+
+    def what(msg: str) -> str:  # our validators' own words, without pydantic's label for them
+        return msg.removeprefix("Value error, ")
+
     # a problem with the whole input (a JSON list, say) has no field to name
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in exc.errors())
+    return "; ".join(f"{where(e['loc'])}: {what(e['msg'])}" if e["loc"] else what(e["msg"]) for e in exc.errors())
 
 
 def fail(exc: Exception) -> NoReturn:
@@ -65,7 +73,7 @@ def ingest(
     try:
         config = DataConfig(source=source, processed_dir=out, raw_dir=raw_dir, source_sha256=sha256)
     except ValidationError as exc:
-        fail(NamelangError(f"bad value: {validation_problems(exc)}"))
+        fail(NamelangError(f"bad value: {validation_problems(exc, _INGEST_OPTIONS)}"))
     try:
         table = normalize(read_source(config), config.max_name_chars)
         paths = write_names_table(table, config.processed_dir)

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cron", default=None,
                         help=f"retraining schedule (default: {DEFAULT_CRON!r}, env NAMELANG_RETRAIN_CRON)")
     parser.add_argument("--source", default=os.environ.get("NAMELANG_SOURCE", DEFAULT_SOURCE),
-                        help="default data source of scheduled runs (env NAMELANG_SOURCE)")
+                        help="default data source of scheduled runs (env NAMELANG_SOURCE; now: %(default)s)")
     parser.add_argument("--timezone", default="UTC", help="time zone of the schedule (IANA name, default UTC)")
     parser.add_argument("--no-schedule", action="store_true",
                         help="no scheduled retraining (a schedule served before is removed); runs on demand only")

@@ -7,6 +7,7 @@ and log flat to MLflow as params (`flat_params`).
 from __future__ import annotations
 
 import os
+import re
 import string
 from pathlib import Path
 from typing import Any, Literal
@@ -39,8 +40,7 @@ class DataConfig(_Strict):
     """Where names come from and where the tables go."""
 
     source: str = Field(DEFAULT_SOURCE, description="Folder of <Language>.txt files, a .zip, or an http(s) URL")
-    source_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$",
-                                      description="Expected SHA-256 (64 hex digits) of the source archive")
+    source_sha256: str | None = Field(None, description="Expected SHA-256 (64 hex digits) of the source archive")
     raw_dir: Path = Path("data/raw")
     processed_dir: Path = Path("data/processed")
     models_dir: Path | None = Field(
@@ -60,6 +60,14 @@ class DataConfig(_Strict):
     def _path_as_text(cls, value: Any) -> Any:
         """A `Path` is a folder or archive as much as its text is (a notebook passes Paths)."""
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("source_sha256")
+    @classmethod
+    def _sha256_hex(cls, value: str | None) -> str | None:
+        """Said in words: pydantic's own message for a pattern quotes the regular expression."""
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("expected 64 hex digits (0-9, a-f)")
+        return value
 
 
 class SplitConfig(_Strict):

@@ -81,12 +81,13 @@ def test_ingest_missing_source_and_empty_folder(tmp_path):
     assert len(result.stderr.splitlines()) == 1
 
 
-def test_a_malformed_sha256_is_refused_before_reading(tmp_path):
-    result = runner.invoke(app, ["ingest", "--source", str(tmp_path), "--sha256", "deadbeef",
-                                 "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: bad value: source_sha256: String should match pattern")
-    assert len(result.stderr.splitlines()) == 1
+def test_a_malformed_sha256_is_refused_before_reading_and_named_by_its_option(tmp_path):
+    for bad in ("deadbeef", "z" * 64):
+        result = runner.invoke(app, ["ingest", "--source", str(tmp_path), "--sha256", bad,
+                                     "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2
+        assert result.stderr.strip() == "error: bad value: --sha256: expected 64 hex digits (0-9, a-f)"
+    assert not (tmp_path / "out").exists()
 
 
 def test_failed_ingest_leaves_the_previous_table(shared_names, tmp_path):

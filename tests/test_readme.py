@@ -1,4 +1,4 @@
-"""The README's library example runs as written, and writes only what it was asked to."""
+"""The README's library example runs as written, and writes only what it was asked to, where git ignores it."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def readme_block(section: str) -> str:
 def test_the_notebook_example_runs_as_written_and_writes_only_its_bundle(tmp_path):
     code = readme_block("Use the library from a notebook")
     root = tmp_path / "repo"  # the example runs from the repository root, beside ../shared
-    root.mkdir()
+    (root / "data").mkdir(parents=True)  # a checkout has it (data/.gitkeep)
     (tmp_path / "shared" / "data").mkdir(parents=True)
     (tmp_path / "shared" / "data" / "names").symlink_to(SHARED_NAMES, target_is_directory=True)
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600,
@@ -34,4 +34,6 @@ def test_the_notebook_example_runs_as_written_and_writes_only_its_bundle(tmp_pat
     accuracy, macro_f1 = map(float, done.stdout.splitlines()[0].split())
     assert accuracy > 0.7 and macro_f1 > 0.4  # two epochs of an LSTM beside the n-gram models
     assert done.stdout.splitlines()[1] == "['German', 'Japanese', 'Irish']"
-    assert sorted(p.name for p in root.rglob("*")) == ["lstm.pt"]
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) == ["data", "data/lstm.pt"]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "data/lstm.pt"], cwd=README.parent, timeout=60)
+    assert ignored.returncode == 0, "the example's bundle would show in git status"
