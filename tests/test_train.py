@@ -358,6 +358,27 @@ def test_cuda_resume_continues_the_interrupted_run(small_data, tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_model_trained_on_the_gpu_is_evaluated_and_predicts_where_it_trained(small_data, tmp_path):
+    """The workflow evaluates the trained model where it is, and the Predictor takes it as it is:
+    their inputs are built on the CPU and must reach the GPU, their results come back to the CPU,
+    and they agree with the same weights on the CPU (bf16 autocast is training's only)."""
+    import numpy as np
+
+    from pipeline.evaluate import evaluate
+    from pipeline.predict import Predictor
+
+    result = train_model(small_data, TINY, tiny_train(tmp_path, device="cuda", epochs=4))
+    assert next(result.model.parameters()).is_cuda
+    on_gpu = evaluate(result.model, small_data)
+    on_cpu = evaluate(copy.deepcopy(result.model).cpu(), small_data)
+    assert on_gpu.metrics["accuracy"] > 0.5 and on_gpu.metrics["n"] == len(small_data.indices(TEST))
+    assert np.allclose(on_gpu.probabilities, on_cpu.probabilities, atol=1e-3)
+    out = Predictor(result.model, small_data.label_names).predict(["Nakamura", "Jäger", ""])
+    assert out["language"][0] in small_data.label_names and out["language"][2] is None
+    assert out["error"][:2] == [None, None]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_training_with_bf16_autocast_learns_and_returns_a_usable_model(small_data, tmp_path):
     from pipeline import train
 
