@@ -67,6 +67,8 @@ def stops_answering(url: str, within_s: float = 30) -> bool:
             return True  # nobody listening any more
         except httpx.TimeoutException:
             pass  # alive but slow (a loaded machine), or hung: not stopped
+        except httpx.TransportError:
+            pass  # connected, then reset: the server is on its way down, not yet gone
         time.sleep(0.5)
     return False
 
