@@ -21,21 +21,20 @@ setup: $(VENV)/.installed
 # torch==2.13.0 goes first, alone: it is a CPU wheel on local disk, and any other spec pulls a
 # multi-GB CUDA build. The project's own range accepts it, so the second step installs no torch.
 # constraints.txt pins every package to the versions the tests last passed with (make lock).
+PIN     ?= -c constraints.txt
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade -c constraints.txt pip
+	$(PY) -m pip install --quiet --upgrade $(PIN) pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet $(PIN) -e '.[dev]'
 	touch $@
 
-# Re-resolve pyproject.toml's ranges in a scratch environment and pin the result: run it after
-# changing a dependency, then the tests, then commit constraints.txt.
+# Re-resolve pyproject.toml's ranges in a scratch environment (the same set-up, without the pins)
+# and pin the result: run it after changing a dependency, then the tests, then commit constraints.txt.
 LOCK_VENV := .lock-venv
 lock:
-	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(LOCK_VENV)/bin/python -m pip install --quiet torch==2.13.0
-	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	rm -rf $(LOCK_VENV)
+	$(MAKE) --no-print-directory setup VENV=$(LOCK_VENV) PIN=
 	{ echo "# Every package namelang installs, pinned (make lock writes this; make setup installs with it)."; \
 	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable; } > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt

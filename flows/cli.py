@@ -43,7 +43,8 @@ def validation_problems(exc: ValidationError, options: dict[str, str] | None = N
     """A pydantic ValidationError in one line: `section.key: what is wrong` for each field, or the
     command-line option that set the field, where `options` maps field names to options."""
     def where(loc: tuple) -> str:
-        return (options or {}).get(str(loc[0])) or ".".join(map(str, loc)) if loc else ""
+        field = ".".join(map(str, loc))
+        return (options or {}).get(field, field)
 
     def what(msg: str) -> str:  # our validators' own words, without pydantic's label for them
         return msg.removeprefix("Value error, ")
