@@ -149,7 +149,7 @@ def _training_config(config_file: Path | None, overrides: dict[tuple[str, str, s
             try:
                 setattr(getattr(config, section), key, value)
             except ValidationError as exc:
-                fail(NamelangError(f"bad value for {option}: {validation_problems(exc)}"))
+                fail(NamelangError(f"bad value: {validation_problems(exc, {key: option})}"))
     return config
 
 

@@ -19,6 +19,7 @@ DEFAULT_SOURCE = "https://download.pytorch.org/tutorial/data.zip"
 ALLOWED_CHARACTERS = string.ascii_letters + " .,;'"
 OOV_CHARACTER = "_"
 MIB = 1024 * 1024
+SHA256_PATTERN = "^[0-9a-fA-F]{64}$"
 # Names every command and flow agrees on. Here, not in pipeline.registry / pipeline.predict, so that the
 # CLI can show them as defaults without importing MLflow or PyTorch.
 MODEL_NAME = "namelang"  # the registered model (and the MLflow experiment)
@@ -40,7 +41,10 @@ class DataConfig(_Strict):
     """Where names come from and where the tables go."""
 
     source: str = Field(DEFAULT_SOURCE, description="Folder of <Language>.txt files, a .zip, or an http(s) URL")
-    source_sha256: str | None = Field(None, description="Expected SHA-256 (64 hex digits) of the source archive")
+    source_sha256: str | None = Field(
+        None, description="Expected SHA-256 (64 hex digits) of the source archive",
+        json_schema_extra={"pattern": SHA256_PATTERN},  # for a Prefect server to check; `_sha256_hex` words it
+    )
     raw_dir: Path = Path("data/raw")
     processed_dir: Path = Path("data/processed")
     models_dir: Path | None = Field(
@@ -65,7 +69,7 @@ class DataConfig(_Strict):
     @classmethod
     def _sha256_hex(cls, value: str | None) -> str | None:
         """Said in words: pydantic's own message for a pattern quotes the regular expression."""
-        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        if value is not None and not re.fullmatch(SHA256_PATTERN, value):
             raise ValueError("expected 64 hex digits (0-9, a-f)")
         return value
 

@@ -410,6 +410,10 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         with temporary_settings({PREFECT_API_URL: api}):  # served deployments are in no pool: flows.serve may
             assert bound_to_work_pools(deployments()) == {}  # serve them again
         _refuses_chunk_size_zero(env, work / "any.csv")
+        refused = subprocess.run([PREFECT, "deployment", "run", name, "--params",  # a pattern in the schema
+                                  json.dumps({"config": {"data": {"source_sha256": "ab"}}})], env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and "source_sha256" in refused.stdout + refused.stderr, refused.stdout
 
         # the README's other way: prefect.yaml's deployments, run by a worker of a work pool
         _kill(serve)
@@ -532,10 +536,10 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
         f"error: {bad}: bad configuration: Input should be a valid dictionary"), result.output
     result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--epochs", "0"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: bad value for --epochs: epochs: Input should be greater than or equal to 1"
+    assert result.output.strip() == "error: bad value: --epochs: Input should be greater than or equal to 1"
     result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--threads", "0"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: bad value for --threads: num_threads: Input should be greater than or " \
+    assert result.output.strip() == "error: bad value: --threads: Input should be greater than or " \
                                     "equal to 1"
     latin1 = tmp_path / "latin1.json"
     latin1.write_bytes('{"data": {"source": "élise"}}'.encode("latin-1"))
