@@ -77,7 +77,7 @@ def schedule_problem(cron: str, timezone: str) -> str | None:
     try:
         schedule = CronSchedule(cron=cron, timezone=timezone)
     except ValidationError as exc:
-        return exc.errors()[0]["msg"]
+        return exc.errors()[0]["msg"].removeprefix("Value error, ")  # Prefect's words, without pydantic's label
     fields = cron.split()
     if len(fields) != 5 and not (len(fields) == 1 and cron.startswith("@")):  # or a macro: @daily, @weekly
         return (f"a cron has 5 fields (minute hour day-of-month month day-of-week), not {len(fields)}"

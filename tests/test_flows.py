@@ -736,7 +736,16 @@ def test_ctrl_c_during_cli_batch_stops_at_once_and_writes_nothing(first_run, tmp
     assert not list(tmp_path.glob("*many.txt.predictions.parquet*"))  # neither the output nor a temp file
 
 
-def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path):
+def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    """The command itself once (its exit code, no traceback); each case through its `main`, in this process
+    (the schedule is checked before any Prefect API is asked, and a start of the command takes ~5 s)."""
+    done = subprocess.run([sys.executable, "-m", "flows.serve", "--cron", "not a cron"], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PREFECT_HOME": str(tmp_path)})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert 'bad schedule (--cron \'not a cron\', --timezone \'UTC\'): Invalid cron string: "not a cron"' in done.stderr
+    assert "Traceback" not in done.stderr
+    from flows.serve import main
+
     for args, env, problem in (
             (["--cron", "not a cron"], {}, 'Invalid cron string: "not a cron"'),
             (["--timezone", "Mars/Base"], {}, 'Invalid timezone: "Mars/Base"'),
@@ -749,10 +758,14 @@ def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path):
             # argparse's abbreviation of --cron, beside the variable: the option is what was used
             (["--cr=0 3 30 2 *"], {"NAMELANG_RETRAIN_CRON": "0 4 * * *"},
              "(--cron '0 3 30 2 *', --timezone 'UTC'): it never fires (no such date)")):
-        done = subprocess.run([sys.executable, "-m", "flows.serve", *args], capture_output=True, text=True,
-                              timeout=120, env={**os.environ, "PREFECT_HOME": str(tmp_path), **env})
-        assert done.returncode == 2, done.stderr[-2000:]
-        assert "bad schedule" in done.stderr and problem in done.stderr and "Traceback" not in done.stderr
+        monkeypatch.delenv("NAMELANG_RETRAIN_CRON", raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(SystemExit) as stopped:
+            main(args)
+        stderr = capsys.readouterr().err
+        assert stopped.value.code == 2, stderr
+        assert "bad schedule" in stderr and problem in stderr, stderr
 
 
 @pytest.mark.parametrize(("cron", "timezone", "fine"), [
