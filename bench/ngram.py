@@ -37,10 +37,12 @@ class NgramResult:
     grid: list[dict]
 
 
-def texts(data: TensorData, *sides: int) -> tuple[list[str], np.ndarray]:
-    """Names and label indices of the rows on `sides`."""
+def texts(data: TensorData, *sides: int, spelt: bool = False) -> tuple[list[str], np.ndarray]:
+    """Names and label indices of the rows on `sides`: their ASCII names, as the network reads them, or with
+    `spelt` their spellings as written (accents kept, as the default model's letter model reads them)."""
     idx = data.indices(*sides).numpy()
-    return [data.names[i] for i in idx], data.labels[idx].numpy()
+    names = data.spellings if spelt and data.spellings is not None else data.names
+    return [names[i] for i in idx], data.labels[idx].numpy()
 
 
 def make_model(C: float, class_weight: str | None) -> Pipeline:
@@ -55,11 +57,11 @@ def scores(y: np.ndarray, pred: np.ndarray) -> dict:
             "macro_f1": float(f1_score(y, pred, average="macro", labels=np.unique(y), zero_division=0))}
 
 
-def fit_ngram(data: TensorData) -> NgramResult:
+def fit_ngram(data: TensorData, spelt: bool = False) -> NgramResult:
     """Grid over C x class_weight, chosen on validation macro-F1, refit on train + validation
-    (timed alone)."""
-    x_train, y_train = texts(data, TRAIN)
-    x_val, y_val = texts(data, VALIDATION)
+    (timed alone); on the names as spelt with `spelt`."""
+    x_train, y_train = texts(data, TRAIN, spelt=spelt)
+    x_val, y_val = texts(data, VALIDATION, spelt=spelt)
     grid, best = [], None
     t_grid = time.perf_counter()
     for C in GRID_C:
@@ -75,14 +77,14 @@ def fit_ngram(data: TensorData) -> NgramResult:
     grid_s = time.perf_counter() - t_grid
     row, train_only = best
     t0 = time.perf_counter()
-    model = make_model(row["C"], row["class_weight"]).fit(*texts(data, TRAIN, VALIDATION))
+    model = make_model(row["C"], row["class_weight"]).fit(*texts(data, TRAIN, VALIDATION, spelt=spelt))
     refit_s = time.perf_counter() - t0
     return NgramResult(model, train_only, row["C"], row["class_weight"], refit_s, row["fit_s"], grid_s,
                        row["val_macro_f1"], grid)
 
 
-def evaluate(model: Pipeline, data: TensorData, side: int = TEST) -> dict:
-    x, y = texts(data, side)
+def evaluate(model: Pipeline, data: TensorData, side: int = TEST, spelt: bool = False) -> dict:
+    x, y = texts(data, side, spelt=spelt)
     t0 = time.perf_counter()
     pred = model.predict(x)
     seconds = time.perf_counter() - t0
