@@ -41,7 +41,7 @@ def texts(data: TensorData, *sides: int, spelt: bool = False) -> tuple[list[str]
     """Names and label indices of the rows on `sides`: their ASCII names, as the network reads them, or with
     `spelt` their spellings as written (accents kept, as the default model's letter model reads them)."""
     idx = data.indices(*sides).numpy()
-    names = data.spellings if spelt and data.spellings is not None else data.names
+    names = data.spellings if spelt else data.names
     return [names[i] for i in idx], data.labels[idx].numpy()
 
 
@@ -89,6 +89,11 @@ def evaluate(model: Pipeline, data: TensorData, side: int = TEST, spelt: bool = 
     pred = model.predict(x)
     seconds = time.perf_counter() - t0
     return {**scores(y, pred), "names_per_s": len(x) / max(seconds, 1e-9), "pred": np.asarray(pred)}
+
+
+def benchmark_row(model: Pipeline, train_s: float, data: TensorData, spelt: bool = False) -> dict:
+    """A one-fit method's row of the benchmark table: its fit time and its test figures."""
+    return {"train_s": train_s, "epochs": 1, "s_per_epoch": train_s, **evaluate(model, data, spelt=spelt)}
 
 
 def main() -> None:

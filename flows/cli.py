@@ -21,7 +21,7 @@ import typer
 from flows import run_logs
 from flows.processes import exit_code, run_forwarding_signals, stop_signals_interrupt, stop_with_parent
 from pipeline.config import BATCH_CHUNK_NAMES, CHALLENGER, CHAMPION_URI, DEFAULT_SOURCE, TOP_K, DataConfig
-from pipeline.errors import NamelangError, first_line
+from pipeline.errors import NamelangError, first_line, validation_message
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -46,11 +46,9 @@ def validation_problems(exc: ValidationError, options: dict[str, str] | None = N
         field = ".".join(map(str, loc))
         return (options or {}).get(field, field)
 
-    def what(msg: str) -> str:  # our validators' own words, without pydantic's label for them
-        return msg.removeprefix("Value error, ")
-
     # a problem with the whole input (a JSON list, say) has no field to name
-    return "; ".join(f"{where(e['loc'])}: {what(e['msg'])}" if e["loc"] else what(e["msg"]) for e in exc.errors())
+    return "; ".join(f"{where(e['loc'])}: {validation_message(e)}" if e["loc"] else validation_message(e)
+                     for e in exc.errors())
 
 
 def fail(exc: Exception) -> NoReturn:

@@ -27,7 +27,7 @@ from flows.batch_predict import batch_predict
 from flows.local_api import configured_api
 from flows.training import train_name_classifier
 from pipeline.config import DEFAULT_SOURCE, DataConfig, PipelineConfig
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, validation_message
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
 # A training takes minutes (hours on a large source), one at a time: a schedule that fires more often
@@ -77,7 +77,7 @@ def schedule_problem(cron: str, timezone: str) -> str | None:
     try:
         schedule = CronSchedule(cron=cron, timezone=timezone)
     except ValidationError as exc:
-        return exc.errors()[0]["msg"].removeprefix("Value error, ")  # Prefect's words, without pydantic's label
+        return validation_message(exc.errors()[0])
     fields = cron.split()
     if len(fields) != 5 and not (len(fields) == 1 and cron.startswith("@")):  # or a macro: @daily, @weekly
         return (f"a cron has 5 fields (minute hour day-of-month month day-of-week), not {len(fields)}"

@@ -41,6 +41,12 @@ def first_line(exc: BaseException) -> str:
     return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
+def validation_message(error: dict) -> str:
+    """One of a pydantic ValidationError's `errors()` in its validator's own words: pydantic labels the
+    text of a ValueError raised by a validator (ours, Prefect's) "Value error, "."""
+    return error["msg"].removeprefix("Value error, ")
+
+
 def typed_first_line(exc: BaseException) -> str:
     """`first_line` after the exception's type ("KeyError: 'state'"), the type alone when the
     message is empty: where the type tells what went wrong, as a library's bare message may not."""
