@@ -779,6 +779,28 @@ def test_retraining_schedules_fire_at_most_hourly_on_five_fields(cron, timezone,
     assert (schedule_problem(cron, timezone) is None) == fine, schedule_problem(cron, timezone)
 
 
+@pytest.mark.parametrize(("digest", "fine"), [("ab" * 32, True), ("AB" * 32, True), ("ab" * 32 + "\n", False),
+                                             ("ab" * 31, False), ("ab" * 32 + "0", False)])
+def test_a_prefect_server_checks_a_pinned_sha256_as_the_config_does(digest, fine):
+    """The deployment's parameter schema, checked as a Prefect server checks it (`re.search` of the
+    pattern), agrees with the config's own validator: a run with a bad digest is refused when it is
+    created, not when it starts."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import is_valid
+    from pydantic import ValidationError
+
+    from pipeline.config import DataConfig
+
+    schema = parameter_schema(train_name_classifier).model_dump()
+    assert is_valid({"config": {"data": {"source_sha256": digest}}}, schema) == fine
+    try:
+        DataConfig(source_sha256=digest)
+    except ValidationError:
+        assert not fine
+    else:
+        assert fine
+
+
 def test_every_entry_point_turns_telemetry_off():
     """`python -m flows.serve`, workers and the CLI import `flows` first: telemetry is off before
     Prefect or MLflow loads, whatever the user's shell has (nothing reaches beyond this machine)."""
