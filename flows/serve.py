@@ -3,6 +3,9 @@
 - `train-name-classifier/scheduled-retrain`: weekly retraining on a cron schedule (change it
   with --cron); a new version becomes champion only through the promotion gate.
 - `batch-predict/on-demand`: predictions for a file, started with `prefect deployment run`.
+
+On a Prefect server it also sets up the automation that marks a run Crashed when its process died
+without a word (`flows.unresponsive`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from flows import run_logs
 from flows.batch_predict import batch_predict
 from flows.local_api import configured_api
 from flows.training import train_name_classifier
+from flows.unresponsive import RUN_TAG, ensure_crash_automation
 from pipeline.config import DEFAULT_SOURCE, DataConfig, PipelineConfig
 from pipeline.errors import NamelangError, validation_message
 
@@ -45,11 +49,11 @@ def deployments(cron: str | None = DEFAULT_CRON, source: str = DEFAULT_SOURCE, t
         name=RETRAIN, schedules=[] if cron is None else [Cron(cron, timezone=timezone)],
         parameters={"config": config.model_dump(mode="json")},
         description="Retrain on the configured source; the champion alias moves only through the gate.",
-        tags=["namelang", "training"],
+        tags=[RUN_TAG, "training"],
         # one training at a time (two would share the cores); a run due meanwhile waits its turn
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
     )
-    on_demand = batch_predict.to_deployment(name=ON_DEMAND, tags=["namelang", "prediction"],
+    on_demand = batch_predict.to_deployment(name=ON_DEMAND, tags=[RUN_TAG, "prediction"],
                                             description="Predict languages for a file of names.")
     return [retrain, on_demand]
 
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     if problem is not None:  # argparse's one-line usage error, exit 2
         parser.error(f"bad schedule ({origin} {args.cron!r}, --timezone {args.timezone!r}): {problem}")
     try:
-        configured_api()
+        on_a_server = configured_api()
     except NamelangError as exc:
         parser.exit(2, f"error: {exc}\n")
     run_logs.warnings_in_one_line()
@@ -132,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, "error: " + ", ".join(f"{name} belongs to work pool {pool!r}" for name, pool in bound.items())
                     + f" (made by prefect deploy), which workers run; to serve them from this process instead, "
                     f"delete them first: {deletes}\n")
+    if on_a_server:  # a temporary API ends with this process, and its runs with it
+        ensure_crash_automation()
     serve(*served)
 
 

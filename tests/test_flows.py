@@ -359,12 +359,15 @@ def _kill(proc: subprocess.Popen) -> None:
 @pytest.mark.timeout(1200)  # above the sum of its own waits, so that a slow step fails with its message
 def test_deployment_run_on_a_real_prefect_server(tmp_path):
     """prefect server start -> python -m flows.serve -> prefect deployment run --watch -> new model version;
-    then prefect.yaml: prefect deploy --all -> a process worker runs the batch deployment."""
+    a second training killed hard with its serving process is marked Crashed by flows.unresponsive's
+    automation, which frees the training slot; then prefect.yaml: prefect deploy --all -> a process
+    worker runs the batch deployment."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_TRACKING_URI": store,
+           "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",  # Prefect's least: a run unheard of for 90 s is Crashed
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     work = tmp_path / "work"
     work.mkdir()
@@ -399,6 +402,7 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + (tmp_path / "serve.log").read_text()[
             -3000:]
         assert "Completed" in run.stdout
+        completed_run = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
         mlflow_client = MlflowClient(tracking_uri=store, registry_uri=store)
         assert len(mlflow_client.search_model_versions("name='namelang'")) == 1
         assert str(mlflow_client.get_model_version_by_alias("namelang", "champion").version) == "1"
@@ -415,12 +419,19 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode != 0 and "source_sha256" in refused.stdout + refused.stderr, refused.stdout
 
+        # a training whose process dies without a word (SIGKILL of the serving process and its runs)
+        with temporary_settings({PREFECT_API_URL: api}):
+            long_params = {"config": tiny_config(work, source, epochs=1000, patience=1000).model_dump(mode="json")}
+            zombie = _start_and_kill_a_training(serve, name, long_params)
+        serve.wait(timeout=30)
+
         # the README's other way: prefect.yaml's deployments, run by a worker of a work pool
-        _kill(serve)
         repo = Path(__file__).parents[1]
         for command in (["work-pool", "create", "namelang", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
             done = subprocess.run([PREFECT, *command], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        with temporary_settings({PREFECT_API_URL: api}):
+            assert _run_state(zombie).is_running() and _active_slots(name) == 1  # not yet: a heartbeat may be late
         inspect = subprocess.run([PREFECT, "deployment", "inspect", name], env=env, capture_output=True, text=True,
                                  timeout=60)
         assert "'work_pool_name': 'namelang'" in inspect.stdout and "0 3 * * 1" in inspect.stdout, inspect.stdout
@@ -437,6 +448,12 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
             tmp_path / "worker.log").read_text()[-3000:]
         predicted = pd.read_parquet(work / "names.csv.predictions.parquet")
         assert predicted["name"].tolist() == ["Hinton", "Nakamura"] and set(predicted["model_version"]) == {"1"}
+
+        with temporary_settings({PREFECT_API_URL: api}):  # before its deployment goes: the server would fail to
+            crashed = _wait_for_final_state(zombie, timeout_s=200)  # free the slot of a deleted deployment
+            assert crashed.is_crashed() and "No heartbeat for 3 periods of 30 s" in crashed.message, crashed
+            assert _active_slots(name) == 0  # the next training may start
+            assert _run_state(completed_run).is_completed()  # a run that ended is left as it ended
 
         # back to a serving process: it would keep the pool and drop the pull steps, so workers would
         # crash the runs; it refuses and says how to go back, which then works
@@ -458,6 +475,49 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         _kill(server)
         for log in logs.values():
             log.close()
+
+
+def _start_and_kill_a_training(serve: subprocess.Popen, deployment: str, parameters: dict) -> str:
+    """Start a run of `deployment`, and once it runs, SIGKILL `serve`'s process group (the run's own
+    process is in it); the run's id."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        served = client.read_deployment_by_name(deployment)
+        run = client.create_flow_run_from_deployment(served.id, parameters=parameters)
+        deadline = time.monotonic() + 120
+        while not client.read_flow_run(run.id).state.is_running():
+            assert time.monotonic() < deadline, client.read_flow_run(run.id).state
+            time.sleep(0.5)
+    time.sleep(2)  # its first heartbeat goes out as it starts running
+    os.killpg(serve.pid, signal.SIGKILL)
+    return str(run.id)
+
+
+def _run_state(flow_run_id: str):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).state
+
+
+def _wait_for_final_state(flow_run_id: str, timeout_s: float):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not (state := _run_state(flow_run_id)).is_final() and time.monotonic() < deadline:
+        time.sleep(2)
+    return state
+
+
+def _active_slots(deployment: str) -> int:
+    """Runs of `deployment` holding a slot of its concurrency limit."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(deployment).global_concurrency_limit.active_slots
 
 
 def _refuses_chunk_size_zero(env: dict[str, str], names: Path) -> None:
@@ -777,6 +837,48 @@ def test_retraining_schedules_fire_at_most_hourly_on_five_fields(cron, timezone,
     from flows.serve import schedule_problem
 
     assert (schedule_problem(cron, timezone) is None) == fine, schedule_problem(cron, timezone)
+
+
+def test_the_crash_automation_is_set_up_once_and_follows_the_heartbeat_period(harness, capsys):
+    """`python -m flows.unresponsive` (and flows.serve, which calls the same function) leaves one
+    automation however often it runs, watching for three heartbeat periods; none is made with
+    heartbeats off. (That it crashes a killed run: test_deployment_run_on_a_real_prefect_server.)"""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from flows.unresponsive import AUTOMATION_NAME, main
+
+    def automations() -> list:
+        with get_client(sync_client=True) as client:
+            return client.read_automations_by_name(AUTOMATION_NAME)
+
+    with get_client(sync_client=True) as client:  # a serve test of this module may have made it
+        for automation in automations():
+            client.delete_automation(automation.id)
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with pytest.raises(SystemExit) as exit_info:
+            main([])
+        assert exit_info.value.code == 0 and automations() == []
+    for period, window in ((180, 540), (40, 120)):
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: period}):
+            main([])
+            main([])
+        [automation] = automations()
+        assert automation.trigger.within.total_seconds() == window and automation.enabled
+        assert automation.trigger.match_related.model_dump() == {"prefect.resource.role": "tag",
+                                                                 "prefect.resource.id": "prefect.tag.namelang"}
+    assert "crash unresponsive runs" in capsys.readouterr().out
+
+
+def test_the_crash_automation_needs_a_server(monkeypatch, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.unresponsive import main
+
+    with temporary_settings({PREFECT_API_URL: None}), pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: PREFECT_API_URL is not set")
 
 
 @pytest.mark.parametrize(("digest", "fine"), [("ab" * 32, True), ("AB" * 32, True), ("ab" * 32 + "\n", False),
