@@ -2,20 +2,23 @@
 
 Orchestration only: each task calls one function of `pipeline.workflow`. Prefect adds caching
 of the data steps (keyed on content hashes and code version), retries with backoff on the
-download and the tracking store, artifacts in the UI, and the flow-run id on the MLflow run.
+download and the tracking store, artifacts in the UI, and the flow-run id on the MLflow run (by
+which a later training closes the MLflow runs of flow runs that died without closing them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.context import TaskRunContext
 from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
@@ -31,10 +34,13 @@ from pipeline.normalize import NamesTable
 from pipeline.registry import PromotionDecision, model_uri
 from pipeline.store import Stored
 from pipeline.tracking import (
+    FLOW_RUN_TAG,
     MODEL_NAME,
     TrackedRun,
     artifact_progress_bars,
+    close_abandoned_run,
     tracking_uri,
+    unfinished_runs_by_flow_run,
     without_credentials,
 )
 from pipeline.train import TrainResult, cpu_threads, resolve_device
@@ -115,8 +121,34 @@ def build_tensors(table: Stored, split: SplitConfig, cache_dir: Path) -> Stored:
 
 @task(name="start-mlflow-run", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
-    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
+    tags = {FLOW_RUN_TAG: str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
     return workflow.start_run(config, table, tags)
+
+
+@task(name="close-abandoned-mlflow-runs", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
+def close_abandoned_runs() -> dict[str, str]:
+    """MLflow runs still RUNNING whose flow run has ended are marked KILLED: their process died
+    before it could close them (flows.unresponsive marks such a flow run Crashed). Only flow runs
+    this Prefect API knows are judged: a run tracked from another server is left alone."""
+    unfinished = {}
+    for run_id, flow_run_id in unfinished_runs_by_flow_run().items():
+        try:
+            unfinished[run_id] = uuid.UUID(flow_run_id)
+        except ValueError:  # a tag someone else wrote
+            continue
+    if not unfinished:
+        return {}
+    with get_client(sync_client=True) as client:
+        flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=sorted(set(unfinished.values())))))
+    ended = {run.id: run.state for run in flow_runs if run.state is not None and run.state.is_final()}
+    closed = {}
+    for run_id, flow_run_id in unfinished.items():
+        if flow_run_id in ended:
+            closed[run_id] = f"its Prefect flow run {flow_run_id} ended {ended[flow_run_id].name} without closing it"
+            close_abandoned_run(run_id, closed[run_id])
+            get_run_logger().warning("MLflow run %s marked KILLED: %s", run_id, closed[run_id])
+    return closed
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -286,6 +318,7 @@ def _train_name_classifier(config: PipelineConfig, resume: bool) -> dict:
     _report_data_quality(table)  # every run, cached or not, shows the report of the table it trained on
     run = start_run(config, table)
     with run.failed_on_error():
+        close_abandoned_runs()
         result = train(data, config, run, resume)
         ev = evaluate(result, data, table, config, run)
         bundle = workflow.save_model(result, data, config)

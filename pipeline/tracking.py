@@ -239,6 +239,25 @@ class TrackedRun:
         return f"#/experiments/{run.info.experiment_id}/runs/{self.run_id}"
 
 
+FLOW_RUN_TAG = "prefect.flow_run_id"  # set by flows.training on the runs it starts
+
+
+def unfinished_runs_by_flow_run(client: MlflowClient | None = None) -> dict[str, str]:
+    """The runs still RUNNING that a Prefect flow run started, as {MLflow run id: flow run id}: a
+    flow run that ended without closing its MLflow run (its process was killed) leaves one."""
+    client = client or MlflowClient()
+    runs = client.search_runs([experiment_id(client)], filter_string="attributes.status = 'RUNNING'",
+                              max_results=1000)
+    return {run.info.run_id: run.data.tags[FLOW_RUN_TAG] for run in runs if run.data.tags.get(FLOW_RUN_TAG)}
+
+
+def close_abandoned_run(run_id: str, reason: str, client: MlflowClient | None = None) -> None:
+    """Mark a run whose process died KILLED, saying why (the `namelang.closed_because` tag)."""
+    client = client or MlflowClient()
+    client.set_tag(run_id, "namelang.closed_because", reason)
+    client.set_terminated(run_id, "KILLED")
+
+
 def _requirements() -> list[str]:
     """Pins an environment manager can install: without a local label such as torch's `+cpu`,
     which exists only on PyTorch's own index (the same release from PyPI runs the model)."""

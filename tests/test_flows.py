@@ -839,6 +839,44 @@ def test_retraining_schedules_fire_at_most_hourly_on_five_fields(cron, timezone,
     assert (schedule_problem(cron, timezone) is None) == fine, schedule_problem(cron, timezone)
 
 
+def test_a_training_closes_the_mlflow_runs_of_flow_runs_that_ended_without_closing_them(first_run):
+    """A flow run killed hard (then Crashed by flows.unresponsive, or Cancelled) left its MLflow run
+    RUNNING; the next training marks it KILLED and says why. Runs whose flow run still runs, or is
+    unknown to this Prefect API, or that no flow run started, are left alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Crashed, Running
+
+    config, _ = first_run
+
+    @flow
+    def stand_in() -> None:  # only its flow runs are used, never run
+        pass
+
+    client = MlflowClient()
+    experiment = experiment_id(client)
+    with get_client(sync_client=True) as prefect:
+        flow_runs = {}
+        for label, state in (("crashed", Crashed()), ("cancelled", Cancelled()), ("running", Running())):
+            flow_runs[label] = prefect.create_flow_run(stand_in, name=f"stand-in-{label}").id
+            prefect.set_flow_run_state(flow_runs[label], state, force=True)
+    tags = {label: {"prefect.flow_run_id": str(flow_run_id)} for label, flow_run_id in flow_runs.items()}
+    tags["unknown"] = {"prefect.flow_run_id": "0195a000-0000-7000-8000-000000000000"}
+    tags["no flow run"] = {}
+    runs = {label: client.create_run(experiment, tags=run_tags).info.run_id for label, run_tags in tags.items()}
+    try:
+        summary = train_name_classifier(config.model_copy(update={"train": config.train.model_copy(
+            update={"epochs": 1})}))
+        status = {label: client.get_run(run_id).info.status for label, run_id in runs.items()}
+        assert status == {"crashed": "KILLED", "cancelled": "KILLED", "running": "RUNNING", "unknown": "RUNNING",
+                          "no flow run": "RUNNING"}
+        reason = client.get_run(runs["crashed"]).data.tags["namelang.closed_because"]
+        assert reason == f"its Prefect flow run {flow_runs['crashed']} ended Crashed without closing it"
+        assert client.get_run(summary["run_id"]).info.status == "FINISHED"  # its own run, left to finish
+    finally:
+        for run_id in runs.values():
+            client.set_terminated(run_id, "KILLED")
+
+
 def test_the_crash_automation_is_set_up_once_and_follows_the_heartbeat_period(harness, capsys):
     """`python -m flows.unresponsive` (and flows.serve, which calls the same function) leaves one
     automation however often it runs, watching for three heartbeat periods; none is made with
