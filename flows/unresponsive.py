@@ -60,7 +60,8 @@ def crash_unresponsive_runs(heartbeat_s: int) -> AutomationCore:
 
 def ensure_crash_automation() -> AutomationCore | None:
     """Create the automation on the configured Prefect API, or bring the one there up to date (the
-    heartbeat period may have changed); None, and nothing done, when heartbeats are turned off."""
+    heartbeat period may have changed; whether it is enabled is left as it is); None, and nothing
+    done, when heartbeats are turned off."""
     heartbeat_s = get_current_settings().flows.heartbeat_frequency
     if heartbeat_s is None:
         return None
@@ -68,6 +69,7 @@ def ensure_crash_automation() -> AutomationCore | None:
     with get_client(sync_client=True) as client:
         existing = client.read_automations_by_name(AUTOMATION_NAME)
         if existing:
+            wanted.enabled = existing[0].enabled  # one turned off by hand stays off
             client.update_automation(existing[0].id, wanted)
             for duplicate in existing[1:]:  # two processes that started at once both created one
                 client.delete_automation(duplicate.id)

@@ -879,8 +879,9 @@ def test_a_training_closes_the_mlflow_runs_of_flow_runs_that_ended_without_closi
 
 def test_the_crash_automation_is_set_up_once_and_follows_the_heartbeat_period(harness, capsys):
     """`python -m flows.unresponsive` (and flows.serve, which calls the same function) leaves one
-    automation however often it runs, watching for three heartbeat periods; none is made with
-    heartbeats off. (That it crashes a killed run: test_deployment_run_on_a_real_prefect_server.)"""
+    automation however often it runs, watching for three heartbeat periods, and leaves one turned
+    off by hand off; none is made with heartbeats off. (That it crashes a killed run:
+    test_deployment_run_on_a_real_prefect_server.)"""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
@@ -905,6 +906,11 @@ def test_the_crash_automation_is_set_up_once_and_follows_the_heartbeat_period(ha
         assert automation.trigger.within.total_seconds() == window and automation.enabled
         assert automation.trigger.match_related.model_dump() == {"prefect.resource.role": "tag",
                                                                  "prefect.resource.id": "prefect.tag.namelang"}
+    with get_client(sync_client=True) as client:  # turned off by hand: it stays off
+        client.pause_automation(automation.id)
+    main([])
+    [automation] = automations()
+    assert not automation.enabled
     assert "crash unresponsive runs" in capsys.readouterr().out
 
 
