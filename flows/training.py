@@ -46,6 +46,7 @@ from pipeline.tracking import (
 from pipeline.train import TrainResult, cpu_threads, resolve_device
 
 DEFAULT_CONFIG = PipelineConfig()
+FLOW_RUNS_PER_READ = 200  # the most a Prefect server returns for one read
 
 
 def _key(*parts: Any) -> str:
@@ -136,19 +137,30 @@ def close_abandoned_runs() -> dict[str, str]:
             unfinished[run_id] = uuid.UUID(flow_run_id)
         except ValueError:  # a tag someone else wrote
             continue
-    if not unfinished:
-        return {}
+    ids = sorted(set(unfinished.values()))
+    ended = {}
     with get_client(sync_client=True) as client:
-        flow_runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=sorted(set(unfinished.values())))))
-    ended = {run.id: run.state for run in flow_runs if run.state is not None and run.state.is_final()}
+        for i in range(0, len(ids), FLOW_RUNS_PER_READ):
+            batch = ids[i:i + FLOW_RUNS_PER_READ]
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)),
+                                             limit=len(batch)):
+                if run.state is not None and run.state.is_final():
+                    ended[run.id] = run.state
     closed = {}
     for run_id, flow_run_id in unfinished.items():
         if flow_run_id in ended:
-            closed[run_id] = f"its Prefect flow run {flow_run_id} ended {ended[flow_run_id].name} without closing it"
-            close_abandoned_run(run_id, closed[run_id])
-            get_run_logger().warning("MLflow run %s marked KILLED: %s", run_id, closed[run_id])
+            reason = f"its Prefect flow run {flow_run_id} ended {ended[flow_run_id].name} without closing it"
+            if close_abandoned_run(run_id, reason):
+                closed[run_id] = reason
+                get_run_logger().warning("MLflow run %s marked KILLED: %s", run_id, reason)
     return closed
+
+
+def _close_abandoned_runs() -> None:
+    """Housekeeping: if it fails (after its retries), the training goes on, with a warning."""
+    state = close_abandoned_runs(return_state=True)
+    if state.is_failed():
+        get_run_logger().warning("could not close the MLflow runs of ended flow runs: %s", state.message)
 
 
 @task(name="train", cache_policy=NO_CACHE)
@@ -318,7 +330,7 @@ def _train_name_classifier(config: PipelineConfig, resume: bool) -> dict:
     _report_data_quality(table)  # every run, cached or not, shows the report of the table it trained on
     run = start_run(config, table)
     with run.failed_on_error():
-        close_abandoned_runs()
+        _close_abandoned_runs()
         result = train(data, config, run, resume)
         ev = evaluate(result, data, table, config, run)
         bundle = workflow.save_model(result, data, config)

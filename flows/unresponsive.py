@@ -59,23 +59,37 @@ def crash_unresponsive_runs(heartbeat_s: int) -> AutomationCore:
 
 
 def ensure_crash_automation() -> AutomationCore | None:
-    """Create the automation on the configured Prefect API, or bring the one there up to date (the
-    heartbeat period may have changed; whether it is enabled is left as it is); None, and nothing
-    done, when heartbeats are turned off."""
+    """The automation on the configured Prefect API: created, or the one there brought up to date.
+    None, and nothing done, when heartbeats are turned off.
+
+    Left as it is when nothing changed: an update gives its trigger a new id, and the server then
+    forgets the runs it was watching (a run killed just before a restart would never be Crashed).
+    Its window only grows: it applies to every namelang run on the server, and a process that beats
+    less often (a worker left at the default) would be Crashed while it runs by a shorter window;
+    to shorten it, delete it first. Whether it is enabled is left as it is (off by hand stays off).
+    """
     heartbeat_s = get_current_settings().flows.heartbeat_frequency
     if heartbeat_s is None:
         return None
     wanted = crash_unresponsive_runs(heartbeat_s)
     with get_client(sync_client=True) as client:
         existing = client.read_automations_by_name(AUTOMATION_NAME)
-        if existing:
-            wanted.enabled = existing[0].enabled  # one turned off by hand stays off
-            client.update_automation(existing[0].id, wanted)
-            for duplicate in existing[1:]:  # two processes that started at once both created one
-                client.delete_automation(duplicate.id)
-        else:
+        if not existing:
             client.create_automation(wanted)
+            return wanted
+        current = existing[0]
+        for duplicate in existing[1:]:  # two processes that started at once both created one
+            client.delete_automation(duplicate.id)
+        if current.trigger.within > wanted.trigger.within:
+            return current
+        wanted.enabled = current.enabled
+        if _definition(current) != _definition(wanted):
+            client.update_automation(current.id, wanted)
     return wanted
+
+
+def _definition(automation: AutomationCore) -> dict:
+    return automation.model_dump(include={"description", "trigger", "actions", "enabled"})  # sets as sets
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,6 +107,10 @@ def main(argv: list[str] | None = None) -> None:
     if automation is None:
         parser.exit(0, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY is off: runs send no heartbeat, nothing to watch\n")
     print(f"automation {AUTOMATION_NAME!r}: {automation.description}")
+    heartbeat_s = get_current_settings().flows.heartbeat_frequency
+    if automation.trigger.within.total_seconds() > MISSED_HEARTBEATS * heartbeat_s:
+        print(f"(kept: it waits longer than {MISSED_HEARTBEATS} x {heartbeat_s} s; to shorten it, delete it first: "
+              f"prefect automation delete {AUTOMATION_NAME!r})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -246,16 +246,25 @@ def unfinished_runs_by_flow_run(client: MlflowClient | None = None) -> dict[str,
     """The runs still RUNNING that a Prefect flow run started, as {MLflow run id: flow run id}: a
     flow run that ended without closing its MLflow run (its process was killed) leaves one."""
     client = client or MlflowClient()
-    runs = client.search_runs([experiment_id(client)], filter_string="attributes.status = 'RUNNING'",
-                              max_results=1000)
-    return {run.info.run_id: run.data.tags[FLOW_RUN_TAG] for run in runs if run.data.tags.get(FLOW_RUN_TAG)}
+    experiment, found, page = experiment_id(client), {}, None
+    while True:
+        runs = client.search_runs([experiment], f"attributes.status = 'RUNNING' and tags.`{FLOW_RUN_TAG}` != ''",
+                                  max_results=1000, page_token=page)
+        found.update((run.info.run_id, run.data.tags[FLOW_RUN_TAG]) for run in runs)
+        if not runs.token:
+            return found
+        page = runs.token
 
 
-def close_abandoned_run(run_id: str, reason: str, client: MlflowClient | None = None) -> None:
-    """Mark a run whose process died KILLED, saying why (the `namelang.closed_because` tag)."""
+def close_abandoned_run(run_id: str, reason: str, client: MlflowClient | None = None) -> bool:
+    """Mark a run whose process died KILLED, saying why (the `namelang.closed_because` tag); False,
+    and nothing done, if it is no longer RUNNING (it ended since it was found)."""
     client = client or MlflowClient()
+    if client.get_run(run_id).info.status != "RUNNING":
+        return False
     client.set_tag(run_id, "namelang.closed_because", reason)
     client.set_terminated(run_id, "KILLED")
+    return True
 
 
 def _requirements() -> list[str]:

@@ -30,6 +30,7 @@ from tests.support import free_port, small_names_folder, stops_answering, tiny_c
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).parent / "prefect")
+HEARTBEAT_S = 30  # Prefect's least: the real-server test's runs beat this often, and are Crashed 90 s after the last
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +368,7 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "MLFLOW_TRACKING_URI": store,
-           "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",  # Prefect's least: a run unheard of for 90 s is Crashed
+           "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     work = tmp_path / "work"
     work.mkdir()
@@ -422,16 +423,15 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         # a training whose process dies without a word (SIGKILL of the serving process and its runs)
         with temporary_settings({PREFECT_API_URL: api}):
             long_params = {"config": tiny_config(work, source, epochs=1000, patience=1000).model_dump(mode="json")}
-            zombie = _start_and_kill_a_training(serve, name, long_params)
-        serve.wait(timeout=30)
+            zombie, started = _start_and_kill_a_training(serve, name, long_params)
+            serve.wait(timeout=30)
+            assert _run_state(zombie).is_running() and _active_slots(name) == 1  # not yet: a heartbeat may be late
 
         # the README's other way: prefect.yaml's deployments, run by a worker of a work pool
         repo = Path(__file__).parents[1]
         for command in (["work-pool", "create", "namelang", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
             done = subprocess.run([PREFECT, *command], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        with temporary_settings({PREFECT_API_URL: api}):
-            assert _run_state(zombie).is_running() and _active_slots(name) == 1  # not yet: a heartbeat may be late
         inspect = subprocess.run([PREFECT, "deployment", "inspect", name], env=env, capture_output=True, text=True,
                                  timeout=60)
         assert "'work_pool_name': 'namelang'" in inspect.stdout and "0 3 * * 1" in inspect.stdout, inspect.stdout
@@ -452,6 +452,8 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         with temporary_settings({PREFECT_API_URL: api}):  # before its deployment goes: the server would fail to
             crashed = _wait_for_final_state(zombie, timeout_s=200)  # free the slot of a deleted deployment
             assert crashed.is_crashed() and "No heartbeat for 3 periods of 30 s" in crashed.message, crashed
+            # 3 periods after its last heartbeat (at about 30 s), not after it started: its heartbeats counted
+            assert 4 * HEARTBEAT_S - 5 <= (crashed.timestamp - started).total_seconds() <= 4 * HEARTBEAT_S + 60
             assert _active_slots(name) == 0  # the next training may start
             assert _run_state(completed_run).is_completed()  # a run that ended is left as it ended
 
@@ -477,9 +479,10 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
             log.close()
 
 
-def _start_and_kill_a_training(serve: subprocess.Popen, deployment: str, parameters: dict) -> str:
-    """Start a run of `deployment`, and once it runs, SIGKILL `serve`'s process group (the run's own
-    process is in it); the run's id."""
+def _start_and_kill_a_training(serve: subprocess.Popen, deployment: str, parameters: dict):
+    """Start a run of `deployment`; once it has run a little over one heartbeat period (so that it
+    sent two heartbeats), SIGKILL `serve`'s process group (the run's own process is in it). The
+    run's id and when it started running (the server's clock)."""
     import time
 
     from prefect.client.orchestration import get_client
@@ -488,12 +491,13 @@ def _start_and_kill_a_training(serve: subprocess.Popen, deployment: str, paramet
         served = client.read_deployment_by_name(deployment)
         run = client.create_flow_run_from_deployment(served.id, parameters=parameters)
         deadline = time.monotonic() + 120
-        while not client.read_flow_run(run.id).state.is_running():
-            assert time.monotonic() < deadline, client.read_flow_run(run.id).state
+        while not (state := client.read_flow_run(run.id).state).is_running():
+            assert time.monotonic() < deadline, state
             time.sleep(0.5)
-    time.sleep(2)  # its first heartbeat goes out as it starts running
+    time.sleep(HEARTBEAT_S + 8)  # its second heartbeat has gone out
+    assert _run_state(str(run.id)).is_running()
     os.killpg(serve.pid, signal.SIGKILL)
-    return str(run.id)
+    return str(run.id), state.timestamp
 
 
 def _run_state(flow_run_id: str):
@@ -877,19 +881,30 @@ def test_a_training_closes_the_mlflow_runs_of_flow_runs_that_ended_without_closi
             client.set_terminated(run_id, "KILLED")
 
 
-def test_the_crash_automation_is_set_up_once_and_follows_the_heartbeat_period(harness, capsys):
+def test_the_crash_automation_is_set_up_once_and_changed_only_to_wait_longer(harness, capsys):
     """`python -m flows.unresponsive` (and flows.serve, which calls the same function) leaves one
-    automation however often it runs, watching for three heartbeat periods, and leaves one turned
-    off by hand off; none is made with heartbeats off. (That it crashes a killed run:
-    test_deployment_run_on_a_real_prefect_server.)"""
+    automation however often it runs, watching for three heartbeat periods. Set up again unchanged,
+    its trigger keeps its id (a new one would make the server forget the runs it watches); a shorter
+    period does not shorten it (runs elsewhere may beat less often); one turned off by hand stays off;
+    none is made with heartbeats off. (That it crashes a killed run, and only once its heartbeats
+    stop: test_deployment_run_on_a_real_prefect_server.)"""
+    import httpx
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from flows.unresponsive import AUTOMATION_NAME, main
 
     def automations() -> list:
         with get_client(sync_client=True) as client:
             return client.read_automations_by_name(AUTOMATION_NAME)
+
+    def set_up_with(period: int | None) -> tuple[float, str, bool]:
+        """The window, the trigger's id as the server holds it, and whether it is enabled."""
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: period}):
+            main([])
+        [automation] = automations()
+        raw = httpx.get(f"{PREFECT_API_URL.value()}/automations/{automation.id}", timeout=30).json()
+        return automation.trigger.within.total_seconds(), raw["trigger"]["id"], automation.enabled
 
     with get_client(sync_client=True) as client:  # a serve test of this module may have made it
         for automation in automations():
@@ -898,20 +913,21 @@ def test_the_crash_automation_is_set_up_once_and_follows_the_heartbeat_period(ha
         with pytest.raises(SystemExit) as exit_info:
             main([])
         assert exit_info.value.code == 0 and automations() == []
-    for period, window in ((180, 540), (40, 120)):
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: period}):
-            main([])
-            main([])
-        [automation] = automations()
-        assert automation.trigger.within.total_seconds() == window and automation.enabled
-        assert automation.trigger.match_related.model_dump() == {"prefect.resource.role": "tag",
-                                                                 "prefect.resource.id": "prefect.tag.namelang"}
-    with get_client(sync_client=True) as client:  # turned off by hand: it stays off
-        client.pause_automation(automation.id)
-    main([])
+
+    window, trigger_id, enabled = set_up_with(180)
+    assert window == 540 and enabled
     [automation] = automations()
-    assert not automation.enabled
-    assert "crash unresponsive runs" in capsys.readouterr().out
+    assert automation.trigger.match_related.model_dump() == {"prefect.resource.role": "tag",
+                                                             "prefect.resource.id": "prefect.tag.namelang"}
+    assert set_up_with(180) == (540, trigger_id, True)  # unchanged, not rewritten
+    capsys.readouterr()
+    assert set_up_with(40) == (540, trigger_id, True)  # 120 s would crash runs that beat every 180 s
+    assert "kept: it waits longer than 3 x 40 s" in capsys.readouterr().out
+    window, new_trigger_id, _ = set_up_with(200)
+    assert window == 600 and new_trigger_id != trigger_id
+    with get_client(sync_client=True) as client:
+        client.pause_automation(automation.id)
+    assert set_up_with(200)[2] is False
 
 
 def test_the_crash_automation_needs_a_server(monkeypatch, capsys):
