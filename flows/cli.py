@@ -113,11 +113,14 @@ def train(
         ("--cell", "model", "cell"): cell, ("--device", "train", "device"): device,
         ("--threads", "train", "num_threads"): threads, ("--max-seconds", "train", "max_seconds"): max_seconds,
         ("--progress", "train", "progress"): progress})
+    from prefect import tags
+
     from flows.local_api import prefect_api
     from flows.training import train_name_classifier
+    from flows.unresponsive import RUN_TAG
 
-    try:
-        with stop_signals_interrupt(), prefect_api():
+    try:  # tagged as the deployments' runs: on a server, the crash automation watches it too
+        with stop_signals_interrupt(), prefect_api(), tags(RUN_TAG, "training"):
             summary = train_name_classifier(config, resume=resume)
     except NamelangError as exc:
         fail(exc)
@@ -275,11 +278,14 @@ def batch(
     chunk_size: Annotated[int, typer.Option(min=1, help="Names per chunk (bounds memory)")] = BATCH_CHUNK_NAMES,
 ) -> None:
     """Predict a whole file through the `batch-predict` flow; writes Parquet with the top-3 languages."""
+    from prefect import tags
+
     from flows.batch_predict import batch_predict
     from flows.local_api import prefect_api
+    from flows.unresponsive import RUN_TAG
 
     try:
-        with stop_signals_interrupt(), prefect_api():
+        with stop_signals_interrupt(), prefect_api(), tags(RUN_TAG, "prediction"):
             stats = batch_predict(str(input_path), str(out) if out else None, model, column, chunk_size)
     except NamelangError as exc:
         fail(exc)

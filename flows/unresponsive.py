@@ -26,7 +26,7 @@ from flows.local_api import configured_api
 from pipeline.errors import NamelangError
 
 AUTOMATION_NAME = "namelang: crash unresponsive runs"
-RUN_TAG = "namelang"  # every namelang deployment's runs carry it (flows.serve, prefect.yaml)
+RUN_TAG = "namelang"  # the deployments' runs carry it (flows.serve, prefect.yaml), and the CLI's
 MISSED_HEARTBEATS = 3  # as Prefect's recipe: a late heartbeat or two is no death
 HEARTBEAT = "prefect.flow-run.heartbeat"
 # The server records a run's start itself: a run killed before its first heartbeat reached the server

@@ -516,6 +516,13 @@ def _wait_for_final_state(flow_run_id: str, timeout_s: float):
     return state
 
 
+def _run_tags(flow_run_id: str) -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).tags
+
+
 def _active_slots(deployment: str) -> int:
     """Runs of `deployment` holding a slot of its concurrency limit."""
     from prefect.client.orchestration import get_client
@@ -585,6 +592,7 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert len(client.get_metric_history(resumed.info.run_id, "train_loss")) == 3
     # in the flow run's own log (what the Prefect UI shows), the resume is said before the replayed epochs
     messages = _flow_run_log(resumed.data.tags["prefect.flow_run_id"])
+    assert set(_run_tags(resumed.data.tags["prefect.flow_run_id"])) == {"namelang", "training"}  # as deployments'
     said = messages.index("resuming from the checkpoint written after epoch 1 (its epochs' figures follow)")
     epochs = [i for i, m in enumerate(messages) if re.match(r"epoch \d/3: ", m)]
     assert len(epochs) == 3 and said < epochs[0], messages
@@ -763,6 +771,14 @@ def test_cli_batch_predicts_a_file(first_run, tmp_path):
     out = tmp_path / "names.txt.predictions.parquet"  # the whole input name: names.csv beside would not collide
     assert f"3 names -> {out} (1 could not be classified" in result.output
     assert len(pd.read_parquet(out)) == 3
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:  # the latest batch-predict run: this one
+        [latest] = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["batch-predict"])),
+                                         sort=FlowRunSort.START_TIME_DESC, limit=1)
+    assert set(latest.tags) == {"namelang", "prediction"}  # as the deployment's runs: the crash automation's
     missing = CliRunner().invoke(app, ["batch", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "input file not found" in missing.output
     # an output that would replace the input, is a folder, or is not named .parquet: one line, the input untouched
