@@ -11,9 +11,12 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from flows.retries import RETRY_TRANSIENT_QUICK
+from flows.unresponsive import RUN_TAG
 from pipeline.batch import check_output_path, predict_file
 from pipeline.config import BATCH_CHUNK_NAMES
 from pipeline.registry import load_model, model_uri, pin_model_uri
+
+TAGS = (RUN_TAG, "prediction")  # of its runs, deployed (flows.serve, prefect.yaml) or from the CLI
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE, **RETRY_TRANSIENT_QUICK)

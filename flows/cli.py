@@ -116,11 +116,10 @@ def train(
     from prefect import tags
 
     from flows.local_api import prefect_api
-    from flows.training import train_name_classifier
-    from flows.unresponsive import RUN_TAG
+    from flows.training import TAGS, train_name_classifier
 
     try:  # tagged as the deployments' runs: on a server, the crash automation watches it too
-        with stop_signals_interrupt(), prefect_api(), tags(RUN_TAG, "training"):
+        with stop_signals_interrupt(), prefect_api(), tags(*TAGS):
             summary = train_name_classifier(config, resume=resume)
     except NamelangError as exc:
         fail(exc)
@@ -280,12 +279,11 @@ def batch(
     """Predict a whole file through the `batch-predict` flow; writes Parquet with the top-3 languages."""
     from prefect import tags
 
-    from flows.batch_predict import batch_predict
+    from flows.batch_predict import TAGS, batch_predict
     from flows.local_api import prefect_api
-    from flows.unresponsive import RUN_TAG
 
     try:
-        with stop_signals_interrupt(), prefect_api(), tags(RUN_TAG, "prediction"):
+        with stop_signals_interrupt(), prefect_api(), tags(*TAGS):
             stats = batch_predict(str(input_path), str(out) if out else None, model, column, chunk_size)
     except NamelangError as exc:
         fail(exc)

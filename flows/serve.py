@@ -26,10 +26,12 @@ from prefect.server.schemas.schedules import CronSchedule  # the server's own: i
 from pydantic import ValidationError
 
 from flows import run_logs
+from flows.batch_predict import TAGS as PREDICTION_TAGS
 from flows.batch_predict import batch_predict
 from flows.local_api import configured_api
+from flows.training import TAGS as TRAINING_TAGS
 from flows.training import train_name_classifier
-from flows.unresponsive import RUN_TAG, ensure_crash_automation
+from flows.unresponsive import ensure_crash_automation
 from pipeline.config import DEFAULT_SOURCE, DataConfig, PipelineConfig
 from pipeline.errors import NamelangError, validation_message
 
@@ -49,11 +51,11 @@ def deployments(cron: str | None = DEFAULT_CRON, source: str = DEFAULT_SOURCE, t
         name=RETRAIN, schedules=[] if cron is None else [Cron(cron, timezone=timezone)],
         parameters={"config": config.model_dump(mode="json")},
         description="Retrain on the configured source; the champion alias moves only through the gate.",
-        tags=[RUN_TAG, "training"],
+        tags=list(TRAINING_TAGS),
         # one training at a time (two would share the cores); a run due meanwhile waits its turn
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
     )
-    on_demand = batch_predict.to_deployment(name=ON_DEMAND, tags=[RUN_TAG, "prediction"],
+    on_demand = batch_predict.to_deployment(name=ON_DEMAND, tags=list(PREDICTION_TAGS),
                                             description="Predict languages for a file of names.")
     return [retrain, on_demand]
 

@@ -25,6 +25,7 @@ from prefect.runtime import flow_run
 from prefect.tasks import exponential_backoff
 
 from flows.retries import RETRY_TRANSIENT
+from flows.unresponsive import RUN_TAG
 from pipeline import features, ingest, normalize, store, workflow
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig
 from pipeline.errors import TransientError, hide_credentials
@@ -38,7 +39,6 @@ from pipeline.tracking import (
     MODEL_NAME,
     TrackedRun,
     artifact_progress_bars,
-    close_abandoned_run,
     tracking_uri,
     unfinished_runs_by_flow_run,
     without_credentials,
@@ -46,6 +46,7 @@ from pipeline.tracking import (
 from pipeline.train import TrainResult, cpu_threads, resolve_device
 
 DEFAULT_CONFIG = PipelineConfig()
+TAGS = (RUN_TAG, "training")  # of its runs, deployed (flows.serve, prefect.yaml) or from the CLI
 FLOW_RUNS_PER_READ = 200  # the most a Prefect server returns for one read
 
 
@@ -131,29 +132,37 @@ def close_abandoned_runs() -> dict[str, str]:
     """MLflow runs still RUNNING whose flow run has ended are marked KILLED: their process died
     before it could close them (flows.unresponsive marks such a flow run Crashed). Only flow runs
     this Prefect API knows are judged: a run tracked from another server is left alone."""
-    unfinished = {}
-    for run_id, flow_run_id in unfinished_runs_by_flow_run().items():
+    unfinished = []
+    for run, flow_run_id in unfinished_runs_by_flow_run():
         try:
-            unfinished[run_id] = uuid.UUID(flow_run_id)
+            unfinished.append((run, uuid.UUID(flow_run_id)))
         except ValueError:  # a tag someone else wrote
             continue
-    ids = sorted(set(unfinished.values()))
-    ended = {}
+    ended = _ended_flow_runs({flow_run_id for _, flow_run_id in unfinished})
+    closed = {}
+    for run, flow_run_id in unfinished:
+        if flow_run_id not in ended:
+            continue
+        reason = f"its Prefect flow run {flow_run_id} ended {ended[flow_run_id]} without closing it"
+        if run.close_abandoned(reason):
+            closed[run.run_id] = reason
+            get_run_logger().warning("MLflow run %s marked KILLED: %s", run.run_id, reason)
+    return closed
+
+
+def _ended_flow_runs(ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The final state's name of each flow run among `ids` that this Prefect API knows has ended."""
+    ids_in_order, ended = sorted(ids), {}
+    if not ids:  # the usual case: no client to open
+        return ended
     with get_client(sync_client=True) as client:
-        for i in range(0, len(ids), FLOW_RUNS_PER_READ):
-            batch = ids[i:i + FLOW_RUNS_PER_READ]
+        for i in range(0, len(ids_in_order), FLOW_RUNS_PER_READ):
+            batch = ids_in_order[i:i + FLOW_RUNS_PER_READ]
             for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)),
                                              limit=len(batch)):
                 if run.state is not None and run.state.is_final():
-                    ended[run.id] = run.state
-    closed = {}
-    for run_id, flow_run_id in unfinished.items():
-        if flow_run_id in ended:
-            reason = f"its Prefect flow run {flow_run_id} ended {ended[flow_run_id].name} without closing it"
-            if close_abandoned_run(run_id, reason):
-                closed[run_id] = reason
-                get_run_logger().warning("MLflow run %s marked KILLED: %s", run_id, reason)
-    return closed
+                    ended[run.id] = run.state.name
+    return ended
 
 
 def _close_abandoned_runs() -> None:

@@ -16,7 +16,7 @@ import argparse
 from datetime import timedelta
 
 from prefect import get_client
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import TERMINAL_STATES, StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
@@ -32,7 +32,8 @@ HEARTBEAT = "prefect.flow-run.heartbeat"
 # The server records a run's start itself: a run killed before its first heartbeat reached the server
 # (they go out from a background queue) is watched from there.
 RUNNING = "prefect.flow-run.Running"
-FINAL_STATES = ("Completed", "Failed", "Cancelled", "Crashed")
+# a state change is an event named after the state: prefect.flow-run.Completed, ...
+FINAL = tuple(f"prefect.flow-run.{state.value.capitalize()}" for state in TERMINAL_STATES)
 
 
 def crash_unresponsive_runs(heartbeat_s: int) -> AutomationCore:
@@ -41,10 +42,10 @@ def crash_unresponsive_runs(heartbeat_s: int) -> AutomationCore:
         name=AUTOMATION_NAME,
         description=f"Marks a flow run tagged {RUN_TAG!r} Crashed when neither a heartbeat nor a final state has "
                     f"come for {MISSED_HEARTBEATS * heartbeat_s} s ({MISSED_HEARTBEATS} heartbeats of {heartbeat_s} "
-                    "s): its process died without a word. Set up by namelang's flows.serve.",
+                    "s): its process died without a word. Set up by namelang (flows.unresponsive, run by flows.serve).",
         trigger=EventTrigger(
             after={HEARTBEAT, RUNNING},
-            expect={HEARTBEAT, *(f"prefect.flow-run.{state}" for state in FINAL_STATES)},
+            expect={HEARTBEAT, *FINAL},
             match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
             match_related=ResourceSpecification({"prefect.resource.role": "tag",
                                                  "prefect.resource.id": f"prefect.tag.{RUN_TAG}"}),

@@ -234,6 +234,15 @@ class TrackedRun:
         versions = self.client.search_model_versions(f"name='{name}' and run_id='{self.run_id}'")
         return max(versions, key=lambda v: int(v.version)) if versions else None
 
+    def close_abandoned(self, reason: str) -> bool:
+        """Mark a run whose process died KILLED, saying why (the `namelang.closed_because` tag); False,
+        and nothing done, if it is no longer RUNNING (it ended since it was found)."""
+        if self.client.get_run(self.run_id).info.status != "RUNNING":
+            return False
+        self.set_tags({"namelang.closed_because": reason})
+        self.finish("KILLED")
+        return True
+
     def url(self) -> str:
         run = self.client.get_run(self.run_id)
         return f"#/experiments/{run.info.experiment_id}/runs/{self.run_id}"
@@ -242,29 +251,18 @@ class TrackedRun:
 FLOW_RUN_TAG = "prefect.flow_run_id"  # set by flows.training on the runs it starts
 
 
-def unfinished_runs_by_flow_run(client: MlflowClient | None = None) -> dict[str, str]:
-    """The runs still RUNNING that a Prefect flow run started, as {MLflow run id: flow run id}: a
-    flow run that ended without closing its MLflow run (its process was killed) leaves one."""
+def unfinished_runs_by_flow_run(client: MlflowClient | None = None) -> list[tuple[TrackedRun, str]]:
+    """The runs still RUNNING that a Prefect flow run started, each with that flow run's id: a flow
+    run that ended without closing its MLflow run (its process was killed) leaves one."""
     client = client or MlflowClient()
-    experiment, found, page = experiment_id(client), {}, None
+    experiment, found, page = experiment_id(client), [], None
     while True:
         runs = client.search_runs([experiment], f"attributes.status = 'RUNNING' and tags.`{FLOW_RUN_TAG}` != ''",
                                   max_results=1000, page_token=page)
-        found.update((run.info.run_id, run.data.tags[FLOW_RUN_TAG]) for run in runs)
+        found += [(TrackedRun(client, run.info.run_id), run.data.tags[FLOW_RUN_TAG]) for run in runs]
         if not runs.token:
             return found
         page = runs.token
-
-
-def close_abandoned_run(run_id: str, reason: str, client: MlflowClient | None = None) -> bool:
-    """Mark a run whose process died KILLED, saying why (the `namelang.closed_because` tag); False,
-    and nothing done, if it is no longer RUNNING (it ended since it was found)."""
-    client = client or MlflowClient()
-    if client.get_run(run_id).info.status != "RUNNING":
-        return False
-    client.set_tag(run_id, "namelang.closed_because", reason)
-    client.set_terminated(run_id, "KILLED")
-    return True
 
 
 def _requirements() -> list[str]:
