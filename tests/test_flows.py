@@ -897,6 +897,24 @@ def test_a_training_closes_the_mlflow_runs_of_flow_runs_that_ended_without_closi
             client.set_terminated(run_id, "KILLED")
 
 
+def test_a_failed_clean_up_of_abandoned_runs_only_warns(first_run, monkeypatch):
+    """The clean-up is housekeeping: when its search fails (here a fault put in its place, one that
+    is not retried), the training goes on, registers its model and says in its log what failed."""
+    import flows.training
+
+    def broken_search():
+        raise TypeError("the search broke")
+
+    monkeypatch.setattr(flows.training, "unfinished_runs_by_flow_run", broken_search)
+    config, _ = first_run
+    summary = train_name_classifier(config.model_copy(update={"train": config.train.model_copy(
+        update={"epochs": 1})}))
+    assert MlflowClient().get_run(summary["run_id"]).info.status == "FINISHED"
+    assert summary["version"] not in ("", None)
+    warnings = [m for m in _flow_run_log(summary["flow_run_id"]) if "could not close the MLflow runs" in m]
+    assert len(warnings) == 1 and "the search broke" in warnings[0], warnings
+
+
 def test_the_crash_automation_is_set_up_once_and_changed_only_to_wait_longer(harness, capsys):
     """`python -m flows.unresponsive` (and flows.serve, which calls the same function) leaves one
     automation however often it runs, watching for three heartbeat periods. Set up again unchanged,
