@@ -19,9 +19,11 @@ from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
 from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
+from prefect.states import Crashed
 from prefect.tasks import exponential_backoff
 
 from flows.retries import RETRY_TRANSIENT
@@ -129,40 +131,58 @@ def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
 
 @task(name="close-abandoned-mlflow-runs", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def close_abandoned_runs() -> dict[str, str]:
-    """MLflow runs still RUNNING whose flow run has ended are marked KILLED: their process died
-    before it could close them (flows.unresponsive marks such a flow run Crashed). Only flow runs
-    this Prefect API knows are judged: a run tracked from another server is left alone."""
+    """MLflow runs still RUNNING whose process died are marked KILLED. Either their flow run has
+    ended (flows.unresponsive marks such a flow run Crashed on a server), or it still says Running
+    but its process, on this host, is gone (a `namelang train` killed hard under a temporary API,
+    which nothing watched): that flow run is marked Crashed first. Only flow runs this Prefect API
+    knows are judged: a run tracked from another server is left alone."""
     unfinished = []
-    for run, flow_run_id in unfinished_runs_by_flow_run():
+    for found in unfinished_runs_by_flow_run():
         try:
-            unfinished.append((run, uuid.UUID(flow_run_id)))
+            unfinished.append((found, uuid.UUID(found.flow_run_id)))
         except ValueError:  # a tag someone else wrote
             continue
-    ended = _ended_flow_runs({flow_run_id for _, flow_run_id in unfinished})
+    states = _flow_run_states({flow_run_id for _, flow_run_id in unfinished})
     closed = {}
-    for run, flow_run_id in unfinished:
-        if flow_run_id not in ended:
+    for found, flow_run_id in unfinished:
+        state = states.get(flow_run_id)
+        if state is None:
             continue
-        reason = f"its Prefect flow run {flow_run_id} ended {ended[flow_run_id]} without closing it"
-        if run.close_abandoned(reason):
-            closed[run.run_id] = reason
-            get_run_logger().warning("MLflow run %s marked KILLED: %s", run.run_id, reason)
+        if state.is_final():
+            reason = f"its Prefect flow run {flow_run_id} ended {state.name} without closing it"
+        elif state.is_running() and found.process_gone:
+            reason = f"its process ({found.process}) is gone; its Prefect flow run {flow_run_id} was marked Crashed"
+            if not _crash(flow_run_id, f"its process ({found.process}) is gone: found by a later training"):
+                continue
+        else:
+            continue
+        if found.run.close_abandoned(reason):
+            closed[found.run.run_id] = reason
+            get_run_logger().warning("MLflow run %s marked KILLED: %s", found.run.run_id, reason)
     return closed
 
 
-def _ended_flow_runs(ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
-    """The final state's name of each flow run among `ids` that this Prefect API knows has ended."""
-    ids_in_order, ended = sorted(ids), {}
+def _flow_run_states(ids: set[uuid.UUID]) -> dict[uuid.UUID, State]:
+    """The state of each flow run among `ids` that this Prefect API knows."""
+    ids_in_order, states = sorted(ids), {}
     if not ids:  # the usual case: no client to open
-        return ended
+        return states
     with get_client(sync_client=True) as client:
         for i in range(0, len(ids_in_order), FLOW_RUNS_PER_READ):
             batch = ids_in_order[i:i + FLOW_RUNS_PER_READ]
             for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)),
                                              limit=len(batch)):
-                if run.state is not None and run.state.is_final():
-                    ended[run.id] = run.state.name
-    return ended
+                if run.state is not None:
+                    states[run.id] = run.state
+    return states
+
+
+def _crash(flow_run_id: uuid.UUID, message: str) -> bool:
+    """Mark a flow run whose process died Crashed, as Prefect does when it sees one crash (not forced:
+    the server refuses it if the run has just ended); True if it is Crashed now."""
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Crashed(message=message))
+        return client.read_flow_run(flow_run_id).state.is_crashed()
 
 
 def _close_abandoned_runs() -> None:

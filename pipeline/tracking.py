@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import mlflow
+import psutil
 import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -144,7 +146,7 @@ class TrackedRun:
     @classmethod
     def start(cls, config: PipelineConfig, tags: dict[str, str], run_name: str | None = None) -> TrackedRun:
         client = MlflowClient()
-        run = client.create_run(experiment_id(client), tags=tags, run_name=run_name)
+        run = client.create_run(experiment_id(client), tags={**this_process(), **tags}, run_name=run_name)
         tracked = cls(client, run.info.run_id)
         params = [Param(k, str(v)) for k, v in flat_params(config).items()]
         with tracked.failed_on_error():  # a retry starts a new run: this one must not stay RUNNING
@@ -249,17 +251,60 @@ class TrackedRun:
 
 
 FLOW_RUN_TAG = "prefect.flow_run_id"  # set by flows.training on the runs it starts
+# Which process runs an MLflow run: a later training on the same host can tell that it died
+HOST_TAG, PID_TAG, PROCESS_STARTED_TAG = "namelang.host", "namelang.pid", "namelang.process_started"
+# psutil derives a process's start time from the boot time, which clock adjustments can move by a second
+SAME_START_S = 2.0
 
 
-def unfinished_runs_by_flow_run(client: MlflowClient | None = None) -> list[tuple[TrackedRun, str]]:
-    """The runs still RUNNING that a Prefect flow run started, each with that flow run's id: a flow
-    run that ended without closing its MLflow run (its process was killed) leaves one."""
+def this_process() -> dict[str, str]:
+    """Tags naming this process: its host, pid and start time (a pid alone may be reused)."""
+    process = psutil.Process()
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(process.pid), PROCESS_STARTED_TAG: repr(process.create_time())}
+
+
+def process_gone(tags: dict[str, str]) -> bool:
+    """True only when the process these tags name is known to be dead: it ran on this host, and no
+    living process has its pid and start time. On another host, or without the tags, nothing can
+    be known here: False."""
+    try:
+        host, pid, started = tags[HOST_TAG], int(tags[PID_TAG]), float(tags[PROCESS_STARTED_TAG])
+    except (KeyError, ValueError):
+        return False
+    if host != socket.gethostname():
+        return False
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - started) > SAME_START_S or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:  # another user's process: alive
+        return False
+
+
+@dataclass(frozen=True)
+class UnfinishedRun:
+    """A RUNNING MLflow run that a Prefect flow run started."""
+
+    run: TrackedRun
+    flow_run_id: str
+    process: str  # "pid N on HOST", for messages
+    process_gone: bool  # its process is known to be dead (see `process_gone`)
+
+
+def unfinished_runs_by_flow_run(client: MlflowClient | None = None) -> list[UnfinishedRun]:
+    """The runs still RUNNING that a Prefect flow run started: a flow run whose process was killed
+    leaves one, and its flow run may still say Running."""
     client = client or MlflowClient()
     experiment, found, page = experiment_id(client), [], None
     while True:
         runs = client.search_runs([experiment], f"attributes.status = 'RUNNING' and tags.`{FLOW_RUN_TAG}` != ''",
                                   max_results=1000, page_token=page)
-        found += [(TrackedRun(client, run.info.run_id), run.data.tags[FLOW_RUN_TAG]) for run in runs]
+        for run in runs:
+            tags = run.data.tags
+            found.append(UnfinishedRun(TrackedRun(client, run.info.run_id), tags[FLOW_RUN_TAG],
+                                       f"pid {tags.get(PID_TAG, '?')} on {tags.get(HOST_TAG, '?')}",
+                                       process_gone(tags)))
         if not runs.token:
             return found
         page = runs.token

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -894,6 +895,66 @@ def test_a_training_closes_the_mlflow_runs_of_flow_runs_that_ended_without_closi
         assert client.get_run(summary["run_id"]).info.status == "FINISHED"  # its own run, left to finish
     finally:
         for run_id in runs.values():
+            client.set_terminated(run_id, "KILLED")
+
+
+def test_a_training_killed_hard_is_found_dead_and_closed_by_the_next_one(first_run, tmp_path):
+    """`namelang train` killed by SIGKILL (the OOM killer, say) leaves its flow run Running and its
+    MLflow run RUNNING, and nothing watches a temporary API. The next training, on the same host,
+    finds its process gone: the flow run is marked Crashed, the MLflow run KILLED. A run whose
+    process lives, or ran on another host, is left alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+    from prefect.states import Running
+
+    from pipeline.tracking import HOST_TAG, PID_TAG, PROCESS_STARTED_TAG, this_process
+
+    config, _ = first_run
+    settings = config.model_copy(update={"train": config.train.model_copy(
+        update={"epochs": 500, "patience": 500, "progress": False})})
+    config_file = tmp_path / "settings.json"
+    config_file.write_text(settings.model_dump_json())
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    killed = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), "train", "--config", str(config_file)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = MlflowClient()
+    try:
+        deadline = time.monotonic() + 120
+        while not (found := client.search_runs([experiment_id(client)], f"tags.`{PID_TAG}` = '{killed.pid}'")):
+            assert killed.poll() is None and time.monotonic() < deadline, "the training never started its MLflow run"
+            time.sleep(0.2)
+    finally:
+        killed.kill()
+        killed.wait()
+    dead = found[0]
+    assert client.get_run(dead.info.run_id).info.status == "RUNNING"
+
+    @flow
+    def stand_in() -> None:  # only its flow runs are used, never run
+        pass
+
+    with get_client(sync_client=True) as prefect:
+        assert prefect.read_flow_run(dead.data.tags["prefect.flow_run_id"]).state.is_running()
+        alive = {}
+        for label, process in (("this process", this_process()),
+                               ("another host", {**this_process(), HOST_TAG: "elsewhere", PID_TAG: str(killed.pid)})):
+            flow_run_id = prefect.create_flow_run(stand_in, name=f"stand-in-{label}").id
+            prefect.set_flow_run_state(flow_run_id, Running(), force=True)
+            alive[label] = client.create_run(experiment_id(client), tags={
+                **process, "prefect.flow_run_id": str(flow_run_id)}).info.run_id
+    try:
+        train_name_classifier(config.model_copy(update={"train": config.train.model_copy(update={"epochs": 1})}))
+        closed = client.get_run(dead.info.run_id)
+        assert closed.info.status == "KILLED"
+        assert f"its process (pid {killed.pid} on " in closed.data.tags["namelang.closed_because"]
+        assert PROCESS_STARTED_TAG in closed.data.tags
+        with get_client(sync_client=True) as prefect:
+            state = prefect.read_flow_run(dead.data.tags["prefect.flow_run_id"]).state
+        assert state.is_crashed() and "is gone" in state.message, state
+        assert {label: client.get_run(run_id).info.status for label, run_id in alive.items()} == {
+            "this process": "RUNNING", "another host": "RUNNING"}
+    finally:
+        for run_id in alive.values():
             client.set_terminated(run_id, "KILLED")
 
 

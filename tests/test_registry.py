@@ -87,6 +87,34 @@ def test_run_logs_params_curves_dataset_and_artifacts(store):
     assert pins.keys() >= {"torch", "mlflow"} and not any("+" in v for v in pins.values()), requirements
 
 
+def test_a_run_names_its_process_so_a_later_one_can_tell_it_died(store):
+    """Host, pid and start time: a pid reused by a later process, or a zombie, is a dead run's; a run
+    of another host, or without the tags, cannot be judged here and is taken as alive."""
+    from pipeline.tracking import HOST_TAG, PID_TAG, PROCESS_STARTED_TAG, process_gone, this_process
+
+    tags = MlflowClient().get_run(store["summary"]["run_id"]).data.tags
+    assert tags[PID_TAG] == str(os.getpid()) and not process_gone(tags)
+    assert process_gone({**this_process(), PROCESS_STARTED_TAG: "1000000000.0"})  # the pid, reused since
+    assert not process_gone({**this_process(), HOST_TAG: "elsewhere", PROCESS_STARTED_TAG: "1000000000.0"})
+    assert not process_gone({}) and not process_gone({**this_process(), PID_TAG: "not a pid"})
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import psutil
+
+        started = {**this_process(), PID_TAG: str(child.pid),
+                   PROCESS_STARTED_TAG: repr(psutil.Process(child.pid).create_time())}
+        assert not process_gone(started)
+        child.kill()
+        deadline = time.monotonic() + 10
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert process_gone(started)  # killed, not yet reaped by its parent
+    finally:
+        child.kill()
+        child.wait()
+    assert process_gone(started)
+
+
 def test_first_model_is_champion_with_gate_tags(store):
     client = MlflowClient()
     version = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
