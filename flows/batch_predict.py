@@ -13,7 +13,7 @@ from pydantic import Field
 from flows.retries import RETRY_TRANSIENT_QUICK
 from flows.unresponsive import RUN_TAG
 from pipeline.batch import check_output_path, predict_file
-from pipeline.config import BATCH_CHUNK_NAMES
+from pipeline.config import BATCH_CHUNK_NAMES, NAME_COLUMN
 from pipeline.registry import load_model, model_uri, pin_model_uri
 
 TAGS = (RUN_TAG, "prediction")  # of its runs, deployed (flows.serve, prefect.yaml) or from the CLI
@@ -37,7 +37,7 @@ def predict(uri: str, version: str, input_path: Path, output_path: Path, column:
 
 @flow(name="batch-predict", log_prints=True)
 def batch_predict(input_path: str, output_path: str | None = None, model: str = model_uri(),
-                  column: str = "name", chunk_size: Annotated[int, Field(ge=1)] = BATCH_CHUNK_NAMES) -> dict:
+                  column: str = NAME_COLUMN, chunk_size: Annotated[int, Field(ge=1)] = BATCH_CHUNK_NAMES) -> dict:
     """Read names from Parquet, CSV or text; write Parquet with top-3 languages and the model version."""
     source = Path(input_path)
     # beside the input, after its whole name: names.csv and names.txt make two outputs, not one
@@ -47,5 +47,5 @@ def batch_predict(input_path: str, output_path: str | None = None, model: str = 
     create_markdown_artifact(key="batch-predictions", markdown=(
         f"# Batch prediction\n\n- input: `{stats['input']}`\n- output: `{stats['output']}`\n"
         f"- rows: {stats['rows']} ({stats['errors']} with an error)\n- model version: {stats['model_version']}\n"))
-    print(f"wrote {stats['rows']} predictions to {stats['output']} (model version {stats['model_version']})")
+    print(f"wrote {stats['rows']:,} predictions to {stats['output']} (model version {stats['model_version']})")
     return stats

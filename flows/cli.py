@@ -20,7 +20,7 @@ import typer
 
 from flows import run_logs
 from flows.processes import exit_code, run_forwarding_signals, stop_signals_interrupt, stop_with_parent
-from pipeline.config import BATCH_CHUNK_NAMES, CHALLENGER, CHAMPION_URI, DEFAULT_SOURCE, TOP_K, DataConfig
+from pipeline.config import BATCH_CHUNK_NAMES, CHALLENGER, CHAMPION_URI, DEFAULT_SOURCE, NAME_COLUMN, TOP_K, DataConfig
 from pipeline.errors import NamelangError, first_line, validation_message
 
 if TYPE_CHECKING:
@@ -80,8 +80,9 @@ def ingest(
         fail(exc)
     q = table.quality
     typer.echo(f"ingested {q['lines']} lines from {source}")
-    typer.echo(f"  rows kept: {q['rows']} in {q['languages']} languages "
-               f"({q['distinct_names']} distinct names, {q['duplicate_lines']} duplicate lines)")
+    typer.echo(f"  rows kept: {q['rows']} in {q['languages']} {_plural(q['languages'], 'language')} "
+               f"({q['distinct_names']} distinct {_plural(q['distinct_names'], 'name')}, "
+               f"{q['duplicate_lines']} duplicate {_plural(q['duplicate_lines'], 'line')})")
     typer.echo(f"  names in several languages: {q['multi_language_names']['count']}; "
                f"rejected: {q['rejected']['count']} {q['rejected']['by_reason'] or ''}".rstrip())
     typer.echo(f"  table: {paths['names']} (sha256 {table.sha256[:12]})")
@@ -128,6 +129,10 @@ def train(
                    "--resume to continue", err=True)
         raise typer.Exit(code=exit_code(exc)) from None
     _print_training_summary(summary)
+
+
+def _plural(count: int, noun: str) -> str:
+    return noun if count == 1 else noun + "s"
 
 
 def _training_config(config_file: Path | None, overrides: dict[tuple[str, str, str], object]):
@@ -273,7 +278,7 @@ def batch(
     input_path: Annotated[Path, typer.Argument(help="Parquet, CSV or text file of names")],
     out: Annotated[Path | None, typer.Option(help="Output Parquet (default: <input>.predictions.parquet)")] = None,
     model: Annotated[str, typer.Option(help="Model URI")] = CHAMPION_URI,
-    column: Annotated[str, typer.Option(help="Column holding the names (Parquet, CSV)")] = "name",
+    column: Annotated[str, typer.Option(help="Column holding the names (Parquet, CSV)")] = NAME_COLUMN,
     chunk_size: Annotated[int, typer.Option(min=1, help="Names per chunk (bounds memory)")] = BATCH_CHUNK_NAMES,
 ) -> None:
     """Predict a whole file through the `batch-predict` flow; writes Parquet with the top-3 languages."""
@@ -291,7 +296,7 @@ def batch(
         typer.echo("\ninterrupted; the output is written only when every name is done, so nothing was written",
                    err=True)
         raise typer.Exit(code=exit_code(exc)) from None
-    typer.echo(f"{stats['rows']} names -> {stats['output']} ({stats['errors']} could not be classified; "
+    typer.echo(f"{stats['rows']:,} names -> {stats['output']} ({stats['errors']:,} could not be classified; "
                f"model version {stats['model_version']})")
 
 

@@ -14,14 +14,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline.atomic import atomic_path, refuse_folder
-from pipeline.config import BATCH_CHUNK_NAMES
+from pipeline.config import BATCH_CHUNK_NAMES, NAME_COLUMN
 from pipeline.errors import NamelangError, first_line
 
 if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
     from mlflow.pyfunc import PyFuncModel
 
 
-def iter_names(path: Path, column: str = "name", chunk_size: int = BATCH_CHUNK_NAMES) -> Iterator[list]:
+def iter_names(path: Path, column: str = NAME_COLUMN, chunk_size: int = BATCH_CHUNK_NAMES) -> Iterator[list]:
     """Names from a Parquet, CSV or plain-text file (one name per line), `chunk_size` at a time."""
     if chunk_size < 1:  # else a CSV fails in range()'s words or reads as "no names", Parquet in pyarrow's
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -32,8 +32,10 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = BATCH_CHUNK_N
         if suffix == ".parquet":
             pf = pq.ParquetFile(path)
             _one_column_named(column, pf.schema_arrow.names, path)
+            first_row = 0
             for batch in pf.iter_batches(batch_size=chunk_size, columns=[column]):
-                yield batch.column(0).to_pylist()
+                yield _parquet_names(batch.column(0), path, column, first_row)
+                first_row += batch.num_rows
         elif suffix == ".csv":
             header = _csv_header(path)
             _one_column_named(column, header, path)
@@ -58,14 +60,40 @@ def iter_names(path: Path, column: str = "name", chunk_size: int = BATCH_CHUNK_N
                 for i in range(0, len(names), chunk_size):
                     yield names[i:i + chunk_size]
         else:
+            if column != NAME_COLUMN:  # a text file has no columns to choose from
+                raise NamelangError(f"a text file holds one name per line, no columns: column {column!r} applies "
+                                    "to Parquet and CSV only", path)
             yield from text_lines(path, chunk_size)
-    except UnicodeDecodeError as exc:  # Parquet strings that are not UTF-8: Arrow trusts the file's type
-        raise NamelangError(f"column {column!r} holds text that is not valid UTF-8 ({exc.reason})", path) from exc
     except (pa.ArrowInvalid, OSError) as exc:
         located = _first_bad_csv_line(path, column) if suffix == ".csv" and isinstance(exc, pa.ArrowInvalid) else None
         if located is not None:
             raise NamelangError(located[1], path, located[0]) from exc
         raise NamelangError(f"cannot read names: {first_line(exc)}", path) from exc
+
+
+def _parquet_names(names: pa.Array, path: Path, column: str, first_row: int) -> list:
+    """A Parquet chunk's names as text: a binary column is decoded as UTF-8, as a string column is
+    (bytes would reach the model as "name must be a string", "b'Smith'" in the output); a name that
+    is not UTF-8 stops the run, named by its row (the output's numbering, from 0). Other types pass
+    as they are: each such name gets its own error from the model."""
+    kind = names.type
+    textual = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    binary = (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
+              or pa.types.is_fixed_size_binary(kind))
+    if not (textual or binary):
+        return names.to_pylist()
+    try:  # Arrow checks UTF-8 when it casts bytes to text; a string column is trusted until read
+        return (names.cast(pa.large_string()) if binary else names).to_pylist()
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        pass
+    for row, raw in enumerate(names.cast(pa.large_binary()).to_pylist(), first_row):
+        try:
+            if raw is not None:
+                raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problem = f"column {column!r}, row {row}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason})"
+            raise NamelangError(problem, path) from exc
+    raise NamelangError(f"column {column!r} holds text that is not valid UTF-8", path)  # not reached
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -177,7 +205,7 @@ def check_output_path(input_path: str | Path, output_path: str | Path) -> Path:
 
 
 def predict_file(model: PyFuncModel, input_path: str | Path, output_path: str | Path, model_version: str,
-                 column: str = "name", chunk_size: int = BATCH_CHUNK_NAMES,
+                 column: str = NAME_COLUMN, chunk_size: int = BATCH_CHUNK_NAMES,
                  on_chunk: Callable[[int, int], None] | None = None) -> dict:
     """Predict every name of `input_path` with a pyfunc `model`; write Parquet atomically.
 

@@ -29,6 +29,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"  # the promotion gate's aliases
 CHAMPION_URI = f"models:/{MODEL_NAME}@{CHAMPION}"  # what predict, batch and serve use unless told otherwise
 TOP_K = 3  # languages per name in a prediction
 MAX_NAME_CHARS = 64  # longer lines are rejected in training tables and refused in predictions
+NAME_COLUMN = "name"  # a batch file's column of names, unless told another
 BATCH_CHUNK_NAMES = 50_000  # names read, predicted and written at a time: bounds a batch's memory
 # PyTorch threads of a process that loads the model (predict, batch, the REST server): at most this many, so
 # that a model served beside other work on a large machine does not claim every core; a process-wide setting

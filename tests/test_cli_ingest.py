@@ -68,6 +68,15 @@ def test_ingest_bad_utf8_is_one_error_line(tmp_path):
     assert not out.exists()
 
 
+def test_ingest_of_one_language_says_so_in_the_singular(tmp_path):
+    source = tmp_path / "names"
+    source.mkdir()
+    (source / "English.txt").write_text("Smith\nJones\nSmith\n")
+    result = runner.invoke(app, ["ingest", "--source", str(source), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "rows kept: 3 in 1 language (2 distinct names, 1 duplicate line)" in result.stdout, result.stdout
+
+
 def test_ingest_missing_source_and_empty_folder(tmp_path):
     missing = tmp_path / "missing"
     result = runner.invoke(app, ["ingest", "--source", str(missing), "--out", str(tmp_path / "out")])
