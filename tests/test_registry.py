@@ -29,7 +29,15 @@ from pipeline import workflow
 from pipeline.errors import TrackingError
 from pipeline.registry import CHALLENGER, CHAMPION, PromotionDecision, get_alias_version, load_model
 from pipeline.tracking import MODEL_NAME, configure
-from tests.support import SHARED_NAMES, free_port, small_names_folder, stops_answering, tiny_config, wait_for_http
+from tests.support import (
+    SHARED_NAMES,
+    SMALL_LANGUAGES,
+    free_port,
+    small_names_folder,
+    stops_answering,
+    tiny_config,
+    wait_for_http,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -475,6 +483,44 @@ def test_a_model_folder_needs_no_tracking_store(store, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)[0]["top"][0]["language"] == store["top"]["Nakamura"]
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_path, monkeypatch):
+    """`MLFLOW_TRACKING_URI=http://...`: a real `mlflow server` on 127.0.0.1. Artifacts go through it
+    to its own store (nothing under the working directory), the gate runs without a lock file (a
+    server store has none) and judges the second version, and the champion loads back through it."""
+    server_root = tmp_path / "server"
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{server_root / 'mlflow.db'}",
+             "--artifacts-destination", str(server_root / "artifacts")],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", proc=server)
+        work = tmp_path / "work"
+        work.mkdir()
+        monkeypatch.chdir(work)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        config = tiny_config(work, small_names_folder(work), epochs=3)
+        first, second = workflow.run_pipeline(config), workflow.run_pipeline(config)
+        assert (first["version"], first["alias"]) == ("1", CHAMPION)
+        assert second["version"] == "2" and second["alias"] in (CHAMPION, CHALLENGER)
+        client = MlflowClient()
+        decision = client.get_model_version(MODEL_NAME, "2").tags["gate.decision"]
+        assert "against champion version 1" in decision, decision  # judged, with no lock file to take
+        assert client.get_experiment_by_name(MODEL_NAME).artifact_location.startswith("mlflow-artifacts:")
+        assert "evaluation/model_card.md" in {a.path for a in client.list_artifacts(first["run_id"], "evaluation")}
+        assert list(server_root.glob("artifacts/**/model_card.md"))  # kept by the server
+        assert not (work / "mlruns").exists() and not list(work.glob("**/*.lock"))
+        champion = load_model(f"models:/{MODEL_NAME}@{CHAMPION}")
+        assert champion.predict(pd.DataFrame({"name": ["Nakamura"]}))["language"][0] in SMALL_LANGUAGES
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def test_a_tracking_server_that_answers_5xx_is_named_by_its_status_and_no_password_is_shown():
