@@ -12,6 +12,7 @@ from pydantic import Field
 
 from flows.retries import RETRY_TRANSIENT_QUICK
 from flows.unresponsive import RUN_TAG
+from flows.wording import counted
 from pipeline.batch import check_output_path, predict_file
 from pipeline.config import BATCH_CHUNK_NAMES, NAME_COLUMN
 from pipeline.registry import load_model, model_uri, pin_model_uri
@@ -29,7 +30,7 @@ def predict(uri: str, version: str, input_path: Path, output_path: Path, column:
     logger = get_run_logger()
 
     def progress(rows: int, errors: int) -> None:
-        logger.info("predicted %s names so far (%s could not be classified)", f"{rows:,}", f"{errors:,}")
+        logger.info("predicted %s so far (%s could not be classified)", counted(rows, "name"), f"{errors:,}")
 
     model = load_model(uri, download_bars=False)  # logs, not a terminal
     return predict_file(model, input_path, output_path, version, column, chunk_size, on_chunk=progress)
@@ -47,5 +48,5 @@ def batch_predict(input_path: str, output_path: str | None = None, model: str = 
     create_markdown_artifact(key="batch-predictions", markdown=(
         f"# Batch prediction\n\n- input: `{stats['input']}`\n- output: `{stats['output']}`\n"
         f"- rows: {stats['rows']} ({stats['errors']} with an error)\n- model version: {stats['model_version']}\n"))
-    print(f"wrote {stats['rows']:,} predictions to {stats['output']} (model version {stats['model_version']})")
+    print(f"wrote {counted(stats['rows'], 'prediction')} to {stats['output']} (model version {stats['model_version']})")
     return stats

@@ -20,6 +20,7 @@ import typer
 
 from flows import run_logs
 from flows.processes import exit_code, run_forwarding_signals, stop_signals_interrupt, stop_with_parent
+from flows.wording import counted
 from pipeline.config import BATCH_CHUNK_NAMES, CHALLENGER, CHAMPION_URI, DEFAULT_SOURCE, NAME_COLUMN, TOP_K, DataConfig
 from pipeline.errors import NamelangError, first_line, validation_message
 
@@ -79,12 +80,11 @@ def ingest(
     except NamelangError as exc:
         fail(exc)
     q = table.quality
-    typer.echo(f"ingested {q['lines']} lines from {source}")
-    typer.echo(f"  rows kept: {q['rows']} in {q['languages']} {_plural(q['languages'], 'language')} "
-               f"({q['distinct_names']} distinct {_plural(q['distinct_names'], 'name')}, "
-               f"{q['duplicate_lines']} duplicate {_plural(q['duplicate_lines'], 'line')})")
-    typer.echo(f"  names in several languages: {q['multi_language_names']['count']}; "
-               f"rejected: {q['rejected']['count']} {q['rejected']['by_reason'] or ''}".rstrip())
+    typer.echo(f"ingested {counted(q['lines'], 'line')} from {source}")
+    typer.echo(f"  rows kept: {q['rows']:,} in {counted(q['languages'], 'language')} "
+               f"({counted(q['distinct_names'], 'distinct name')}, {counted(q['duplicate_lines'], 'duplicate line')})")
+    typer.echo(f"  names in several languages: {q['multi_language_names']['count']:,}; "
+               f"rejected: {q['rejected']['count']:,} {q['rejected']['by_reason'] or ''}".rstrip())
     typer.echo(f"  table: {paths['names']} (sha256 {table.sha256[:12]})")
     typer.echo(f"  report: {paths['quality_md']}")
 
@@ -129,10 +129,6 @@ def train(
                    "--resume to continue", err=True)
         raise typer.Exit(code=exit_code(exc)) from None
     _print_training_summary(summary)
-
-
-def _plural(count: int, noun: str) -> str:
-    return noun if count == 1 else noun + "s"
 
 
 def _training_config(config_file: Path | None, overrides: dict[tuple[str, str, str], object]):
@@ -296,7 +292,7 @@ def batch(
         typer.echo("\ninterrupted; the output is written only when every name is done, so nothing was written",
                    err=True)
         raise typer.Exit(code=exit_code(exc)) from None
-    typer.echo(f"{stats['rows']:,} names -> {stats['output']} ({stats['errors']:,} could not be classified; "
+    typer.echo(f"{counted(stats['rows'], 'name')} -> {stats['output']} ({stats['errors']:,} could not be classified; "
                f"model version {stats['model_version']})")
 
 

@@ -19,7 +19,7 @@ from prefect import flow, get_client, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import State
+from prefect.client.schemas.objects import FlowRun
 from prefect.context import TaskRunContext
 from prefect.filesystems import LocalFileSystem
 from prefect.runtime import flow_run
@@ -37,9 +37,11 @@ from pipeline.normalize import NamesTable
 from pipeline.registry import PromotionDecision, model_uri
 from pipeline.store import Stored
 from pipeline.tracking import (
+    FLOW_RUN_ATTEMPT_TAG,
     FLOW_RUN_TAG,
     MODEL_NAME,
     TrackedRun,
+    UnfinishedRun,
     artifact_progress_bars,
     tracking_uri,
     unfinished_runs_by_flow_run,
@@ -125,56 +127,65 @@ def build_tensors(table: Stored, split: SplitConfig, cache_dir: Path) -> Stored:
 
 @task(name="start-mlflow-run", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
-    tags = {FLOW_RUN_TAG: str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or "")}
+    tags = {FLOW_RUN_TAG: str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or ""),
+            FLOW_RUN_ATTEMPT_TAG: str(flow_run.run_count)}
     return workflow.start_run(config, table, tags)
 
 
 @task(name="close-abandoned-mlflow-runs", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 def close_abandoned_runs() -> dict[str, str]:
-    """MLflow runs still RUNNING whose process died are marked KILLED. Either their flow run has
-    ended (flows.unresponsive marks such a flow run Crashed on a server), or it still says Running
-    but its process, on this host, is gone (a `namelang train` killed hard under a temporary API,
-    which nothing watched): that flow run is marked Crashed first. Only flow runs this Prefect API
-    knows are judged: a run tracked from another server is left alone."""
+    """MLflow runs still RUNNING whose process died are marked KILLED: those whose flow run has ended
+    (flows.unresponsive marks such a flow run Crashed on a server), or whose process is known to be
+    gone (`pipeline.liveness`: a `namelang train` killed hard under a temporary API, which nothing
+    watched). If that flow run still says Running, on the attempt that started the MLflow run, it
+    is marked Crashed first; a flow run retried since (the same id, a later attempt), or this very
+    one, is left to run. Only flow runs this Prefect API knows are judged."""
     unfinished = []
     for found in unfinished_runs_by_flow_run():
         try:
             unfinished.append((found, uuid.UUID(found.flow_run_id)))
         except ValueError:  # a tag someone else wrote
             continue
-    states = _flow_run_states({flow_run_id for _, flow_run_id in unfinished})
+    flow_runs = _flow_runs({flow_run_id for _, flow_run_id in unfinished})
     closed = {}
     for found, flow_run_id in unfinished:
-        state = states.get(flow_run_id)
-        if state is None:
-            continue
-        if state.is_final():
-            reason = f"its Prefect flow run {flow_run_id} ended {state.name} without closing it"
-        elif state.is_running() and found.process_gone:
-            reason = f"its process ({found.process}) is gone; its Prefect flow run {flow_run_id} was marked Crashed"
-            if not _crash(flow_run_id, f"its process ({found.process}) is gone: found by a later training"):
-                continue
-        else:
-            continue
-        if found.run.close_abandoned(reason):
+        reason = _why_abandoned(found, flow_runs.get(flow_run_id))
+        if reason is not None and found.run.close_abandoned(reason):
             closed[found.run.run_id] = reason
             get_run_logger().warning("MLflow run %s marked KILLED: %s", found.run.run_id, reason)
     return closed
 
 
-def _flow_run_states(ids: set[uuid.UUID]) -> dict[uuid.UUID, State]:
-    """The state of each flow run among `ids` that this Prefect API knows."""
-    ids_in_order, states = sorted(ids), {}
+def _why_abandoned(found: UnfinishedRun, flow: FlowRun | None) -> str | None:
+    """Why the MLflow run `found` is abandoned, or None if it may still be written to (or nothing
+    can be known). Marks its flow run Crashed when that flow run still says Running in vain."""
+    if flow is None or flow.state is None:  # unknown to this API: another server's
+        return None
+    if flow.state.is_final():
+        return f"its Prefect flow run {flow.id} ended {flow.state.name} without closing it"
+    if not found.process_gone:
+        return None
+    if found.attempt is not None and flow.run_count > found.attempt:
+        return (f"its process ({found.process}) is gone; its Prefect flow run {flow.id} has been retried since "
+                f"(attempt {flow.run_count})")
+    still_says_running = flow.state.is_running() and str(flow.id) != flow_run.id and found.attempt == flow.run_count
+    if still_says_running and _crash(flow.id, f"its process ({found.process}) is gone: found by a later training"):
+        return f"its process ({found.process}) is gone; its Prefect flow run {flow.id} was marked Crashed"
+    return None
+
+
+def _flow_runs(ids: set[uuid.UUID]) -> dict[uuid.UUID, FlowRun]:
+    """Each flow run among `ids` that this Prefect API knows."""
+    ids_in_order, found = sorted(ids), {}
     if not ids:  # the usual case: no client to open
-        return states
+        return found
     with get_client(sync_client=True) as client:
         for i in range(0, len(ids_in_order), FLOW_RUNS_PER_READ):
             batch = ids_in_order[i:i + FLOW_RUNS_PER_READ]
             for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)),
                                              limit=len(batch)):
-                if run.state is not None:
-                    states[run.id] = run.state
-    return states
+                found[run.id] = run
+    return found
 
 
 def _crash(flow_run_id: uuid.UUID, message: str) -> bool:

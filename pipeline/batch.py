@@ -76,6 +76,8 @@ def _parquet_names(names: pa.Array, path: Path, column: str, first_row: int) -> 
     (bytes would reach the model as "name must be a string", "b'Smith'" in the output); a name that
     is not UTF-8 stops the run, named by its row (the output's numbering, from 0). Other types pass
     as they are: each such name gets its own error from the model."""
+    if pa.types.is_dictionary(names.type):  # pandas' category columns: their values, as names
+        names = names.dictionary_decode()
     kind = names.type
     textual = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
     binary = (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)

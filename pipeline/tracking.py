@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import time
 import warnings
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import mlflow
-import psutil
 import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -28,6 +26,7 @@ from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
 from pipeline.errors import NamelangError, NamelangWarning, TrackingError, typed_first_line
+from pipeline.liveness import HOST_TAG, PID_TAG, process_gone, this_process
 
 if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
     from mlflow.entities.model_registry import ModelVersion
@@ -251,35 +250,8 @@ class TrackedRun:
 
 
 FLOW_RUN_TAG = "prefect.flow_run_id"  # set by flows.training on the runs it starts
-# Which process runs an MLflow run: a later training on the same host can tell that it died
-HOST_TAG, PID_TAG, PROCESS_STARTED_TAG = "namelang.host", "namelang.pid", "namelang.process_started"
-# psutil derives a process's start time from the boot time, which clock adjustments can move by a second
-SAME_START_S = 2.0
-
-
-def this_process() -> dict[str, str]:
-    """Tags naming this process: its host, pid and start time (a pid alone may be reused)."""
-    process = psutil.Process()
-    return {HOST_TAG: socket.gethostname(), PID_TAG: str(process.pid), PROCESS_STARTED_TAG: repr(process.create_time())}
-
-
-def process_gone(tags: dict[str, str]) -> bool:
-    """True only when the process these tags name is known to be dead: it ran on this host, and no
-    living process has its pid and start time. On another host, or without the tags, nothing can
-    be known here: False."""
-    try:
-        host, pid, started = tags[HOST_TAG], int(tags[PID_TAG]), float(tags[PROCESS_STARTED_TAG])
-    except (KeyError, ValueError):
-        return False
-    if host != socket.gethostname():
-        return False
-    try:
-        process = psutil.Process(pid)
-        return abs(process.create_time() - started) > SAME_START_S or process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-    except psutil.AccessDenied:  # another user's process: alive
-        return False
+# which attempt of that flow run (Prefect's run_count): a retried flow run runs again under the same id
+FLOW_RUN_ATTEMPT_TAG = "namelang.flow_run_attempt"
 
 
 @dataclass(frozen=True)
@@ -288,8 +260,9 @@ class UnfinishedRun:
 
     run: TrackedRun
     flow_run_id: str
+    attempt: int | None  # the flow run's attempt that started it, if recorded
     process: str  # "pid N on HOST", for messages
-    process_gone: bool  # its process is known to be dead (see `process_gone`)
+    process_gone: bool  # its process is known to be dead (see `pipeline.liveness`)
 
 
 def unfinished_runs_by_flow_run(client: MlflowClient | None = None) -> list[UnfinishedRun]:
@@ -302,7 +275,9 @@ def unfinished_runs_by_flow_run(client: MlflowClient | None = None) -> list[Unfi
                                   max_results=1000, page_token=page)
         for run in runs:
             tags = run.data.tags
+            attempt = tags.get(FLOW_RUN_ATTEMPT_TAG, "")
             found.append(UnfinishedRun(TrackedRun(client, run.info.run_id), tags[FLOW_RUN_TAG],
+                                       int(attempt) if attempt.isdigit() else None,
                                        f"pid {tags.get(PID_TAG, '?')} on {tags.get(HOST_TAG, '?')}",
                                        process_gone(tags)))
         if not runs.token:

@@ -90,14 +90,17 @@ def test_a_csv_header_wider_than_the_first_block_is_read(tmp_path):
     assert list(iter_names(path)) == [["Nakamura"]]
 
 
-@pytest.mark.parametrize("kind", ["string", "binary", "large_binary"])
-def test_parquet_names_that_are_not_utf8_are_named_by_row(tmp_path, kind):
-    """Text columns and byte columns alike; the row counts from 0 across chunks, as the output's `row`."""
+@pytest.mark.parametrize(("kind", "category"), [("string", False), ("binary", False), ("large_binary", False),
+                                              ("string", True), ("binary", True)])
+def test_parquet_names_that_are_not_utf8_are_named_by_row(tmp_path, kind, category):
+    """Text columns and byte columns alike, dictionary-encoded too (pandas' category); the row counts
+    from 0 across chunks, as the output's `row`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     raw = pa.array([b"Hinton", b"Nakamura", b"Sm\xffith"], pa.binary())
     column = raw.view(pa.string()) if kind == "string" else raw.cast(getattr(pa, kind)())
+    column = column.dictionary_encode() if category else column
     path = tmp_path / "names.parquet"
     pq.write_table(pa.table({"name": column}), path)
     with pytest.raises(NamelangError) as err:
@@ -120,8 +123,9 @@ def test_parquet_names_stored_as_bytes_are_read_as_utf8_text(tmp_path):
 
     path = tmp_path / "names.parquet"
     names = pa.array([b"Hinton", "Jäger".encode(), None, b"Nakamura"], pa.binary())
-    pq.write_table(pa.table({"name": names}), path)
-    assert list(iter_names(path, chunk_size=3)) == [["Hinton", "Jäger", None], ["Nakamura"]]
+    for column in (names, names.dictionary_encode()):
+        pq.write_table(pa.table({"name": column}), path)
+        assert list(iter_names(path, chunk_size=3)) == [["Hinton", "Jäger", None], ["Nakamura"]]
 
 
 def test_an_output_that_cannot_be_written_is_named_before_any_work(tmp_path):

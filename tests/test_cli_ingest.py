@@ -40,10 +40,10 @@ def test_ingest_shared_data(shared_names, tmp_path):
     assert result.exit_code == 0, result.output
     expected = expected_counts(shared_names)
     stdout = result.stdout
-    assert f"ingested {expected['lines']} lines from {shared_names}" in stdout
+    assert f"ingested {expected['lines']:,} lines from {shared_names}" in stdout  # 20,074: as people read it
     rows = pq.read_metadata(out / "names.parquet").num_rows
-    assert f"rows kept: {rows} in {expected['languages']} languages" in stdout
-    assert f"{expected['duplicates']} duplicate lines" in stdout
+    assert f"rows kept: {rows:,} in {expected['languages']} languages" in stdout
+    assert f"{expected['duplicates']:,} duplicate lines" in stdout
     rejected = pq.read_metadata(out / "rejected.parquet").num_rows
     assert re.search(rf"rejected: {rejected}\b", stdout)
     assert rows + rejected == expected["lines"]
@@ -123,7 +123,7 @@ def test_real_command_success_and_error(shared_names, tmp_path):
                           capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     expected = expected_counts(shared_names)
-    assert f"ingested {expected['lines']} lines" in done.stdout
+    assert f"ingested {expected['lines']:,} lines" in done.stdout
     assert f"table: {out / 'names.parquet'}" in done.stdout
     assert pq.read_metadata(out / "names.parquet").num_rows > 0
     assert not (tmp_path / "data").exists()  # nothing written to the default folders

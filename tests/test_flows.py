@@ -901,13 +901,15 @@ def test_a_training_closes_the_mlflow_runs_of_flow_runs_that_ended_without_closi
 def test_a_training_killed_hard_is_found_dead_and_closed_by_the_next_one(first_run, tmp_path):
     """`namelang train` killed by SIGKILL (the OOM killer, say) leaves its flow run Running and its
     MLflow run RUNNING, and nothing watches a temporary API. The next training, on the same host,
-    finds its process gone: the flow run is marked Crashed, the MLflow run KILLED. A run whose
-    process lives, or ran on another host, is left alone."""
+    finds its process gone: the flow run is marked Crashed, the MLflow run KILLED. A flow run retried
+    since (a later attempt under the same id, which may be running now) is not Crashed, though the
+    dead attempt's MLflow run is closed; a run whose process lives, or of another host, is left alone."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
     from prefect.states import Running
 
-    from pipeline.tracking import HOST_TAG, PID_TAG, PROCESS_STARTED_TAG, this_process
+    from pipeline.liveness import HOST_TAG, PID_TAG, STARTED_TAG, this_process
+    from pipeline.tracking import FLOW_RUN_ATTEMPT_TAG, FLOW_RUN_TAG
 
     config, _ = first_run
     settings = config.model_copy(update={"train": config.train.model_copy(
@@ -928,33 +930,40 @@ def test_a_training_killed_hard_is_found_dead_and_closed_by_the_next_one(first_r
         killed.wait()
     dead = found[0]
     assert client.get_run(dead.info.run_id).info.status == "RUNNING"
+    dead_process = {k: v for k, v in dead.data.tags.items() if k in this_process()}
 
     @flow
     def stand_in() -> None:  # only its flow runs are used, never run
         pass
 
     with get_client(sync_client=True) as prefect:
-        assert prefect.read_flow_run(dead.data.tags["prefect.flow_run_id"]).state.is_running()
-        alive = {}
-        for label, process in (("this process", this_process()),
-                               ("another host", {**this_process(), HOST_TAG: "elsewhere", PID_TAG: str(killed.pid)})):
-            flow_run_id = prefect.create_flow_run(stand_in, name=f"stand-in-{label}").id
-            prefect.set_flow_run_state(flow_run_id, Running(), force=True)
-            alive[label] = client.create_run(experiment_id(client), tags={
-                **process, "prefect.flow_run_id": str(flow_run_id)}).info.run_id
+        dead_flow_run = prefect.read_flow_run(dead.data.tags[FLOW_RUN_TAG])
+        assert dead_flow_run.state.is_running()
+        assert dead.data.tags[FLOW_RUN_ATTEMPT_TAG] == str(dead_flow_run.run_count) == "1"
+        others, flow_runs = {}, {}
+        for label, process in (("this process", this_process()), ("retried since", dead_process),
+                               ("another host", {**dead_process, HOST_TAG: "elsewhere"})):
+            flow_runs[label] = prefect.create_flow_run(stand_in, name=f"stand-in-{label}").id
+            prefect.set_flow_run_state(flow_runs[label], Running(), force=True)
+            attempt = prefect.read_flow_run(flow_runs[label]).run_count - (label == "retried since")
+            others[label] = client.create_run(experiment_id(client), tags={
+                **process, FLOW_RUN_TAG: str(flow_runs[label]), FLOW_RUN_ATTEMPT_TAG: str(attempt)}).info.run_id
     try:
         train_name_classifier(config.model_copy(update={"train": config.train.model_copy(update={"epochs": 1})}))
         closed = client.get_run(dead.info.run_id)
         assert closed.info.status == "KILLED"
         assert f"its process (pid {killed.pid} on " in closed.data.tags["namelang.closed_because"]
-        assert PROCESS_STARTED_TAG in closed.data.tags
+        assert STARTED_TAG in closed.data.tags
         with get_client(sync_client=True) as prefect:
-            state = prefect.read_flow_run(dead.data.tags["prefect.flow_run_id"]).state
+            state = prefect.read_flow_run(dead_flow_run.id).state
+            retried = prefect.read_flow_run(flow_runs["retried since"]).state
         assert state.is_crashed() and "is gone" in state.message, state
-        assert {label: client.get_run(run_id).info.status for label, run_id in alive.items()} == {
-            "this process": "RUNNING", "another host": "RUNNING"}
+        assert retried.is_running(), retried  # its later attempt may be running: not Crashed
+        assert {label: client.get_run(run_id).info.status for label, run_id in others.items()} == {
+            "this process": "RUNNING", "retried since": "KILLED", "another host": "RUNNING"}
+        assert "has been retried since" in client.get_run(others["retried since"]).data.tags["namelang.closed_because"]
     finally:
-        for run_id in alive.values():
+        for run_id in others.values():
             client.set_terminated(run_id, "KILLED")
 
 

@@ -95,22 +95,41 @@ def test_run_logs_params_curves_dataset_and_artifacts(store):
     assert pins.keys() >= {"torch", "mlflow"} and not any("+" in v for v in pins.values()), requirements
 
 
-def test_a_run_names_its_process_so_a_later_one_can_tell_it_died(store):
-    """Host, pid and start time: a pid reused by a later process, or a zombie, is a dead run's; a run
-    of another host, or without the tags, cannot be judged here and is taken as alive."""
-    from pipeline.tracking import HOST_TAG, PID_TAG, PROCESS_STARTED_TAG, process_gone, this_process
+def test_a_run_names_its_process_so_a_later_one_can_tell_it_died(store, monkeypatch):
+    """Host, boot, pid namespace, pid and start time: a pid reused by a later process, a zombie, or a
+    process of an earlier boot is a dead run's; a run of another host or pid namespace (a container
+    with the host's name), or without the tags, cannot be judged here and is taken as alive; a clock
+    stepped since (NTP, a resumed VM) does not make a live process look new."""
+    import psutil
+
+    from pipeline.liveness import (
+        BOOT_TAG,
+        HOST_TAG,
+        PID_NAMESPACE_TAG,
+        PID_TAG,
+        STARTED_TAG,
+        process_gone,
+        this_process,
+    )
 
     tags = MlflowClient().get_run(store["summary"]["run_id"]).data.tags
     assert tags[PID_TAG] == str(os.getpid()) and not process_gone(tags)
-    assert process_gone({**this_process(), PROCESS_STARTED_TAG: "1000000000.0"})  # the pid, reused since
-    assert not process_gone({**this_process(), HOST_TAG: "elsewhere", PROCESS_STARTED_TAG: "1000000000.0"})
-    assert not process_gone({}) and not process_gone({**this_process(), PID_TAG: "not a pid"})
+    me = this_process()
+    assert process_gone({**me, STARTED_TAG: "1.0"})  # the pid, reused since
+    assert process_gone({**me, BOOT_TAG: "an-earlier-boot"})
+    for elsewhere in ({HOST_TAG: "elsewhere"}, {PID_NAMESPACE_TAG: "4:4026532999"}):
+        assert not process_gone({**me, **elsewhere, STARTED_TAG: "1.0"})
+    assert not process_gone({}) and not process_gone({**me, PID_TAG: "not a pid"})
+    if sys.platform == "linux":  # psutil adds the boot time, which a clock step moves
+        boot = psutil._pslinux.boot_time()
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: boot + 3600)
+        assert psutil.Process().create_time() > float(me[STARTED_TAG]) + boot + 3000  # the step shows
+        assert not process_gone(me)
+        monkeypatch.undo()
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        import psutil
-
-        started = {**this_process(), PID_TAG: str(child.pid),
-                   PROCESS_STARTED_TAG: repr(psutil.Process(child.pid).create_time())}
+        started = {**me, PID_TAG: str(child.pid),
+                   STARTED_TAG: repr(psutil.Process(child.pid).create_time() - psutil.boot_time())}
         assert not process_gone(started)
         child.kill()
         deadline = time.monotonic() + 10
