@@ -47,6 +47,6 @@ def batch_predict(input_path: str, output_path: str | None = None, model: str = 
     stats = predict(pinned, version, source, target, column, chunk_size)
     create_markdown_artifact(key="batch-predictions", markdown=(
         f"# Batch prediction\n\n- input: `{stats['input']}`\n- output: `{stats['output']}`\n"
-        f"- rows: {stats['rows']} ({stats['errors']} with an error)\n- model version: {stats['model_version']}\n"))
+        f"- rows: {stats['rows']:,} ({stats['errors']:,} with an error)\n- model version: {stats['model_version']}\n"))
     print(f"wrote {counted(stats['rows'], 'prediction')} to {stats['output']} (model version {stats['model_version']})")
     return stats

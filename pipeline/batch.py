@@ -86,16 +86,20 @@ def _parquet_names(names: pa.Array, path: Path, column: str, first_row: int) -> 
         return names.to_pylist()
     try:  # Arrow checks UTF-8 when it casts bytes to text; a string column is trusted until read
         return (names.cast(pa.large_string()) if binary else names).to_pylist()
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        pass
-    for row, raw in enumerate(names.cast(pa.large_binary()).to_pylist(), first_row):
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        row, byte, reason = _first_bad_utf8(names.cast(pa.large_binary()).to_pylist())
+        problem = f"column {column!r}, row {first_row + row}: not valid UTF-8 (byte 0x{byte:02x}: {reason})"
+        raise NamelangError(problem, path) from exc
+
+
+def _first_bad_utf8(values: list[bytes | None]) -> tuple[int, int, str]:
+    """(index, byte, reason) of the first value that is not UTF-8; called only once one is known."""
+    for i, raw in enumerate(values):
         try:
-            if raw is not None:
-                raw.decode("utf-8")
+            (raw or b"").decode("utf-8")
         except UnicodeDecodeError as exc:
-            problem = f"column {column!r}, row {row}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason})"
-            raise NamelangError(problem, path) from exc
-    raise NamelangError(f"column {column!r} holds text that is not valid UTF-8", path)  # not reached
+            return i, raw[exc.start], exc.reason
+    raise AssertionError("no value that is not UTF-8")
 
 
 def _csv_header(path: Path) -> list[str]:

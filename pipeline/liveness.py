@@ -41,7 +41,8 @@ def process_gone(tags: dict[str, str]) -> bool:
         return False
     if not here:
         return False
-    if boot and _boot_id() and boot != _boot_id():  # rebooted since: every process of then is gone
+    now = _boot_id()
+    if boot and now and boot != now:  # rebooted since: every process of then is gone
         return True
     try:
         process = psutil.Process(pid)

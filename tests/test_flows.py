@@ -390,8 +390,6 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
             if inspect.returncode == 0:
                 break
             assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            import time
-
             time.sleep(1)
         assert inspect.returncode == 0, inspect.stdout + inspect.stderr
         assert "0 3 * * 1" in inspect.stdout  # the weekly cron schedule
@@ -484,8 +482,6 @@ def _start_and_kill_a_training(serve: subprocess.Popen, deployment: str, paramet
     """Start a run of `deployment`; once it has run a little over one heartbeat period (so that it
     sent two heartbeats), SIGKILL `serve`'s process group (the run's own process is in it). The
     run's id and when it started running (the server's clock)."""
-    import time
-
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -509,8 +505,6 @@ def _run_state(flow_run_id: str):
 
 
 def _wait_for_final_state(flow_run_id: str, timeout_s: float):
-    import time
-
     deadline = time.monotonic() + timeout_s
     while not (state := _run_state(flow_run_id)).is_final() and time.monotonic() < deadline:
         time.sleep(2)
@@ -693,8 +687,6 @@ def _ctrl_c(args: list[str], cwd: Path, env: dict, ready, sig: int = signal.SIGI
     """Run `namelang *args` as a terminal would (its own process group), wait for the output line
     `ready` accepts, then Ctrl-C the whole group (or send `sig` to the group, or to namelang alone):
     (exit code, seconds it took to stop, output)."""
-    import time
-
     # a shell gives its foreground job the default Ctrl-C; a test session started in the background
     # (`nohup ... &`) ignores SIGINT, and a child would inherit that and never see the Ctrl-C
     proc = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), *args], cwd=cwd, env=env,
