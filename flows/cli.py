@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from flows import run_logs
 from flows.processes import exit_code, run_forwarding_signals, stop_signals_interrupt, stop_with_parent
@@ -27,7 +28,28 @@ from pipeline.errors import NamelangError, first_line, validation_message
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-app = typer.Typer(help="Learn which language a surname comes from, from its spelling.",
+
+class _FlagsTakeNoValue:
+    """typer 0.29's help shows a flag's type as if it took a value (`--json <bool>`, `--help <bool>`),
+    so `--json true` looks right and fails; a flag's help shows no value."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # what typer shows in place of the type
+        return params
+
+
+class _Command(_FlagsTakeNoValue, TyperCommand):
+    pass
+
+
+class _Group(_FlagsTakeNoValue, TyperGroup):
+    pass
+
+
+app = typer.Typer(help="Learn which language a surname comes from, from its spelling.", cls=_Group,
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 _DATA_DEFAULTS = DataConfig()  # the CLI's defaults are the configuration's
@@ -57,7 +79,7 @@ def fail(exc: Exception) -> NoReturn:
     raise typer.Exit(code=2)
 
 
-@app.command()
+@app.command(cls=_Command)
 def ingest(
     source: SourceOption = DEFAULT_SOURCE,
     out: Annotated[Path, typer.Option(help="Folder for names.parquet and the reports")] = _DATA_DEFAULTS.processed_dir,
@@ -89,7 +111,7 @@ def ingest(
     typer.echo(f"  report: {paths['quality_md']}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     source: Annotated[str | None, typer.Option(
         "--source", "-s", help="Folder of <Language>.txt, a .zip, or a URL (default: the --config file's "
@@ -222,7 +244,7 @@ def _read_names(names: list[str], file: Path | None) -> list[str]:
     return collected
 
 
-@app.command()
+@app.command(cls=_Command)
 def predict(
     names: Annotated[list[str] | None, typer.Argument(help="Surnames to classify")] = None,
     top: Annotated[int, typer.Option(min=1, help="How many languages to show per name")] = TOP_K,
@@ -269,7 +291,7 @@ def predict(
         raise typer.Exit(code=1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def batch(
     input_path: Annotated[Path, typer.Argument(help="Parquet, CSV or text file of names")],
     out: Annotated[Path | None, typer.Option(help="Output Parquet (default: <input>.predictions.parquet)")] = None,
@@ -296,7 +318,7 @@ def batch(
                f"model version {stats['model_version']})")
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     model: Annotated[str, typer.Option(help="Model URI")] = CHAMPION_URI,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
@@ -330,7 +352,7 @@ def serve(
     raise typer.Exit(code=run_forwarding_signals(cmd, env))
 
 
-@app.command()
+@app.command(cls=_Command)
 def promote(
     version: Annotated[str, typer.Argument(help="The registered version to make champion, e.g. 3")],
 ) -> None:
@@ -350,7 +372,7 @@ def promote(
         typer.echo(f"{model} is now version {int(version)}" + (f" (was version {previous})" if previous else ""))
 
 
-@app.command("serving-environment", hidden=True)
+@app.command("serving-environment", hidden=True, cls=_Command)
 def _serving_environment_command(model: str) -> None:
     """For `serve`, in a process of its own: check MODEL, print the server's settings as JSON."""
     try:

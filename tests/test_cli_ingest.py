@@ -207,3 +207,18 @@ def test_a_typed_error_line_names_the_type_once():
     assert typed_first_line(KeyError("state")) == "KeyError: 'state'"
     assert typed_first_line(OSError("disk full\nerrno 28")) == "OSError: disk full"
     assert typed_first_line(KeyError()) == "KeyError"  # not "KeyError: KeyError"
+
+
+def test_help_shows_no_value_for_a_flag():
+    """typer 0.29 showed `--json <bool>` and `--help <bool>`, as if they took a value (`--json true` would
+    then predict the name "true"); options that take one keep their type."""
+    commands = [[], *([command.name or command.callback.__name__] for command in app.registered_commands
+                      if not command.hidden)]
+    assert len(commands) == 7
+    for command in commands:
+        result = runner.invoke(app, [*command, "--help"], terminal_width=120)
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output, (command, result.output)
+        assert re.search(r"--help\s+Show this message", result.output), result.output
+    predict_help = runner.invoke(app, ["predict", "--help"], terminal_width=120).output
+    assert re.search(r"--json\s+Machine-readable output", predict_help) and "<int range>" in predict_help
