@@ -18,7 +18,7 @@ from types import TracebackType
 import torch
 
 from pipeline.atomic import atomic_path
-from pipeline.errors import NamelangError, typed_first_line
+from pipeline.errors import DamagedFileError, NamelangError, typed_first_line
 
 CHECKPOINT_FORMAT = 1
 
@@ -27,7 +27,7 @@ def load_checkpoint(path: Path) -> dict:
     try:
         saved = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # a truncated or foreign file fails in many ways inside torch
-        raise NamelangError(f"checkpoint is corrupt or unreadable ({typed_first_line(exc)}); delete it "
+        raise DamagedFileError(f"checkpoint is corrupt or unreadable ({typed_first_line(exc)}); delete it "
                             "or train without --resume", path) from exc
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__

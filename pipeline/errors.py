@@ -63,6 +63,11 @@ def is_programming_error(exc: BaseException) -> bool:
     return isinstance(exc, bug) and not isinstance(exc, (OSError, UnicodeError, NamelangError))
 
 
+class DamagedFileError(NamelangError):
+    """A file that cannot be read as what it should be (a truncated checkpoint, a foreign model bundle):
+    whatever the reading library raised on the way, the file is the cause and the message names it."""
+
+
 class NamelangWarning(UserWarning):
     """Something the user should know that does not stop the run (an empty file, nothing to resume):
     the CLI prints these as one `warning:` line, other libraries' warnings in Python's format."""
@@ -89,7 +94,7 @@ _TRANSPORT_LIBRARIES = {"httpx", "httpcore", "h11", "h2", "anyio", "ssl", "socke
 
 def explained_by_input(exc: BaseException) -> bool:
     """Whether `exc` is a NamelangError whose causes, if any, are the outside world failing (a file,
-    an archive, the network, a model that does not exist): its one-line message says it all. One that
+    an archive, the network, a model that does not exist) or a damaged file: its one-line message says it all. One that
     wraps any other exception, anywhere down the chain, may be hiding a bug in our code, whose
     traceback matters."""
     import zipfile
@@ -100,8 +105,10 @@ def explained_by_input(exc: BaseException) -> bool:
     if not isinstance(exc, NamelangError):
         return False
     seen: set[int] = set()
-    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    cause = exc
     while cause is not None and id(cause) not in seen:
+        if isinstance(cause, DamagedFileError):  # what it wraps is the file's fault, in a library's words
+            return True
         missing_model = getattr(cause, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"  # an MlflowException
         library = type(cause).__module__.split(".")[0]
         if not (isinstance(cause, (NamelangError, *outside)) or missing_model or library in _TRANSPORT_LIBRARIES):

@@ -21,7 +21,7 @@ import torch
 
 from pipeline.atomic import atomic_path
 from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER, SplitConfig
-from pipeline.errors import NamelangError
+from pipeline.errors import DamagedFileError, NamelangError
 
 ALPHABET = ALLOWED_CHARACTERS + OOV_CHARACTER  # the notebook's 58 symbols
 PAD = 0  # index 0 pads; symbol i of ALPHABET is index i + 1
@@ -272,7 +272,7 @@ def load_tensors(path: str | Path) -> TensorData:
     try:
         raw = torch.load(path, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise NamelangError(f"tensors file is corrupt or unreadable ({type(exc).__name__})", path) from exc
+        raise DamagedFileError(f"tensors file is corrupt or unreadable ({type(exc).__name__})", path) from exc
     version = raw.pop("format", None)
     if version not in (1, 2, TENSORS_FORMAT):
         raise NamelangError(f"tensors file has unknown format {version!r}; rebuild it", path)

@@ -19,7 +19,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from pipeline.atomic import atomic_path
 from pipeline.config import PREDICT_MAX_THREADS, TOP_K, ModelConfig
-from pipeline.errors import NamelangError
+from pipeline.errors import DamagedFileError, NamelangError
 from pipeline.model import CharClassifier
 from pipeline.predict import Predictor, output_columns
 
@@ -45,7 +45,7 @@ def load_bundle(path: str | Path) -> Predictor:
     except FileNotFoundError as exc:
         raise NamelangError("model bundle not found", path) from exc
     except Exception as exc:  # damaged or foreign file
-        raise NamelangError(f"model bundle is corrupt or unreadable ({type(exc).__name__})", path) from exc
+        raise DamagedFileError(f"model bundle is corrupt or unreadable ({type(exc).__name__})", path) from exc
     model.eval()
     return Predictor(model, raw["label_names"], raw["max_name_chars"])
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.config import DataConfig, SplitConfig
-from pipeline.errors import NamelangError
+from pipeline.errors import NamelangError, explained_by_input
 from pipeline.features import (
     ALPHABET,
     PAD,
@@ -187,6 +187,7 @@ def test_tensors_file_round_trips_and_a_corrupt_one_is_a_clear_error(tmp_path):
     with pytest.raises(NamelangError, match="corrupt") as err:
         load_tensors(path)
     assert str(path) in str(err.value)
+    assert explained_by_input(err.value)
     with pytest.raises(NamelangError, match="not found"):
         load_tensors(tmp_path / "missing.pt")
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import ModelConfig, SplitConfig
+from pipeline.errors import NamelangError, explained_by_input
 from pipeline.features import (
     build_tensors,
     encode_marks,
@@ -138,3 +139,7 @@ def test_a_bundle_from_before_the_letter_model_loads_without_one(tmp_path):
     torch.save(raw, path)
     loaded = load_bundle(path)
     assert loaded.model.marks is None and loaded.predict(["Jäger"])["language"][0] in {"A", "B"}
+    path.write_bytes(path.read_bytes()[:200])  # cut short: the file's fault, said in one line
+    with pytest.raises(NamelangError, match="model bundle is corrupt or unreadable") as err:
+        load_bundle(path)
+    assert str(path) in str(err.value) and explained_by_input(err.value)
