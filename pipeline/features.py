@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import unicodedata
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 
 from pipeline.atomic import atomic_path
 from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER, SplitConfig
-from pipeline.errors import DamagedFileError, NamelangError
+from pipeline.errors import DamagedFileError, NamelangError, NamelangWarning
 
 ALPHABET = ALLOWED_CHARACTERS + OOV_CHARACTER  # the notebook's 58 symbols
 PAD = 0  # index 0 pads; symbol i of ALPHABET is index i + 1
@@ -105,12 +106,21 @@ def encode_marks(letters: list[str]) -> torch.Tensor:
 
 
 def _cut(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
-    """Boundaries of train / validation / test among n shuffled items (test gets at least one if n > 1)."""
-    n_train = int(round(n * fractions[0]))
-    n_val = int(round(n * fractions[1]))
-    if n > 1 and n_train + n_val >= n:
-        n_train = min(n_train, n - 1 - n_val) if n_val else n - 1
-    return n_train, n_train + n_val
+    """Boundaries of train / validation / test among n shuffled items: the fractions' shares (train's
+    and validation's rounded, test the rest), except that a stratum of few items is first learnt, then
+    tested, then validated: each side asked for gets one item, while there are items, before another
+    keeps more than its share (1 item: train; 2: train, test; 3: one each)."""
+    n_train, n_val = round(n * fractions[0]), round(n * fractions[1])
+    sizes = [n_train, n_val, n - n_train - n_val]
+    floors, left = [0, 0, 0], n
+    for side in (TRAIN, TEST, VALIDATION):
+        if fractions[side] > 0 and left:
+            floors[side], left = 1, left - 1
+    for side in (TRAIN, TEST, VALIDATION):
+        while sizes[side] < floors[side]:  # one from the side that can best spare it
+            donor = max(range(3), key=lambda i: sizes[i] - floors[i])
+            sizes[donor], sizes[side] = sizes[donor] - 1, sizes[side] + 1
+    return sizes[TRAIN], sizes[TRAIN] + sizes[VALIDATION]
 
 
 def split_by_name(name_ascii: np.ndarray, language: np.ndarray, config: SplitConfig) -> np.ndarray:
@@ -240,11 +250,30 @@ def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> Te
     if config.test > 0 and not (split == TEST).any():
         raise NamelangError(f"the test split is empty: {table.num_rows} names in {len(label_names)} languages are "
                             "too few to hold some out for an honest test; add names")
+    if (unmeasured := _not_held_out(labels, split, label_names, config)) is not None:
+        warnings.warn(unmeasured, NamelangWarning, stacklevel=2)
     tokens, lengths = encode_names(table["name_ascii"])
     spellings = _row_spellings(names, table)
     return TensorData(tokens, lengths, torch.from_numpy(labels.astype(np.int64)), torch.from_numpy(split),
                       label_names, name_ascii.tolist(), table_sha256, config.model_dump(), spellings,
                       None if spellings is None else encode_marks(letters_beyond_ascii(spellings)))
+
+
+def _not_held_out(labels: np.ndarray, split: np.ndarray, label_names: list[str], config: SplitConfig) -> str | None:
+    """Which languages have too few names for the test or validation side, said in one line: the test
+    scores (and the gate's judgement) leave them out, and early stopping does not see them."""
+    wanted = [(TEST, "test", config.test), (VALIDATION, "validate", config.validation)]
+    found = []
+    for code, language in enumerate(label_names):
+        sides = split[labels == code]
+        missing = [word for side, word, fraction in wanted if fraction > 0 and not (sides == side).any()]
+        if missing:
+            found.append(f"{language} ({len(sides)} name{'' if len(sides) == 1 else 's'}: none to "
+                         f"{' or '.join(missing)})")
+    if not found:
+        return None
+    return (f"too few names to hold some out for {', '.join(found)}: the test scores, and the gate, leave "
+            "out a language with no test names; add names")
 
 
 # 2: names as one newline-joined ASCII byte tensor (format 1 pickled a list); 3: each row's spelling (UTF-8,

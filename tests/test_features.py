@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.config import DataConfig, SplitConfig
-from pipeline.errors import NamelangError, explained_by_input
+from pipeline.errors import NamelangError, NamelangWarning, explained_by_input
 from pipeline.features import (
     ALPHABET,
     PAD,
@@ -92,6 +92,22 @@ def test_by_name_split_keeps_every_copy_of_a_name_on_one_side_and_is_stratified(
         assert {TRAIN, TEST} <= set(sides.tolist())  # every language is tested, even the rarest (7 names)
     share = (data.split == TRAIN).float().mean().item()
     assert 0.6 < share < 0.8
+
+
+def test_a_language_of_few_names_is_learnt_then_tested_then_validated_and_the_rest_is_said():
+    """Each side asked for gets one name of a language before another keeps more than its share: with
+    40/30/30 a language of two names had none to learn from; one held out nowhere is named."""
+    rows = [(f"{lang}{i}", lang) for lang in ("Big", "Large") for i in range(40)]
+    rows += [("Solo", "One"), ("Duoa", "Two"), ("Duob", "Two"), ("Tria", "Three"), ("Trib", "Three"), ("Tric", "Three")]
+    for fractions in ({}, {"train": 0.4, "validation": 0.3, "test": 0.3}):
+        with pytest.warns(NamelangWarning) as caught:
+            data = build_tensors(names_table(rows), "sha", SplitConfig(**fractions))
+        sides = {lang: sorted(data.split[data.labels == code].tolist()) for code, lang in enumerate(data.label_names)}
+        assert sides["One"] == [TRAIN] and sides["Two"] == [TRAIN, TEST] and sides["Three"] == [TRAIN, VALIDATION, TEST]
+        assert {TRAIN, VALIDATION, TEST} == set(sides["Big"]) == set(sides["Large"])
+        assert [str(w.message) for w in caught] == [
+            "too few names to hold some out for One (1 name: none to test or validate), Two (2 names: none to "
+            "validate): the test scores, and the gate, leave out a language with no test names; add names"]
 
 
 def test_split_is_seeded():
