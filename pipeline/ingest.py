@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import stat
 import subprocess
+import unicodedata
 import warnings
 import zipfile
 from dataclasses import asdict, dataclass
@@ -146,11 +147,24 @@ def language_files(folder: Path) -> list[Path]:
     """The folder's `<Language>.txt` files, in name order (a folder named `X.txt` is not one; the
     extension in any case: `Greek.TXT` is Greek); one that cannot be read as a file is an error."""
     named = sorted(p for p in folder.iterdir() if _is_language_file(p.name) and not p.is_dir())
+    for p in named:
+        try:
+            p.name.encode("utf-8")
+        except UnicodeEncodeError:  # bytes Python could not decode, kept as surrogates
+            shown = p.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            raise NamelangError(f"file name {shown!r} is not valid UTF-8, so it names no language; rename it",
+                                folder) from None
     for p in named:  # a broken link, a pipe (reading it would wait for ever): not skipped without a word
         if not p.is_file():
             kind = "a broken link" if p.is_symlink() and not p.exists() else "not a regular file"
             raise NamelangError(f"cannot read this file: {kind}", p)
     return named
+
+
+def language_of(file_name: str) -> str:
+    """The language a `<Language>.txt` names: Unicode composed (NFC; a Mac writes "Français" decomposed,
+    which would be another label that looks the same) and without spaces around it."""
+    return unicodedata.normalize("NFC", PurePosixPath(file_name).stem).strip()
 
 
 def _is_language_file(file_name: str) -> bool:
@@ -160,14 +174,32 @@ def _is_language_file(file_name: str) -> bool:
     return path.suffix.lower() == ".txt" and not path.name.startswith("._")
 
 
+def _subfolders_with_language_files(folder: Path) -> list[str]:
+    """The folder's sub-folders (one level down) that hold `<Language>.txt` files: not read, and said."""
+    found = []
+    for sub in sorted(folder.iterdir()):
+        try:
+            if sub.is_dir() and any(_is_language_file(p.name) and not p.is_dir() for p in sub.iterdir()):
+                found.append(sub.name)
+        except OSError:  # a sub-folder this user may not list holds nothing read
+            continue
+    return found
+
+
 def read_folder(folder: Path) -> list[SourceFile]:
     files = language_files(folder)
+    below = _subfolders_with_language_files(folder)
     if not files:
-        raise NamelangError("no <Language>.txt files in this folder", folder)
+        hint = f" (the sub-folder {below[0]!r} holds some: give it as the source)" if len(below) == 1 else (
+            f" (sub-folders {below} hold some: give one as the source)" if below else "")
+        raise NamelangError(f"no <Language>.txt files in this folder{hint}", folder)
+    if below:
+        warnings.warn(f"{folder}: only this folder's .txt files are read; those in its sub-folder"
+                      f"{'s' if len(below) > 1 else ''} {below} are not", NamelangWarning, stacklevel=2)
     read = []
     for p in files:
         try:
-            read.append(SourceFile(p.stem, str(p.resolve()), p.read_bytes(),
+            read.append(SourceFile(language_of(p.name), str(p.resolve()), p.read_bytes(),
                                    datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat(), p.name))
         except OSError as exc:
             raise NamelangError(f"cannot read this file: {exc.strerror or exc}", p) from exc
@@ -210,7 +242,7 @@ def read_archive(archive: Path, max_member_bytes: int) -> list[SourceFile]:
             chosen = sorted((i for i in txt if str(PurePosixPath(i.filename).parent) == folder),
                             key=lambda i: i.filename)
             return [
-                SourceFile(PurePosixPath(i.filename).stem, f"{archive.resolve()}!{i.filename}",
+                SourceFile(language_of(i.filename), f"{archive.resolve()}!{i.filename}",
                            zf.read(i), datetime(*i.date_time, tzinfo=UTC).isoformat())
                 for i in chosen
             ]
@@ -239,7 +271,8 @@ def check_utf8(file: SourceFile) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        # lines end at LF, CRLF or a lone CR (as `split_lines` reads them)
+        line = data.count(b"\n", 0, exc.start) + data.count(b"\r", 0, exc.start) - data.count(b"\r\n", 0, exc.start) + 1
         raise NamelangError(f"not valid UTF-8 (byte 0x{data[exc.start]:02x}: {exc.reason})",
                             file.origin, line) from exc
     raise NamelangError("not valid UTF-8", file.origin)

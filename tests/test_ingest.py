@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import re
 import stat
 import string
@@ -27,7 +28,7 @@ import pytest
 from pipeline import __version__
 from pipeline.config import DataConfig
 from pipeline.errors import NamelangError, NamelangWarning, explained_by_input
-from pipeline.ingest import SourceFile, ingest, split_lines
+from pipeline.ingest import SourceFile, ingest, source_fingerprint, split_lines
 from pipeline.normalize import (
     NAMES_FILE,
     PROVENANCE_KEY,
@@ -359,6 +360,8 @@ def test_not_utf8_names_the_file_and_line(tmp_path):
     (b"\xc0\x80Smith\n", 1),                            # an overlong encoding
     (b"Smith\r\nJones\r\n\r\nAb\xf4\x90\x80\x80\r\n", 4),  # beyond U+10FFFF, CRLF lines
     (b"Smith\nJones\nAb\xe2\x82", 3),                  # cut off in the middle of a character
+    (b"Smith\rJones\rWeber\rBauer\rK\xf6nig\r", 5),      # lines ended by a CR alone (said line 1)
+    (b"Smith\r\nJones\rWeber\nK\xf6nig\r\n", 4),          # the three line ends mixed
 ])
 def test_invalid_utf8_variants_name_the_exact_line(bad, line, tmp_path):
     source = make_source(tmp_path / "names", {"Czech": bad})
@@ -477,6 +480,46 @@ def test_mac_metadata_and_a_nameless_txt_are_not_languages_and_other_folders_are
     with pytest.warns(NamelangWarning, match=r"only data/names/ is read; the .txt files in \['other'\] are not"):
         table = run(archive, tmp_path)
     assert table.quality["languages"] == 1  # not '.txt', not French
+
+
+def test_labels_that_look_alike_are_one_language(tmp_path):
+    """A Mac writes "Français" decomposed (NFD), which made a second language that prints the same;
+    "English .txt" made "English " beside "English"."""
+    decomposed = unicodedata.normalize("NFD", "Français")
+    source = make_source(tmp_path / "src", {"English": "Smith\n", decomposed: "Dupont\n", " German ": "Weber\n"})
+    assert sorted(run(source, tmp_path).names["language"].unique().to_pylist()) == ["English", "Français", "German"]
+    (source / "Français.txt").write_text("Martin\n")  # composed, beside the decomposed one
+    with pytest.raises(NamelangError, match="two files give the language 'Français'"):
+        run(source, tmp_path)
+    archive = tmp_path / "mac.zip"
+    archive.write_bytes(make_zip({f"names/{decomposed}.txt": "Dupont\n", "names/English .txt": "Smith\n"}))
+    assert sorted(run(archive, tmp_path).names["language"].unique().to_pylist()) == ["English", "Français"]
+
+
+def test_a_file_name_that_is_not_utf8_is_named_not_a_traceback(tmp_path):
+    source = make_source(tmp_path / "src", {"English": "Smith\n"})
+    latin1 = os.fsdecode(b"Fran\xe7ais.txt")  # as Python lists a Latin-1 name on a UTF-8 system
+    try:
+        (source / latin1).write_text("Dupont\n")
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses a file name that is not UTF-8")
+    for step in (lambda: run(source, tmp_path), lambda: source_fingerprint(source)):
+        with pytest.raises(NamelangError, match=r"file name 'Fran\\\\xe7ais.txt' is not valid UTF-8") as info:
+            step()
+        assert info.value.file == str(source) and explained_by_input(info.value)
+
+
+def test_names_in_sub_folders_are_said_not_dropped_in_silence(tmp_path):
+    source = make_source(tmp_path / "src", {"English": "Smith\n"})
+    make_source(source / "more", {"German": "Weber\n"})
+    with pytest.warns(NamelangWarning, match=r"only this folder's .txt files are read; those in its sub-folder "
+                                             r"\['more'\] are not"):
+        assert run(source, tmp_path).quality["languages"] == 1
+    parent = tmp_path / "data"
+    make_source(parent / "names", {"English": "Smith\n"})
+    with pytest.raises(NamelangError, match=r"no <Language>\.txt files in this folder \(the sub-folder 'names' "
+                                            r"holds some: give it as the source\)"):
+        run(parent, tmp_path)
 
 
 def test_a_home_relative_source_is_recorded_as_its_real_path(tmp_path, monkeypatch):
