@@ -161,7 +161,8 @@ def _training_config(config_file: Path | None, overrides: dict[tuple[str, str, s
     from pipeline.config import PipelineConfig
 
     try:
-        config = PipelineConfig.model_validate(json.loads(config_file.read_text(encoding="utf-8"))
+        # a BOM, as Windows editors write, is not JSON but not a mistake either
+        config = PipelineConfig.model_validate(json.loads(config_file.read_text(encoding="utf-8-sig"))
                                                if config_file else {})
     except ValidationError as exc:
         fail(NamelangError(f"bad configuration: {validation_problems(exc)}", config_file))

@@ -222,3 +222,11 @@ def test_help_shows_no_value_for_a_flag():
         assert re.search(r"--help\s+Show this message", result.output), result.output
     predict_help = runner.invoke(app, ["predict", "--help"], terminal_width=120).output
     assert re.search(r"--json\s+Machine-readable output", predict_help) and "<int range>" in predict_help
+
+
+def test_a_configuration_file_saved_with_a_bom_is_read(tmp_path):
+    from flows.cli import _training_config
+
+    config_file = tmp_path / "settings.json"
+    config_file.write_text('{"train": {"epochs": 3}}', encoding="utf-8-sig")  # as Notepad saves it
+    assert _training_config(config_file, {}).train.epochs == 3
