@@ -41,7 +41,7 @@ def normalization_spec(max_name_chars: int) -> dict:
     return {
         "trim": "leading and trailing Unicode whitespace",
         "unicode_form": "NFD",
-        "drop_categories": ["Mn"],
+        "drop_categories": ["Mn", "Cf"],
         "apostrophes": {"from": [f"U+{ord(c):04X}" for c in APOSTROPHES], "to": "'"},
         "alphabet": ALLOWED_CHARACTERS,
         "out_of_alphabet": OOV_CHARACTER,
@@ -76,10 +76,12 @@ def _chunkwise(values: pa.Array | pa.ChunkedArray, fn) -> pa.Array | pa.ChunkedA
 
 
 def _to_ascii_unicode(names: pa.Array) -> pa.Array:
-    """The general path: NFD, drop combining marks (Mn), typographic apostrophes -> "'", anything else
-    outside the alphabet -> '_'."""
+    """The general path: NFD, drop combining marks (Mn) and invisible format characters (Cf: a BOM
+    inside a file, zero-width spaces and joiners, soft hyphens, direction marks, which a copy from a web
+    page or a join of files leaves in a name: `Bro\u200bwn` is Brown, not `Bro_wn`), typographic
+    apostrophes -> "'", anything else outside the alphabet -> '_'."""
     decomposed = pc.utf8_normalize(names, form="NFD")
-    unmarked = pc.replace_substring_regex(decomposed, pattern=r"\p{Mn}", replacement="")
+    unmarked = pc.replace_substring_regex(decomposed, pattern=r"[\p{Mn}\p{Cf}]", replacement="")
     unmarked = pc.replace_substring_regex(unmarked, pattern=f"[{APOSTROPHES}]", replacement="'")
     allowed = "".join("\\" + c if c in r"\]^-[" else c for c in ALLOWED_CHARACTERS)
     return pc.replace_substring_regex(unmarked, pattern=f"[^{allowed}]", replacement=OOV_CHARACTER)

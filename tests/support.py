@@ -19,10 +19,10 @@ TYPOGRAPHIC_APOSTROPHES = "\u2018\u2019\u201b\u02bb\u02bc\uff07"
 
 def reference_ascii(s: str) -> str:
     """Our normalization, independently of pipeline/: the notebook's unicodeToAscii (NFD, combining
-    marks dropped), but '_' for a character outside the alphabet instead of nothing, and "'" for a
-    typographic apostrophe."""
+    marks dropped), but '_' for a character outside the alphabet instead of nothing, "'" for a
+    typographic apostrophe, and invisible format characters (Cf) dropped as the marks are."""
     return "".join("'" if c in TYPOGRAPHIC_APOSTROPHES else c if c in ALPHABET else "_"
-                   for c in unicodedata.normalize("NFD", s) if unicodedata.category(c) != "Mn")
+                   for c in unicodedata.normalize("NFD", s) if unicodedata.category(c) not in ("Mn", "Cf"))
 
 
 SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared/data/names"

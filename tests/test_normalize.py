@@ -31,7 +31,8 @@ from tests.support import reference_ascii
 def random_names(n: int, seed: int = 0) -> list[str]:
     """Mostly ASCII names, some with accents, some with characters outside the alphabet."""
     rng = np.random.default_rng(seed)
-    pools = [string.ascii_letters * 4 + " .,;'-_1/:", "éèêëàâäçñßøłśżąęőűÅÉÑŒ’‘ʼʻ‛＇`´′", "ИвановΠαπαд李",
+    pools = [string.ascii_letters * 4 + " .,;'-_1/:", "éèêëàâäçñßøłśżąęőűÅÉÑŒ’‘ʼʻ‛＇`´′\u200b\ufeff\u00ad",
+             "ИвановΠαπαд李",
              "\u0301\u0308"]
     out = []
     for _ in range(n):
@@ -48,6 +49,10 @@ def random_names(n: int, seed: int = 0) -> list[str]:
     ("Ab.,; z", "Ab.,; z"), ("O’Neil", "O'Neil"), ("D‘Arcy", "D'Arcy"), ("Oʼbrien", "O'brien"),
     ("Ó’Súilleabháin", "O'Suilleabhain"), ("O`Neil", "O_Neil"), ("Oʻahu", "O'ahu"), ("O‛Neil", "O'Neil"),
     ("O＇Neil", "O'Neil"), ("O′Neil", "O_Neil"),
+    # invisible format characters go: a BOM inside a joined file, a zero-width space, a soft hyphen, a
+    # zero-width joiner, a right-to-left mark (each was a '_' inside the name)
+    ("\ufeffJones", "Jones"), ("Bro\u200bwn", "Brown"), ("Schnei\u00adder", "Schneider"), ("Ab\u200dc", "Abc"),
+    ("\u200fSmith", "Smith"), ("Le\u00a0Blanc", "Le_Blanc"),  # a no-break space is not invisible: kept as '_'
 ])
 def test_to_ascii_examples(raw, expected):
     assert to_ascii(pa.array([raw])).to_pylist() == [expected]
