@@ -254,7 +254,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Which language does each surname come from? Uses the registered champion by default."""
-    from pipeline.predict import rank_columns
+    from pipeline.predict import is_unicode, rank_columns
     from pipeline.registry import configure_store_for, load_model
 
     try:
@@ -263,7 +263,9 @@ def predict(
         loaded = load_model(model, download_bars=False)  # an answer, not a download's bars
         import pandas as pd
 
-        frame = loaded.predict(pd.DataFrame({"name": pd.Series(batch, dtype=object)}), params={"top_k": top})
+        # an argument that is not UTF-8 goes as its bytes, which the model names as such
+        sent = [name if is_unicode(name) else os.fsencode(name) for name in batch]
+        frame = loaded.predict(pd.DataFrame({"name": pd.Series(sent, dtype=object)}), params={"top_k": top})
     except NamelangError as exc:
         fail(exc)
     except Exception as exc:  # MLflow's own errors (bad top_k, schema) reach the user in one line
@@ -272,8 +274,13 @@ def predict(
     records = []
     for row in frame.to_dict("records"):
         row["error"] = row["error"] if isinstance(row["error"], str) and row["error"] else None
-        # a model of fewer languages than --top gives as many guesses as it has languages
-        ranked = [(row[lang], row[prob]) for lang, prob in map(rank_columns, range(1, top + 1)) if lang in row]
+        # a model of fewer languages than --top gives as many guesses as it has languages (a --top of
+        # 10**20 once counted its way up to there)
+        ranked = []
+        for lang, prob in map(rank_columns, range(1, top + 1)):
+            if lang not in row:
+                break
+            ranked.append((row[lang], row[prob]))
         records.append({"name": row["name"], "error": row["error"],
                         "top": [] if row["error"] else [{"language": lang, "probability": round(p, 4)}
                                                         for lang, p in ranked]})
@@ -282,12 +289,14 @@ def predict(
         typer.echo(json.dumps(records, ensure_ascii=False, indent=2))
     else:
         for rec in records:
-            if rec["error"]:  # a blank name is shown quoted, not as an empty start of line
-                shown = rec["name"] if isinstance(rec["name"], str) and rec["name"].strip() else repr(rec["name"])
+            # a blank name is shown quoted, not as an empty start of line; so is one with characters a
+            # terminal would act on (an escape sequence that clears the screen) rather than show
+            name = rec["name"]
+            shown = name if isinstance(name, str) and name.strip() and name.isprintable() else repr(name)
+            if rec["error"]:
                 typer.echo(f"{shown}: error: {rec['error']}")
             else:
-                typer.echo(f"{rec['name']}: " + ", ".join(f"{t['language']} ({t['probability']:.2f})"
-                                                          for t in rec["top"]))
+                typer.echo(f"{shown}: " + ", ".join(f"{t['language']} ({t['probability']:.2f})" for t in rec["top"]))
     if failed:
         raise typer.Exit(code=1)
 

@@ -46,7 +46,10 @@ def iter_names(path: Path, column: str = NAME_COLUMN, chunk_size: int = BATCH_CH
             one_column = len(header) == 1
             reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(
                                         block_size=1 << 22, skip_rows=_blank_lines_first(path) if one_column else 0),
-                                    parse_options=pacsv.ParseOptions(ignore_empty_lines=not one_column),
+                                    # a quoted line break in another column (an address) is its
+                                    # value's: blocks are cut where no quote is open, at any size
+                                    parse_options=pacsv.ParseOptions(ignore_empty_lines=not one_column,
+                                                                     newlines_in_values=True),
                                     convert_options=pacsv.ConvertOptions(column_types={column: pa.string()},
                                                                          include_columns=[column]))
             for batch in reader:

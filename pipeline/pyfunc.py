@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import AnyType
 
 from pipeline.atomic import atomic_path
 from pipeline.config import PREDICT_MAX_THREADS, TOP_K, ModelConfig
@@ -66,7 +67,8 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
             raise MlflowException("input needs a column 'name' of strings, e.g. "
                                   '{"dataframe_split": {"columns": ["name"], "data": [["Hinton"]]}}',
                                   error_code=INVALID_PARAMETER_VALUE)
-        top_k = int((params or {}).get("top_k", TOP_K))
+        asked = (params or {}).get("top_k")
+        top_k = TOP_K if asked is None else int(asked)  # a JSON null is no choice: the default
         if top_k < 1:
             raise MlflowException("top_k must be at least 1", error_code=INVALID_PARAMETER_VALUE)
         # MLflow passes the default (3) when none is asked for: the predictor gives as many guesses
@@ -81,7 +83,10 @@ def signature() -> ModelSignature:
     # languages than TOP_K gives fewer guesses
     outputs = [ColSpec("double" if col.startswith("probability") else "string", col, required=col == "name")
                for col in output_columns(TOP_K)]
-    return ModelSignature(inputs=Schema([ColSpec("string", "name")]), outputs=Schema(outputs),
+    # the input is any value: the model answers each row itself, a null or a number with its own error;
+    # as a "string" column, MLflow turned a JSON null into the name "None" (and true into "True") in
+    # the `inputs` and `instances` formats before the model saw it, and the model classified it
+    return ModelSignature(inputs=Schema([ColSpec(AnyType(), "name")]), outputs=Schema(outputs),
                           params=ParamSchema([ParamSpec("top_k", "long", TOP_K)]))
 
 

@@ -70,6 +70,16 @@ def test_csv_other_columns_do_not_matter(tmp_path):
     assert len(names) == 400_001 and names[-1] == "Rossi"
 
 
+def test_a_line_break_quoted_in_another_column_is_read_at_any_size(tmp_path):
+    """An address column with a quoted line break in every row: a file over one read block (4 MB) was
+    cut inside a quote and refused ("Expected 2 columns, got 1"), one under it read."""
+    path = tmp_path / "addresses.csv"
+    rows = [f'Name{i},"{i} Main Street\nApt {i}"' for i in range(150_000)]  # about 6 MB
+    path.write_text("name,address\n" + "\n".join(rows) + "\n")
+    names = [n for chunk in iter_names(path) for n in chunk]
+    assert len(names) == 150_000 and names[-1] == "Name149999"
+
+
 def test_an_unclosed_quote_is_named_not_read_as_one_long_name(tmp_path):
     """A stray quote made Arrow read the rest of a one-column file as one name (2 rows instead of
     30,002, exit 0), and Python's csv module fail on its field size limit with a traceback."""

@@ -420,9 +420,14 @@ def test_cli_predict_prints_top_languages_and_json(store):
     assert [r["name"] for r in records] == ["Nakamura", "Tanaka"]
     assert len(records[0]["top"]) == 3 and records[0]["top"][0]["language"] == store["top"]["Nakamura"]
     assert sum(t["probability"] for t in records[1]["top"]) <= 1.0001
-    result = runner.invoke(app, ["predict", "Nakamura", "--top", "20", "--json"])  # more than it knows
-    assert result.exit_code == 0, result.output
-    assert len(json.loads(result.output)[0]["top"]) == len(store["labels"])
+    for top in ("20", str(10**20)):  # more than it knows; the second counted up to it, for ever
+        result = runner.invoke(app, ["predict", "Nakamura", "--top", top, "--json"])
+        assert result.exit_code == 0, result.output
+        assert len(json.loads(result.output)[0]["top"]) == len(store["labels"])
+    # a name a terminal would act on (an escape that clears the screen) is shown quoted, as it is
+    result = runner.invoke(app, ["predict", "Hin\x1b[2Jton", "Nakamura"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[0].startswith("'Hin\\x1b[2Jton': error: control characters")
     names = store["root"] / "names.txt"
     names.write_text("Nakamura\n\nИванов\n", encoding="utf-8")
     result = runner.invoke(app, ["predict", "--file", str(names)])
@@ -743,6 +748,17 @@ def test_namelang_serve_answers_invocations_and_stops_on_sigterm(store):
         not_text = httpx.post(url, json={"dataframe_split": {"columns": ["name"], "data": [[12]]}}, timeout=30)
         assert (400 <= not_text.status_code < 500
                 or not_text.json()["predictions"][0]["error"] == "name must be a string, got int")
+        # every format MLflow takes: a null or a non-string is that row's error (as "inputs" and "instances",
+        # MLflow made text of them first: null was the name "None", classified Italian); top_k null: the default
+        for payload in ({"inputs": [None, True, 12, "Nakamura"]}, {"instances": [{"name": None}, {"name": True},
+                                                                              {"name": 12}, {"name": "Nakamura"}]},
+                        {"inputs": {"name": [None, True, 12, "Nakamura"]}, "params": {"top_k": None}}):
+            answer = httpx.post(url, json=payload, timeout=30)
+            assert answer.status_code == 200, (payload, answer.text)
+            rows = answer.json()["predictions"]
+            assert [row["error"] for row in rows] == ["missing name (null)", "name must be a string, got bool",
+                                                      "name must be a string, got int", None], (payload, rows)
+            assert rows[3]["language"] == store["top"]["Nakamura"] and rows[3]["language_3"] is not None
         for payload in ({"dataframe_split": {"columns": ["surname"], "data": [["Hinton"]]}}, {"nonsense": 1}):
             answer = httpx.post(url, json=payload, timeout=30)
             assert 400 <= answer.status_code < 500, (payload, answer.status_code, answer.text)
