@@ -423,6 +423,8 @@ def check_port_free(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror as exc:  # no such address: a port of its own would not help
+            raise NamelangError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host") from exc
         except OSError as exc:
             raise NamelangError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
                                 "or stop what is using it") from exc

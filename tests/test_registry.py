@@ -863,6 +863,8 @@ def test_serve_on_a_port_in_use_is_one_line(tmp_path, monkeypatch):
         result = CliRunner().invoke(app, ["serve", "--port", str(taken.getsockname()[1])])
     assert result.exit_code == 2 and "cannot listen on 127.0.0.1:" in result.output
     assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0.0", "--port", str(free_port())])  # a typo
+    assert result.exit_code == 2 and result.output.strip().endswith("; check --host"), result.output
 
 
 def test_predict_through_serve_wrapper_fails_cleanly_without_model(tmp_path, monkeypatch):
