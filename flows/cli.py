@@ -6,12 +6,14 @@ commands call `pipeline` directly and never import Prefect, so they start fast.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
@@ -254,7 +256,7 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Which language does each surname come from? Uses the registered champion by default."""
-    from pipeline.predict import is_unicode, rank_columns
+    from pipeline.predict import rank_columns
     from pipeline.registry import configure_store_for, load_model
 
     try:
@@ -263,9 +265,7 @@ def predict(
         loaded = load_model(model, download_bars=False)  # an answer, not a download's bars
         import pandas as pd
 
-        # an argument that is not UTF-8 goes as its bytes, which the model names as such
-        sent = [name if is_unicode(name) else os.fsencode(name) for name in batch]
-        frame = loaded.predict(pd.DataFrame({"name": pd.Series(sent, dtype=object)}), params={"top_k": top})
+        frame = loaded.predict(pd.DataFrame({"name": pd.Series(batch, dtype=object)}), params={"top_k": top})
     except NamelangError as exc:
         fail(exc)
     except Exception as exc:  # MLflow's own errors (bad top_k, schema) reach the user in one line
@@ -289,16 +289,20 @@ def predict(
         typer.echo(json.dumps(records, ensure_ascii=False, indent=2))
     else:
         for rec in records:
-            # a blank name is shown quoted, not as an empty start of line; so is one with characters a
-            # terminal would act on (an escape sequence that clears the screen) rather than show
+            # a blank name is shown quoted, not as an empty start of line; so is one with control
+            # characters, which a terminal would act on (an escape that clears the screen) rather than show
             name = rec["name"]
-            shown = name if isinstance(name, str) and name.strip() and name.isprintable() else repr(name)
+            shown = name if isinstance(name, str) and name.strip() and not _has_control(name) else repr(name)
             if rec["error"]:
                 typer.echo(f"{shown}: error: {rec['error']}")
             else:
                 typer.echo(f"{shown}: " + ", ".join(f"{t['language']} ({t['probability']:.2f})" for t in rec["top"]))
     if failed:
         raise typer.Exit(code=1)
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 @app.command(cls=_Command)
@@ -423,9 +427,10 @@ def check_port_free(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except socket.gaierror as exc:  # no such address: a port of its own would not help
-            raise NamelangError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host") from exc
         except OSError as exc:
+            # no such name, or an address this machine does not have: another port would not help
+            if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                raise NamelangError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; check --host") from exc
             raise NamelangError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
                                 "or stop what is using it") from exc
 

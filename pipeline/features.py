@@ -22,7 +22,7 @@ import torch
 
 from pipeline.atomic import atomic_path
 from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER, SplitConfig
-from pipeline.errors import DamagedFileError, NamelangError, NamelangWarning
+from pipeline.errors import DamagedFileError, NamelangError, NamelangWarning, typed_first_line
 
 ALPHABET = ALLOWED_CHARACTERS + OOV_CHARACTER  # the notebook's 58 symbols
 PAD = 0  # index 0 pads; symbol i of ALPHABET is index i + 1
@@ -272,8 +272,8 @@ def _not_held_out(labels: np.ndarray, split: np.ndarray, label_names: list[str],
                          f"{' or '.join(missing)})")
     if not found:
         return None
-    return (f"too few names to hold some out for {', '.join(found)}: the test scores, and the gate, leave "
-            "out a language with no test names; add names")
+    return (f"too few names to hold some out for {', '.join(found)}: the test scores and the gate leave out a "
+            "language with no test names, early stopping one with no validation names; add names")
 
 
 # 2: names as one newline-joined ASCII byte tensor (format 1 pickled a list); 3: each row's spelling (UTF-8,
@@ -301,7 +301,7 @@ def load_tensors(path: str | Path) -> TensorData:
     try:
         raw = torch.load(path, weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise DamagedFileError(f"tensors file is corrupt or unreadable ({type(exc).__name__})", path) from exc
+        raise DamagedFileError(f"tensors file is corrupt or unreadable ({typed_first_line(exc)})", path) from exc
     version = raw.pop("format", None)
     if version not in (1, 2, TENSORS_FORMAT):
         raise NamelangError(f"tensors file has unknown format {version!r}; rebuild it", path)

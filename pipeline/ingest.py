@@ -152,7 +152,7 @@ def language_files(folder: Path) -> list[Path]:
             p.name.encode("utf-8")
         except UnicodeEncodeError:  # bytes Python could not decode, kept as surrogates
             shown = p.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-            raise NamelangError(f"file name {shown!r} is not valid UTF-8, so it names no language; rename it",
+            raise NamelangError(f"file name '{shown}' is not valid UTF-8, so it names no language; rename it",
                                 folder) from None
     for p in named:  # a broken link, a pipe (reading it would wait for ever): not skipped without a word
         if not p.is_file():
@@ -175,9 +175,12 @@ def _is_language_file(file_name: str) -> bool:
 
 
 def _subfolders_with_language_files(folder: Path) -> list[str]:
-    """The folder's sub-folders (one level down) that hold `<Language>.txt` files: not read, and said."""
+    """The folder's sub-folders (one level down) that hold `<Language>.txt` files: not read, and said;
+    hidden ones (Jupyter's `.ipynb_checkpoints`) and macOS's `__MACOSX` are no one's names."""
     found = []
     for sub in sorted(folder.iterdir()):
+        if sub.name.startswith((".", "__MACOSX")):
+            continue
         try:
             if sub.is_dir() and any(_is_language_file(p.name) and not p.is_dir() for p in sub.iterdir()):
                 found.append(sub.name)

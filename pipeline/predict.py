@@ -61,7 +61,7 @@ def _problems(names: list[Any], unreadable: list[bool], stripped: list[str], asc
     return problems
 
 
-def is_unicode(text: str) -> bool:
+def _is_unicode(text: str) -> bool:
     """False for a string holding lone surrogates: how Python passes on bytes that are not UTF-8 (a
     command-line argument, say); no text format can hold them."""
     try:
@@ -77,15 +77,6 @@ def _shown(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # surrogates that stand for no byte (from JSON's \\ud800, say)
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _as_text(value: Any) -> Any:
-    """Bytes as the UTF-8 text they hold (a binary column; a command-line argument that is not UTF-8,
-    which the CLI passes as its bytes: as text, MLflow's input check cannot hold it); bytes that are
-    not UTF-8 keep them as Python does (surrogate escapes), which the name's error then shows."""
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "surrogateescape")
-    return value
 
 
 def _missing(value: Any) -> bool:
@@ -120,8 +111,7 @@ class Predictor:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         top_k = min(top_k, len(self.label_names))
-        names = [_as_text(v) for v in names]
-        unreadable = [isinstance(v, str) and not is_unicode(v) for v in names]  # bytes that were not UTF-8
+        unreadable = [isinstance(v, str) and not _is_unicode(v) for v in names]  # bytes that were not UTF-8
         strings = [v.strip() if isinstance(v, str) and not bad else ""
                    for v, bad in zip(names, unreadable, strict=True)]
         short = [s if len(s) <= self.max_name_chars else "" for s in strings]  # too long: not worth folding

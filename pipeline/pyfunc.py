@@ -16,11 +16,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-from mlflow.types.schema import AnyType
 
 from pipeline.atomic import atomic_path
 from pipeline.config import PREDICT_MAX_THREADS, TOP_K, ModelConfig
-from pipeline.errors import DamagedFileError, NamelangError
+from pipeline.errors import DamagedFileError, NamelangError, typed_first_line
 from pipeline.model import CharClassifier
 from pipeline.predict import Predictor, output_columns
 
@@ -40,13 +39,17 @@ def save_bundle(path: str | Path, model: CharClassifier, label_names: list[str],
 def load_bundle(path: str | Path) -> Predictor:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise NamelangError("model bundle not found", path) from exc
+    except Exception as exc:  # a damaged file fails in many ways inside torch
+        raise DamagedFileError(f"model bundle is corrupt or unreadable ({typed_first_line(exc)})", path) from exc
+    try:  # a bundle that reads but does not fit this code: maybe another version's, maybe our bug (traceback kept)
         # a bundle from before the letter model has none: its config must not grow one on loading
         model = CharClassifier(ModelConfig(**{"marks_weight": 0.0, **raw["model_config"]}), len(raw["label_names"]))
         model.load_state_dict(raw["state_dict"])
-    except FileNotFoundError as exc:
-        raise NamelangError("model bundle not found", path) from exc
-    except Exception as exc:  # damaged or foreign file
-        raise DamagedFileError(f"model bundle is corrupt or unreadable ({type(exc).__name__})", path) from exc
+    except Exception as exc:
+        raise NamelangError(f"model bundle does not fit this version of namelang ({typed_first_line(exc)})",
+                            path) from exc
     model.eval()
     return Predictor(model, raw["label_names"], raw["max_name_chars"])
 
@@ -83,10 +86,10 @@ def signature() -> ModelSignature:
     # languages than TOP_K gives fewer guesses
     outputs = [ColSpec("double" if col.startswith("probability") else "string", col, required=col == "name")
                for col in output_columns(TOP_K)]
-    # the input is any value: the model answers each row itself, a null or a number with its own error;
-    # as a "string" column, MLflow turned a JSON null into the name "None" (and true into "True") in
-    # the `inputs` and `instances` formats before the model saw it, and the model classified it
-    return ModelSignature(inputs=Schema([ColSpec(AnyType(), "name")]), outputs=Schema(outputs),
+    # a string column: MLflow then reads the `inputs` and `instances` formats as lists of names (as
+    # "any", a list of names became one row holding the list); the price is that in those two formats
+    # it makes text of every value first (a JSON null arrives as the name "None"), as the README says
+    return ModelSignature(inputs=Schema([ColSpec("string", "name")]), outputs=Schema(outputs),
                           params=ParamSchema([ParamSpec("top_k", "long", TOP_K)]))
 
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import ModelConfig, TrainConfig
-from pipeline.errors import DamagedFileError, NamelangError, NamelangWarning, first_line, typed_first_line
+from pipeline.errors import NamelangError, NamelangWarning, first_line, typed_first_line
 from pipeline.features import SPLIT_NAMES, TRAIN, VALIDATION, TensorData
 from pipeline.metrics import macro_f1
 from pipeline.model import CharClassifier, combine, predict_logits
@@ -351,7 +351,7 @@ def _restore(checkpoint: Path, setup: _Setup, device: torch.device) -> tuple[dic
             torch.cuda.set_rng_state(saved["cuda_rng"], device)  # the training device's alone
         state = saved["state"]
     except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as exc:
-        raise DamagedFileError(f"checkpoint does not match this model or version ({typed_first_line(exc)}); "
+        raise NamelangError(f"checkpoint does not match this model or version ({typed_first_line(exc)}); "
                             "delete it or train without --resume", checkpoint) from exc
     return state, best_state, saved.get("refit_state")
 

@@ -19,6 +19,7 @@ from pipeline.features import (
     TRAIN,
     VALIDATION,
     VOCAB_SIZE,
+    _cut,
     build_tensors,
     encode_names,
     load_tensors,
@@ -107,7 +108,23 @@ def test_a_language_of_few_names_is_learnt_then_tested_then_validated_and_the_re
         assert {TRAIN, VALIDATION, TEST} == set(sides["Big"]) == set(sides["Large"])
         assert [str(w.message) for w in caught] == [
             "too few names to hold some out for One (1 name: none to test or validate), Two (2 names: none to "
-            "validate): the test scores, and the gate, leave out a language with no test names; add names"]
+            "validate): the test scores and the gate leave out a language with no test names, early stopping one "
+            "with no validation names; add names"]
+
+
+def test_cut_keeps_every_side_in_bounds_and_fills_the_asked_ones_first():
+    rng = np.random.default_rng(0)
+    shares = [(0.7, 0.15, 0.15), (0.85, 0.0, 0.15), (0.01, 0.98, 0.01), (0.4, 0.3, 0.3)]
+    for _ in range(200):
+        a, b = sorted(rng.uniform(0.001, 0.999, 2))
+        shares.append((a, b - a, 1 - b))
+    for fractions in shares:
+        for n in range(0, 300):
+            a, b = _cut(n, fractions)
+            assert 0 <= a <= b <= n, (n, fractions)
+            train, validation, test = a, b - a, n - b
+            assert train >= min(n, 1) and test >= min(max(n - 1, 0), 1), (n, fractions)  # 1 name: train; 2: +test
+            assert validation >= 1 or not fractions[1] or n < 3, (n, fractions)  # 3: one each
 
 
 def test_split_is_seeded():

@@ -748,17 +748,20 @@ def test_namelang_serve_answers_invocations_and_stops_on_sigterm(store):
         not_text = httpx.post(url, json={"dataframe_split": {"columns": ["name"], "data": [[12]]}}, timeout=30)
         assert (400 <= not_text.status_code < 500
                 or not_text.json()["predictions"][0]["error"] == "name must be a string, got int")
-        # every format MLflow takes: a null or a non-string is that row's error (as "inputs" and "instances",
-        # MLflow made text of them first: null was the name "None", classified Italian); top_k null: the default
-        for payload in ({"inputs": [None, True, 12, "Nakamura"]}, {"instances": [{"name": None}, {"name": True},
-                                                                              {"name": 12}, {"name": "Nakamura"}]},
-                        {"inputs": {"name": [None, True, 12, "Nakamura"]}, "params": {"top_k": None}}):
+        # MLflow's other formats: a list of names is that many rows (as the signature "any", one row of a
+        # list); a null is reported in the dataframe formats (the others make "None" of it: README)
+        two, records = ["Nakamura", "Tanaka"], [{"name": "Nakamura"}, {"name": "Tanaka"}]
+        for payload in ({"inputs": two}, {"inputs": {"name": two}}, {"instances": two}, {"instances": records},
+                        {"dataframe_records": records}):
             answer = httpx.post(url, json=payload, timeout=30)
             assert answer.status_code == 200, (payload, answer.text)
-            rows = answer.json()["predictions"]
-            assert [row["error"] for row in rows] == ["missing name (null)", "name must be a string, got bool",
-                                                      "name must be a string, got int", None], (payload, rows)
-            assert rows[3]["language"] == store["top"]["Nakamura"] and rows[3]["language_3"] is not None
+            assert [row["language"] for row in answer.json()["predictions"]] == [
+                store["top"]["Nakamura"], store["top"]["Tanaka"]], (payload, answer.text)
+        missing = httpx.post(url, json={"dataframe_records": [{"name": None}, {"name": "Nakamura"}],
+                                        "params": {"top_k": None}}, timeout=30)  # null top_k: the default, 3
+        assert missing.status_code == 200, missing.text
+        rows = missing.json()["predictions"]
+        assert rows[0]["error"] == "missing name (null)" and rows[1]["language_3"] is not None, rows
         for payload in ({"dataframe_split": {"columns": ["surname"], "data": [["Hinton"]]}}, {"nonsense": 1}):
             answer = httpx.post(url, json=payload, timeout=30)
             assert 400 <= answer.status_code < 500, (payload, answer.status_code, answer.text)
@@ -863,8 +866,9 @@ def test_serve_on_a_port_in_use_is_one_line(tmp_path, monkeypatch):
         result = CliRunner().invoke(app, ["serve", "--port", str(taken.getsockname()[1])])
     assert result.exit_code == 2 and "cannot listen on 127.0.0.1:" in result.output
     assert "Traceback" not in result.output
-    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0.0", "--port", str(free_port())])  # a typo
-    assert result.exit_code == 2 and result.output.strip().endswith("; check --host"), result.output
+    for host in ("0.0.0.0.0", "192.0.2.1"):  # a typo; an address of no interface here (a documentation one)
+        result = CliRunner().invoke(app, ["serve", "--host", host, "--port", str(free_port())])
+        assert result.exit_code == 2 and result.output.strip().endswith("; check --host"), result.output
 
 
 def test_predict_through_serve_wrapper_fails_cleanly_without_model(tmp_path, monkeypatch):
