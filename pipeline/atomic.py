@@ -48,6 +48,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     a NamelangError naming it, raised before the caller's work when it can be known then."""
     target = Path(target)
     refuse_folder(target)
+    created = _missing_folders(target.parent)  # removed again if nothing is written into them
     with _cannot_write(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         for left_over in remove_abandoned(target):
@@ -58,14 +59,31 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+    written = False
     try:
         yield tmp
         with _cannot_write(target):
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+        written = True
     finally:
         tmp.unlink(missing_ok=True)
+        if not written:  # a failed write leaves no trace, not even the folders made for it
+            for folder in created:  # deepest first; one that another writer has filled meanwhile stays
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders of `folder`'s path that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def remove_abandoned(target: Path) -> list[Path]:

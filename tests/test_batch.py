@@ -154,6 +154,20 @@ def test_an_output_that_cannot_be_written_is_named_before_any_work(tmp_path):
     assert not list((tmp_path / "folder").iterdir())
 
 
+def test_a_failed_write_leaves_no_folder_it_made(tmp_path):
+    """A batch whose input failed left the output's new folders behind, empty."""
+    from pipeline.atomic import atomic_path
+
+    (tmp_path / "kept").mkdir()
+    target = tmp_path / "kept" / "new" / "deeper" / "out.parquet"
+    with pytest.raises(NamelangError, match="input file not found"), atomic_path(target):
+        list(iter_names(tmp_path / "missing.csv"))
+    assert list(tmp_path.iterdir()) == [tmp_path / "kept"] and not list((tmp_path / "kept").iterdir())
+    with atomic_path(target) as tmp:  # a write that succeeds keeps them, of course
+        tmp.write_text("done")
+    assert target.read_text() == "done"
+
+
 def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_live_ones_is_not(tmp_path):
     """SIGKILL runs no cleanup: each killed `batch` or training run left its `.<output>.*.tmp` (a
     70 MB checkpoint, say) for good. Only a dead writer's, on this host, over a minute old, and a

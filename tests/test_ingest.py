@@ -110,10 +110,11 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def assert_left_empty(folder: Path) -> None:
-    """The download's folder is there (made before the request) and holds nothing: no file, no temp
-    file. (A check on a folder that does not exist would pass whatever was left elsewhere.)"""
-    assert folder.is_dir(), f"{folder} was never made: is this the folder the download used?"
-    assert not any(folder.iterdir()), sorted(p.name for p in folder.iterdir())
+    """A failed download leaves nothing: no file, no temp file, not even the folder made for it. No file
+    at all beside it either (the test's own folder), so that a download into another folder than the
+    one named here would not pass unseen."""
+    assert not folder.exists(), sorted(p.name for p in folder.iterdir())
+    assert not [p for p in folder.parent.rglob("*") if p.is_file()], sorted(folder.parent.rglob("*"))
 
 
 # ---------------------------------------------------------------- the real data
