@@ -282,7 +282,8 @@ def test_failing_download_is_retried_only_if_it_may_pass_then_fails_clearly(harn
     assert _Failing.hits == tries
     assert url in str(info.value)
     raw = config.data.raw_dir
-    assert raw.is_dir() and not any(raw.iterdir())  # made before the request; nothing left in it
+    # nothing left: no file, no temp file, not even the folder made for the download
+    assert not raw.exists() and not [p for p in raw.parent.rglob("*") if p.is_file()], sorted(raw.parent.rglob("*"))
 
 
 @pytest.mark.parametrize("kind", ["csv", "txt", "parquet"])
