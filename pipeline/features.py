@@ -263,13 +263,14 @@ def _not_held_out(labels: np.ndarray, split: np.ndarray, label_names: list[str],
     """Which languages have too few names for the test or validation side, said in one line: the test
     scores (and the gate's judgement) leave them out, and early stopping does not see them."""
     wanted = [(TEST, "test", config.test), (VALIDATION, "validate", config.validation)]
+    # rows per (language, side), in one pass
+    counts = np.bincount(labels * 3 + split, minlength=3 * len(label_names)).reshape(len(label_names), 3)
     found = []
-    for code, language in enumerate(label_names):
-        sides = split[labels == code]
-        missing = [word for side, word, fraction in wanted if fraction > 0 and not (sides == side).any()]
+    for language, per_side in zip(label_names, counts.tolist(), strict=True):
+        missing = [word for side, word, fraction in wanted if fraction > 0 and not per_side[side]]
         if missing:
-            found.append(f"{language} ({len(sides)} name{'' if len(sides) == 1 else 's'}: none to "
-                         f"{' or '.join(missing)})")
+            total = sum(per_side)
+            found.append(f"{language} ({total} name{'' if total == 1 else 's'}: none to {' or '.join(missing)})")
     if not found:
         return None
     return (f"too few names to hold some out for {', '.join(found)}: the test scores and the gate leave out a "

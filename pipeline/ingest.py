@@ -154,7 +154,7 @@ def language_files(folder: Path) -> list[Path]:
             shown = p.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             raise NamelangError(f"file name '{shown}' is not valid UTF-8, so it names no language; rename it",
                                 folder) from None
-    for p in named:  # a broken link, a pipe (reading it would wait for ever): not skipped without a word
+        # a broken link, a pipe (reading it would wait for ever): not skipped without a word
         if not p.is_file():
             kind = "a broken link" if p.is_symlink() and not p.exists() else "not a regular file"
             raise NamelangError(f"cannot read this file: {kind}", p)
