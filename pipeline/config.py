@@ -10,9 +10,10 @@ import os
 import re
 import string
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 DEFAULT_SOURCE = "https://download.pytorch.org/tutorial/data.zip"
 # The notebook's alphabet; "_" stands for any character outside it (out of vocabulary).
@@ -38,6 +39,21 @@ PREDICT_MAX_THREADS = 4
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_true_or_false_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """Pydantic reads true as 1 for a number: `"epochs": true` would train one epoch without a word."""
+        if isinstance(value, bool) and _takes_a_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"expected a number, not {str(value).lower()}")
+        return value
+
+
+def _takes_a_number(annotation: Any) -> bool:
+    """int, float, or either of them or None; not bool, whose field true and false are meant for."""
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+    return bool(options) and all(option in (int, float, type(None)) for option in options) and \
+        any(option in (int, float) for option in options)
 
 
 class DataConfig(_Strict):

@@ -469,6 +469,23 @@ def test_seeds_out_of_range_are_a_configuration_error():
     assert widest.train.seed == 2**64 - 1 and widest.split.seed == 2**70
 
 
+def test_true_or_false_is_not_taken_for_a_number():
+    """Pydantic reads true as 1: `"epochs": true` in a config file trained one epoch without a word."""
+    from pydantic import ValidationError
+
+    from pipeline.config import PipelineConfig
+
+    for bad in ({"train": {"epochs": True}}, {"train": {"num_threads": False}}, {"train": {"max_seconds": True}},
+                {"model": {"dropout": False}}, {"data": {"download_timeout_s": True}}):
+        with pytest.raises(ValidationError, match="expected a number, not (true|false)"):
+            PipelineConfig.model_validate(bad)
+    config = PipelineConfig.model_validate({"train": {"epochs": 3, "progress": False, "num_threads": None},
+                                            "model": {"bidirectional": False, "dropout": 0}})
+    assert (config.train.epochs, config.train.progress, config.model.bidirectional) == (3, False, False)
+    with pytest.raises(ValidationError, match="expected a number"):
+        config.train.epochs = True  # as the CLI's options are set over a --config file
+
+
 def _libgomp_spin_count(code: str, **env: str) -> str:
     """GOMP_SPINCOUNT as PyTorch's libgomp read it when it loaded, in a fresh process running `code`
     (libgomp prints its settings as it loads when asked to; the Linux wheels pinned here ship it)."""
