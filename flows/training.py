@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from flows.retries import RETRY_TRANSIENT
 from flows.unresponsive import RUN_TAG
 from pipeline import features, ingest, normalize, store, workflow
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig
-from pipeline.errors import TransientError, hide_credentials
+from pipeline.errors import NamelangWarning, TransientError, hide_credentials
 from pipeline.evaluate import Evaluation
 from pipeline.features import TensorData
 from pipeline.normalize import NamesTable
@@ -338,6 +339,8 @@ def prepare_data(config: PipelineConfig) -> PreparedData:
     workflow.write_table(table, config.data)
     workflow.publish_tensors(Path(refs.tensors.paths["tensors"]), config.data.processed_dir)
     steps = {name: "cached" for name in refs.steps} if _ran_or_cached(state) == "cached" else refs.steps
+    if steps["build-tensors"] == "cached" and (unmeasured := features.languages_not_held_out(data)):
+        warnings.warn(unmeasured, NamelangWarning, stacklevel=2)  # as build_tensors said it when it ran
     return PreparedData(table, data, steps, time.perf_counter() - started)
 
 

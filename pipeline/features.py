@@ -277,6 +277,13 @@ def _not_held_out(labels: np.ndarray, split: np.ndarray, label_names: list[str],
             "language with no test names, early stopping one with no validation names; add names")
 
 
+def languages_not_held_out(data: TensorData) -> str | None:
+    """The few-names warning of `build_tensors`, again from built tensors: a run whose tensors come
+    from a cache says it too."""
+    return _not_held_out(data.labels.numpy(), data.split.numpy(), data.label_names,
+                         SplitConfig.model_validate(data.split_config))
+
+
 # 2: names as one newline-joined ASCII byte tensor (format 1 pickled a list); 3: each row's spelling (UTF-8,
 # newline-joined) and its non-ASCII letters
 TENSORS_FORMAT = 3

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from prefect.testing.utilities import prefect_test_harness
 from flows.batch_predict import batch_predict
 from flows.training import prepare_data, train_name_classifier
 from pipeline.checkpoint import load_checkpoint
-from pipeline.errors import DownloadError, NamelangError, TrackingError
+from pipeline.errors import DownloadError, NamelangError, NamelangWarning, TrackingError
 from pipeline.features import load_tensors
 from pipeline.tracking import experiment_id
 from tests.support import free_port, small_names_folder, stops_answering, tiny_config, wait_for_http
@@ -184,6 +185,23 @@ def test_the_same_relative_source_in_another_directory_is_another_table(first_ru
         rows = pd.read_parquet(config.data.processed_dir / "names.parquet", columns=["source_file"])
         assert {Path(f).parent for f in rows["source_file"]} == {tmp_path / place / "names"}
     assert steps == ["ran", "ran"]
+
+
+def test_a_cached_run_says_which_languages_are_not_held_out_as_the_first_did(harness, tmp_path):
+    """The few-names warning came from building the tensors, so a rerun that took them from the cache
+    trained, and judged its model, on a split missing a language's test names without a word."""
+    source = small_names_folder(tmp_path, per_language=30, languages=("English", "Japanese"))
+    (source / "Scottish.txt").write_text("Smith\nBrown\n", encoding="utf-8")
+    config = tiny_config(tmp_path, source)
+    said = "too few names to hold some out for Scottish (2 names: none to validate)"
+    for expected in ("ran", "cached"):
+        with pytest.warns(NamelangWarning, match=re.escape(said)) as caught:
+            assert data_steps(config)["build-tensors"] == expected
+        assert sum(said in str(w.message) for w in caught) == 1, expected  # once, whichever said it
+    whole = tiny_config(tmp_path / "whole", small_names_folder(tmp_path / "whole"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NamelangWarning)  # a split holding every language out says nothing
+        assert set(data_steps(whole).values()) == {"ran"} and set(data_steps(whole).values()) == {"cached"}
 
 
 def test_cached_run_writes_a_deleted_table_again(first_run):
