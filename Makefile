@@ -43,10 +43,14 @@ lock:
 run: setup
 	$(VENV)/bin/namelang train --source $(SOURCE) $(ARGS)
 
-# lint first: it takes a second, and CI then refuses what `make lint` would
+# lint first: it takes a second, and CI then refuses what `make lint` would. The suite runs on
+# TEST_WORKERS processes (pytest-xdist; 0: one process, as for a debugger): its longest tests mostly
+# wait for servers, so two share even two cores well (worksteal: a worker done early takes over
+# tests the other has not started).
+TEST_WORKERS ?= 2
 test: setup
 	$(VENV)/bin/ruff check pipeline flows tests bench
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check pipeline flows tests bench

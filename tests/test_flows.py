@@ -378,6 +378,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.timeout(1200)  # above the sum of its own waits, so that a slow step fails with its message
+@pytest.mark.waits
 def test_deployment_run_on_a_real_prefect_server(tmp_path):
     """prefect server start -> python -m flows.serve -> prefect deployment run --watch -> new model version;
     a second training killed hard with its serving process is marked Crashed by flows.unresponsive's
