@@ -231,7 +231,7 @@ def _figure(value: float | None) -> float:
     return float("nan") if value is None else value
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
+@task(name="evaluate", cache_policy=NO_CACHE, **RETRY_TRANSIENT)  # it sends what the store missed in training
 def evaluate(result: TrainResult, data: TensorData, table: NamesTable, config: PipelineConfig,
              run: TrackedRun) -> Evaluation:
     ev, _ = workflow.evaluate_model(result, data, table, config, run)

@@ -12,7 +12,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -25,7 +25,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
 from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
-from pipeline.errors import NamelangError, NamelangWarning, TrackingError, typed_first_line
+from pipeline.errors import NamelangError, NamelangWarning, TrackingError, is_programming_error, typed_first_line
 from pipeline.liveness import HOST_TAG, PID_TAG, process_gone, this_process
 
 if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
@@ -141,6 +141,10 @@ class TrackedRun:
 
     client: MlflowClient
     run_id: str
+    # figures and tags the store did not take during training (it restarted, say): sent with the next
+    # ones, and by `send_kept` before anything else is logged after training
+    kept_metrics: list[Metric] = field(default_factory=list, repr=False)
+    kept_tags: list[RunTag] = field(default_factory=list, repr=False)
 
     @classmethod
     def start(cls, config: PipelineConfig, tags: dict[str, str], run_name: str | None = None) -> TrackedRun:
@@ -157,15 +161,47 @@ class TrackedRun:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, int(record["epoch"])) for k, v in record.items()
                    if k != "epoch" and isinstance(v, int | float)]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self.send_or_keep(metrics=metrics)
+
+    def send_or_keep(self, metrics: list[Metric] = (), tags: list[RunTag] = ()) -> None:
+        """Log during training without letting the store stop it: a tracking server that restarts
+        for a minute would otherwise cost the whole training. What the store refuses is kept, with
+        its epoch and time, and sent with the next figures or by `send_kept`; a bug still raises."""
+        first_refusal = not (self.kept_metrics or self.kept_tags)
+        self.kept_metrics.extend(metrics)
+        self.kept_tags.extend(tags)
+        try:
+            self.send_kept()
+        except Exception as exc:  # noqa: BLE001 - whatever the store raises, training goes on
+            if is_programming_error(exc):
+                raise
+            if first_refusal:
+                warnings.warn(f"the tracking store did not take this epoch's figures ({typed_first_line(exc)}); "
+                              "training goes on, and they are sent once it answers", NamelangWarning, stacklevel=2)
+
+    def send_kept(self) -> None:
+        """Send what the store refused during training, in batches of MLflow's size; raises if it still
+        refuses (kept for another try)."""
+        while self.kept_metrics or self.kept_tags:
+            metrics, tags = self.kept_metrics[:1000], self.kept_tags[:100]  # MLflow's limits per request
+            self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
+            del self.kept_metrics[:len(metrics)], self.kept_tags[:len(tags)]
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=self.tags(tags))
 
     def log_metrics(self, metrics: dict[str, float], prefix: str = "") -> None:
+        self.client.log_batch(self.run_id, metrics=self.metrics(metrics, prefix))
+
+    @staticmethod
+    def metrics(figures: dict[str, float], prefix: str = "") -> list[Metric]:
+        """Figures of the run as a whole (step 0), stamped now."""
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(prefix + k, float(v), now, 0)
-                                                    for k, v in metrics.items()])
+        return [Metric(prefix + k, float(v), now, 0) for k, v in figures.items()]
+
+    @staticmethod
+    def tags(tags: dict[str, str]) -> list[RunTag]:
+        return [RunTag(k, str(v)) for k, v in tags.items()]
 
     def log_dataset(self, names: pa.Table, source: str, provenance: dict) -> None:
         """The names table as the run's dataset input, with its content hash as digest.

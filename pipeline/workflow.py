@@ -113,14 +113,14 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = Non
                 callback(record)
 
     result = train_model(data, config.model, config.train, on_epoch=each_epoch, resume=resume, on_resume=on_resume)
-    if run is not None:
-        run.log_metrics({"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
-                         "train_seconds": result.train_seconds})
+    if run is not None:  # kept, not lost, if the store is away now: evaluation sends them
+        summary = {"best_epoch": result.best_epoch, "best_val_macro_f1": result.best_val_macro_f1,
+                   "train_seconds": result.train_seconds}
         tags = {"namelang.device": result.device, "namelang.tensors_sha256": data.sha256,
                 "namelang.stopped_by": result.stopped_by}
         if result.resumed_from_epoch is not None:
             tags["namelang.resumed_from_epoch"] = str(result.resumed_from_epoch)
-        run.set_tags(tags)
+        run.send_or_keep(metrics=run.metrics(summary), tags=run.tags(tags))
     return result
 
 
@@ -143,6 +143,7 @@ def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, con
                                      "refit_on_train_and_validation_epochs": result.refit_epochs})
     paths = write_reports(ev, model_dir(config, data) / "reports", card)
     if run is not None:
+        run.send_kept()  # what the store did not take during training
         run.log_metrics(ev.metrics, prefix="test_")
         run.log_artifacts(paths, "evaluation")
         quality = {k: p for k, p in normalize.output_paths(config.data.processed_dir).items()

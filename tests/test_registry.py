@@ -654,6 +654,44 @@ def _trained_run(config):
     return run, data, ev, workflow.save_model(result, data, config)
 
 
+def test_a_store_away_during_training_costs_no_epoch_and_gets_every_figure_after(store, monkeypatch):
+    """A tracking server restarting during training made the per-epoch logging fail the training
+    task (the longest step, not retried). Real refusals: the run's client is pointed at a port
+    nothing listens on for epoch 2, and for the figures after training; all arrive later."""
+    from pipeline import features
+    from pipeline.errors import NamelangWarning
+    from pipeline.normalize import read_names_table
+
+    config = store["config"].model_copy(update={"train": store["config"].train.model_copy(update={"epochs": 3})})
+    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
+    data = features.build_tensors(names, provenance["content_sha256"], config.split)
+    table = workflow.NamesTable(names, names.slice(0, 0), provenance, {})
+    run = workflow.start_run(config, table)
+    live = run.client
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    away = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")
+
+    def store_away_for(epochs: set[int]):
+        def after_epoch(record: dict) -> None:
+            run.client = away if record["epoch"] + 1 in epochs else live
+        return after_epoch
+
+    with pytest.warns(NamelangWarning, match="the tracking store did not take this epoch's figures") as said:
+        result = workflow.train(data, config, run, on_epoch=store_away_for({2, 4}))  # 4: after the last epoch
+    assert len([w for w in said if "tracking store" in str(w.message)]) == 2  # once per time it went away
+    assert len(result.history) == 3
+    # epoch 2's figures went with epoch 3's, at their own step
+    assert [m.step for m in live.get_metric_history(run.run_id, "train_loss")] == [1, 2, 3]
+    assert {m.key for m in run.kept_metrics} == {"best_epoch", "best_val_macro_f1", "train_seconds"}  # the summary's
+    assert "best_epoch" not in live.get_run(run.run_id).data.metrics
+    run.client = live  # the store is back
+    workflow.evaluate_model(result, data, table, config, run)
+    logged = live.get_run(run.run_id).data
+    assert {"best_epoch", "train_seconds", "test_macro_f1"} <= logged.metrics.keys()
+    assert logged.tags["namelang.stopped_by"] == "epochs" and not run.kept_metrics and not run.kept_tags
+    run.finish()
+
+
 def test_a_retried_registration_reuses_the_version(store):
     """The flow retries `register` when the store fails; a retry must not make a second version."""
     run, data, ev, bundle = _trained_run(store["config"])
