@@ -117,8 +117,11 @@ def logit_metrics(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | 
 def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
     total = max(cfg.epochs * steps_per_epoch, 1)
     if cfg.lr_schedule == "onecycle":
+        warm_up = 0.2
+        if abs(warm_up * total - 1) < 1e-9:  # OneCycleLR divides by its warm-up steps less one: 5 steps in all
+            warm_up = 0.3
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate, total_steps=total,
-                                                   pct_start=0.2)
+                                                   pct_start=warm_up)
     if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)

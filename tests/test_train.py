@@ -469,6 +469,21 @@ def test_seeds_out_of_range_are_a_configuration_error():
     assert widest.train.seed == 2**64 - 1 and widest.split.seed == 2**70
 
 
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
+def test_every_schedule_runs_for_any_number_of_steps(schedule):
+    """OneCycleLR divided by zero at exactly 5 steps in all (`--epochs 1` on a few batches of names)."""
+    from pipeline.config import TrainConfig
+    from pipeline.train import _scheduler
+
+    for epochs, steps_per_epoch in [(1, n) for n in range(1, 40)] + [(5, 1), (1, 5), (2, 3), (3, 7)]:
+        optimizer = torch.optim.AdamW(torch.nn.Linear(1, 1).parameters(), lr=1e-3)
+        scheduler = _scheduler(optimizer, TrainConfig(epochs=epochs, lr_schedule=schedule), steps_per_epoch)
+        for _ in range(epochs * steps_per_epoch - 1):
+            optimizer.step()
+            scheduler.step()
+        assert 0 <= scheduler.get_last_lr()[0] <= 5e-3
+
+
 def test_true_or_false_is_not_taken_for_a_number():
     """Pydantic reads true as 1: `"epochs": true` in a config file trained one epoch without a word."""
     from pydantic import ValidationError
