@@ -7,7 +7,9 @@ run's `data/learnt_names.txt`: its train and validation names) are left out of t
 for both models: on grown data or another split seed most of a new test split may be names the
 champion was trained on, and it would be judged on them flattered; with the notebook's random
 split of lines, copies of the new version's own training names are in its test split. With no
-test name left, nothing is compared and the champion stays. One gate at a time on a SQLite store
+test name left, nothing is compared and the champion stays; so too when the champion cannot be
+loaded (its files are gone) or the names it learnt from are unknown (its run was deleted): the
+reason says so, and `namelang promote` settles it. One gate at a time on a SQLite store
 (a lock file beside it); with a tracking server, the gate judges again when the champion changed
 while it was scoring (a narrower window, not a lock: MLflow has no compare-and-set).
 """
@@ -15,6 +17,7 @@ while it was scoring (a narrower window, not a lock: MLflow has no compare-and-s
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -51,6 +54,7 @@ class PromotionDecision:
     compared_names: int | None = None  # test rows both models were scored on
     excluded_names: int = 0            # test rows left out: names the champion or the new version learnt
     missing_languages: tuple[str, ...] = ()  # the champion's languages the new version does not know
+    champion_unjudged: str = ""      # why the champion could not be scored: cannot be loaded, learnt names gone
 
     def as_dict(self) -> dict:
         return {**asdict(self), "reason": self.reason()}
@@ -60,6 +64,8 @@ class PromotionDecision:
         Prefect artifact all print it, so the three never tell different stories."""
         if self.previous_champion is None:
             return "no champion before it"
+        if self.champion_unjudged:
+            return f"not compared: champion version {self.previous_champion} {self.champion_unjudged}"
         if self.missing_languages:
             return (f"not compared: it does not know {len(self.missing_languages)} of champion version "
                     f"{self.previous_champion}'s languages ({', '.join(self.missing_languages)})")
@@ -334,6 +340,7 @@ def _record(client: MlflowClient, name: str, d: PromotionDecision) -> None:
             "gate.compared_names": "" if d.compared_names is None else str(d.compared_names),
             "gate.excluded_names": str(d.excluded_names),
             "gate.missing_languages": json.dumps(list(d.missing_languages)),
+            "gate.champion_unjudged": d.champion_unjudged,
             "gate.alias": d.alias}  # written last: its presence means all are there
     for key, value in tags.items():
         client.set_model_version_tag(name, d.version, key, value)
@@ -352,15 +359,24 @@ def _judge(client: MlflowClient, name: str, version: str, test_names: list[str],
     if _version(current) in {None, version}:
         return PromotionDecision(version, CHAMPION, macro_f1(predicted, test_languages), None, None)
     previous = str(current.version)
-    champion = load_model(f"models:/{name}/{previous}")
+    unjudged = functools.partial(PromotionDecision, version, CHALLENGER, macro_f1(predicted, test_languages), None,
+                                 previous)  # the champion stays, and the reason says why it was not scored
+    try:
+        champion = load_model(f"models:/{name}/{previous}")
+    except TrackingError:
+        raise  # the store failed: worth a retry
+    except NamelangError as exc:  # its files are gone (say): it serves no one, but the gate cannot judge it
+        return unjudged(champion_unjudged=f"cannot be loaded ({first_line(exc.problem)})")
     missing = tuple(sorted(set(model_languages(champion) or []) - set(languages)))
     if missing:  # it cannot answer what the champion answers: a smaller task, not a better model
-        return PromotionDecision(version, CHALLENGER, macro_f1(predicted, test_languages), None, previous,
-                                 missing_languages=missing)
+        return unjudged(missing_languages=missing)
+    champion_learnt = learnt_names(client, current.run_id)
+    if champion_learnt is None:  # scored on names it may have learnt, it would be judged flattered
+        return unjudged(champion_unjudged="has no record of the names it learnt from (its run was deleted, or "
+                        "an older namelang trained it), so no test name is known to be new to it")
     # names either model learnt from: the champion's, and the new version's own where its split let
     # copies of a name fall on both sides (the notebook's random split of lines)
-    learnt = (learnt_names(client, current.run_id) or set()) | (
-        learnt_names(client, client.get_model_version(name, version).run_id) or set())
+    learnt = champion_learnt | (learnt_names(client, client.get_model_version(name, version).run_id) or set())
     keep = [i for i, n in enumerate(test_names) if n not in learnt]
     if not keep:  # one model or the other learnt every one of them: no evidence, so the champion stays
         return PromotionDecision(version, CHALLENGER, macro_f1(predicted, test_languages), None, previous, 0,
@@ -374,7 +390,7 @@ def _judge(client: MlflowClient, name: str, version: str, test_names: list[str],
 
 def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
     """The names a run's model learnt from; None for a run that did not record them (an older
-    namelang, a deleted run): then every test name is compared, as before. A store that fails is a
+    namelang, a deleted run): the gate then does not compare. A store that fails is a
     TrackingError: read as "not recorded", it would judge the champion on names it learnt."""
     folder = LEARNT_NAMES_ARTIFACT.rsplit("/", 1)[0]
     try:
@@ -418,4 +434,5 @@ def _recorded_decision(client: MlflowClient, name: str, version: str) -> Promoti
                              tags["gate.previous_champion"] or None,
                              int(tags["gate.compared_names"]) if tags.get("gate.compared_names") else None,
                              int(tags.get("gate.excluded_names") or 0),
-                             tuple(json.loads(tags.get("gate.missing_languages") or "[]")))
+                             tuple(json.loads(tags.get("gate.missing_languages") or "[]")),
+                             tags.get("gate.champion_unjudged", ""))

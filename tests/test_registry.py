@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -294,6 +295,47 @@ def test_gate_keeps_champion_when_the_new_version_knows_fewer_languages(store, t
     out = capsys.readouterr().out
     assert f"gate: not compared: it does not know 4 of champion version {champion.version}'s" in out
     assert f"namelang promote {summary['version']}" in out
+
+
+def test_a_champion_that_cannot_be_loaded_or_whose_learnt_names_are_gone_is_not_judged(store, tmp_path):
+    """A champion whose files were deleted failed every later training at the gate (after registering
+    its version); one whose run was deleted was scored on all test names, those it learnt from too,
+    and so kept its alias flattered. Neither is compared now: the reason says why."""
+    import shutil
+
+    from pipeline.registry import promote_if_better
+
+    client = MlflowClient()
+    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    candidate = mlflow.register_model(champion.source, MODEL_NAME)  # learnt what the champion learnt
+    names = _names_new_to(client, champion, count=10)
+    judge = functools.partial(promote_if_better, str(candidate.version), names, ["Japanese"] * 10,
+                              ["Japanese"] * 10, languages=store["labels"])
+    files = tmp_path / "model"
+    shutil.copytree(mlflow.artifacts.download_artifacts(champion.source), files)
+    gone = mlflow.register_model(str(files), MODEL_NAME, tags={"gone": "files"})
+    shutil.rmtree(files)
+    # a run that kept no record of learnt names (an older namelang's)
+    unrecorded = client.create_run(client.get_experiment_by_name(MODEL_NAME).experiment_id)
+    client.set_terminated(unrecorded.info.run_id)
+    forgot = client.create_model_version(MODEL_NAME, champion.source, run_id=unrecorded.info.run_id)
+    try:
+        for stand_in, why in ((gone, "cannot be loaded (cannot load model: No such artifact"),
+                              (forgot, "has no record of the names it learnt from")):
+            client.set_registered_model_alias(MODEL_NAME, CHAMPION, stand_in.version)
+            decision = judge()
+            assert (decision.alias, decision.previous_champion) == (CHALLENGER, str(stand_in.version))
+            assert decision.reason().startswith(f"not compared: champion version {stand_in.version} {why}"), decision
+            tags = client.get_model_version(MODEL_NAME, candidate.version).tags
+            assert tags["gate.decision"] == f"challenger; the champion stays: {decision.reason()}"
+            assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(stand_in.version)
+            client.delete_model_version_tag(MODEL_NAME, candidate.version, "gate.alias")  # judged afresh next
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, champion.version)  # the real champion: compared
+        assert judge().compared_names == 10
+    finally:
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, champion.version)
+        for version in (candidate, gone, forgot):
+            client.delete_model_version(MODEL_NAME, version.version)
 
 
 def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
