@@ -128,6 +128,11 @@ def configure(uri: str | None = None, create: bool = True) -> str:
 
 def experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
     experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.lifecycle_stage == "deleted":  # deleted in the UI: nothing to retry
+        raise NamelangError(f"the MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted, so no run "
+                            f"can start in it: restore it (`mlflow experiments restore --experiment-id "
+                            f"{experiment.experiment_id}`, or the UI), or remove it for good (`mlflow gc`)",
+                            without_credentials(client.tracking_uri))
     if experiment is not None:
         return experiment.experiment_id
     db = sqlite_file(client.tracking_uri)  # embedded store: artifacts beside the database

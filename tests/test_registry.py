@@ -660,6 +660,23 @@ def test_unreachable_tracking_server_fails_clearly_and_keeps_model(store, monkey
     assert bundle.exists() and bundle.stat().st_size > 0
 
 
+def test_a_deleted_experiment_is_one_clear_error_not_retried(tmp_path):
+    """Deleted in the MLflow UI, the experiment refused every run: the flow retried three times, then
+    printed three tracebacks of MLflow's "must be in the 'active' state"."""
+    from pipeline.errors import NamelangError, TransientError
+    from pipeline.tracking import experiment_id
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    made = experiment_id(client)
+    client.delete_experiment(made)
+    with pytest.raises(NamelangError) as info:
+        experiment_id(client)
+    assert not isinstance(info.value, TransientError) and info.value.__cause__ is None  # not retried: one line
+    assert f"mlflow experiments restore --experiment-id {made}" in str(info.value)
+    client.restore_experiment(made)
+    assert experiment_id(client) == made
+
+
 def test_a_failing_store_is_not_read_as_no_champion(store, monkeypatch):
     """Read as "no champion", a store failure would let the gate crown a version unscored."""
     assert get_alias_version(MlflowClient(), "nosuchalias") is None  # the registry says: not there
