@@ -15,6 +15,8 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pipeline.errors import recordable_url
+
 DEFAULT_SOURCE = "https://download.pytorch.org/tutorial/data.zip"
 # The notebook's alphabet; "_" stands for any character outside it (out of vocabulary).
 ALLOWED_CHARACTERS = string.ascii_letters + " .,;'"
@@ -212,12 +214,14 @@ class PipelineConfig(_Strict):
 
 
 def flat_params(config: BaseModel, prefix: str = "") -> dict[str, Any]:
-    """Flatten nested settings to `section.key` pairs (MLflow params, summaries)."""
+    """Flatten nested settings to `section.key` pairs (MLflow params, the model card, summaries); a
+    URL (the data source) without its password or token: whoever reads the store reads these."""
     flat: dict[str, Any] = {}
     for key, value in config:
         name = f"{prefix}{key}"
         if isinstance(value, BaseModel):
             flat.update(flat_params(value, f"{name}."))
         else:
-            flat[name] = str(value) if isinstance(value, Path) else value
+            flat[name] = str(value) if isinstance(value, Path) else recordable_url(value) if isinstance(
+                value, str) else value
     return flat

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 # the `user:password@` or `token@` of any URL (a tracking server's, a database's), as libraries quote it
 _CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
@@ -13,6 +14,18 @@ def hide_credentials(text: str) -> str:
     """`text` with each URL's user and password replaced by `***`: messages, logs and summaries are read
     by others (MLflow quotes a failed request's whole URL, `https://user:password@host/...`)."""
     return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def recordable_url(url: str) -> str:
+    """A URL as it may be kept where others read it (the provenance, MLflow params and tags, the model
+    card): no `user:password@`, and no query values, which for a presigned or tokened download are
+    the secret (`?X-Amz-Signature=***`). Text that is not a URL is returned as it is."""
+    parts = urlsplit(url)
+    if not (parts.scheme and parts.netloc):
+        return url
+    netloc = ("***@" if "@" in parts.netloc else "") + parts.netloc.rpartition("@")[2]
+    query = "&".join(f"{key}=***" for key, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class NamelangError(Exception):

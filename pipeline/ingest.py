@@ -24,7 +24,7 @@ import pyarrow as pa
 from pipeline import __version__
 from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig
-from pipeline.errors import DownloadError, NamelangError, NamelangWarning
+from pipeline.errors import DownloadError, NamelangError, NamelangWarning, recordable_url
 
 ARCHIVE_NAMES_FOLDER = "data/names"  # where the tutorial's data.zip keeps its files
 
@@ -423,7 +423,7 @@ def _ingest_local(path: Path, config: DataConfig) -> IngestResult:
     # files each have theirs
     archive_sha256 = sha256_file(path) if path.is_file() else None
     run = {
-        "source_uri": config.source if is_url(config.source) else str(path.resolve()),
+        "source_uri": recordable_url(config.source) if is_url(config.source) else str(path.resolve()),
         "source_path": str(path.resolve()),
         "source_sha256": archive_sha256,
         "loaded_at_utc": datetime.now(UTC).isoformat(),

@@ -22,7 +22,7 @@ import mlflow
 import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR, MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
 
 from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
 from pipeline.errors import NamelangError, NamelangWarning, TrackingError, is_programming_error, typed_first_line
@@ -121,6 +121,8 @@ def configure(uri: str | None = None, create: bool = True) -> str:
         for key, value in HTTP_RETRY_SETTINGS.items():
             os.environ.setdefault(key, value)  # bounded retries against an unreachable server
     check_reachable(uri)
+    if db is None and without_credentials(uri) != uri:  # MLflow's "View run at" lines would print the password
+        os.environ.setdefault(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name, "true")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

@@ -754,6 +754,22 @@ def test_a_download_that_is_not_an_archive_says_where_it_came_from(http_server, 
     assert info.value.file == str(tmp_path / "raw" / "data.zip")  # the copy, kept for a look
 
 
+def test_a_url_is_recorded_without_its_password_or_token(http_server, tmp_path):
+    """The provenance, the MLflow params and the model card are read by whoever reads the store: a
+    presigned or password-carrying download URL was kept whole in each."""
+    from pipeline.config import PipelineConfig, flat_params
+
+    server, base = http_server
+    body = tutorial_zip(ZIP_FILES)
+    server.routes["/names.zip?token=tok123secret&dl=1"] = (body, len(body))
+    url = base.replace("http://", "http://bob:hunter2pw@") + "/names.zip?token=tok123secret&dl=1"
+    recorded = run(url, tmp_path).provenance["ingest"]["source_uri"]
+    assert recorded == base.replace("http://", "http://***@") + "/names.zip?token=***&dl=***"
+    params = flat_params(PipelineConfig.model_validate({"data": {"source": url}}))
+    assert params["data.source"] == recorded
+    assert flat_params(PipelineConfig.model_validate({"data": {"source": "data/names"}}))["data.source"] == "data/names"
+
+
 def test_the_flows_two_steps_record_the_url_not_the_copy(http_server, tmp_path):
     """The flow fetches (a retried, uncached step), then ingests the copy (a cached step): the
     provenance still names the URL, with the archive's hash and where its copy lies."""

@@ -551,7 +551,7 @@ def test_a_model_folder_needs_no_tracking_store(store, tmp_path, monkeypatch):
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "mlruns").exists()
 
 
-def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_path, monkeypatch):
+def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_path, monkeypatch, capfd):
     """`MLFLOW_TRACKING_URI=http://...`: a real `mlflow server` on 127.0.0.1. Artifacts go through it
     to its own store (nothing under the working directory), the gate runs without a lock file (a
     server store has none) and judges the second version, and the champion loads back through it."""
@@ -570,9 +570,15 @@ def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_pat
         work = tmp_path / "work"
         work.mkdir()
         monkeypatch.chdir(work)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        # with a password, as a team's server behind a proxy may take: MLflow's "View run at" lines printed it
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{port}")
         config = tiny_config(work, small_names_folder(work), epochs=3)
-        first, second = workflow.run_pipeline(config), workflow.run_pipeline(config)
+        try:
+            first, second = workflow.run_pipeline(config), workflow.run_pipeline(config)
+        finally:
+            os.environ.pop("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", None)  # set by configure, for this process
+        printed = capfd.readouterr()
+        assert "s3cret" not in printed.out + printed.err
         assert (first["version"], first["alias"]) == ("1", CHAMPION)
         assert second["version"] == "2" and second["alias"] in (CHAMPION, CHALLENGER)
         client = MlflowClient()
