@@ -77,8 +77,10 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
         # MLflow passes the default (3) when none is asked for: the predictor gives as many guesses
         # as the model has languages, at most top_k
         columns = self.predictor.predict(model_input["name"].tolist(), top_k)
-        # object columns, so a missing language, probability or error is None (JSON null), never NaN
-        return pd.DataFrame({col: pd.Series(values, dtype=object) for col, values in columns.items()})
+        # object columns, so a missing language, probability or error is None (JSON null), never NaN; the
+        # input's index, so that `frame["language"] = model.predict(frame)["language"]` lines up
+        return pd.DataFrame({col: pd.Series(values, dtype=object, index=model_input.index)
+                             for col, values in columns.items()}, index=model_input.index)
 
 
 def signature() -> ModelSignature:

@@ -431,6 +431,10 @@ def test_pyfunc_bad_input_gives_per_row_errors(store):
         model.predict(pd.DataFrame({"surname": ["Tanaka"]}))
     with pytest.raises(MlflowException, match="Incompatible input types for column name"):  # the schema's
         model.predict(pd.DataFrame({"name": [12]}))
+    # the answer keeps the input's index: assigned back to a filtered frame, it lines up (it was NaN)
+    frame = pd.DataFrame({"name": ["Hinton", "", "Tanaka"]}, index=[20, 30, 40])
+    frame["language"] = model.predict(frame)["language"]
+    assert frame["language"].notna().tolist() == [True, False, True]
 
 
 def test_batch_file_whose_first_chunk_has_no_errors(store, tmp_path):
