@@ -148,8 +148,8 @@ def model_card(ev: Evaluation, *, provenance: dict, split_config: dict, config: 
         f"- top-3 accuracy {m['top3_accuracy']:.4f}, log-loss {m['log_loss']:.4f}", "",
         "## Per language", "", ev.per_language.to_markdown(index=False, floatfmt=".3f"), "",
         "## Known limits",
-        "- Many surnames are shared by several languages (almost every Scottish name is also English); "
-        "such a name cannot be told apart by spelling, and it caps the reachable accuracy.",
+        "- A surname can be spelt the same in several languages (in the tutorial's data, almost every Scottish "
+        "name is also English); such a name cannot be told apart by spelling, and it caps the reachable accuracy.",
         "- Weakest languages here: " + ", ".join(f"{r.language} (F1 {r.f1:.2f}, n={r.support})"
                                                  for r in worst.itertuples()) + ".",
         "- Classes are very unbalanced; rare languages have few test names, so their scores are noisy.",
