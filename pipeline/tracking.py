@@ -22,7 +22,11 @@ import mlflow
 import pyarrow as pa
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR, MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
+from mlflow.environment_variables import (
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR,
+    MLFLOW_EXPERIMENT_NAME,
+    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
+)
 
 from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
 from pipeline.errors import NamelangError, NamelangWarning, TrackingError, is_programming_error, typed_first_line
@@ -128,7 +132,13 @@ def configure(uri: str | None = None, create: bool = True) -> str:
     return uri
 
 
-def experiment_id(client: MlflowClient, name: str = EXPERIMENT) -> str:
+def experiment_name() -> str:
+    """MLflow's own `MLFLOW_EXPERIMENT_NAME` when set (a team's experiment per project), else `namelang`."""
+    return MLFLOW_EXPERIMENT_NAME.get() or EXPERIMENT
+
+
+def experiment_id(client: MlflowClient, name: str | None = None) -> str:
+    name = name or experiment_name()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None and experiment.lifecycle_stage == "deleted":  # deleted in the UI: nothing to retry
         raise NamelangError(f"the MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted, so no run "

@@ -687,6 +687,17 @@ def test_a_deleted_experiment_is_one_clear_error_not_retried(tmp_path):
     assert experiment_id(client) == made
 
 
+def test_runs_go_to_the_experiment_mlflow_experiment_name_names(tmp_path, monkeypatch):
+    """MLflow's own variable was ignored: every run went to `namelang` whatever a team had set."""
+    from pipeline.tracking import experiment_id
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "surnames-team")
+    assert client.get_experiment(experiment_id(client)).name == "surnames-team"
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
+    assert client.get_experiment(experiment_id(client)).name == MODEL_NAME
+
+
 def test_a_failing_store_is_not_read_as_no_champion(store, monkeypatch):
     """Read as "no champion", a store failure would let the gate crown a version unscored."""
     assert get_alias_version(MlflowClient(), "nosuchalias") is None  # the registry says: not there
