@@ -130,7 +130,7 @@ def build_tensors(table: Stored, split: SplitConfig, cache_dir: Path) -> Stored:
 def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
     tags = {FLOW_RUN_TAG: str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or ""),
             FLOW_RUN_ATTEMPT_TAG: str(flow_run.run_count)}
-    return workflow.start_run(config, table, tags)
+    return workflow.start_run(config, table, tags, run_name=flow_run.name or None)  # one name in both UIs
 
 
 @task(name="close-abandoned-mlflow-runs", cache_policy=NO_CACHE, **RETRY_TRANSIENT)

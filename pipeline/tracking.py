@@ -166,7 +166,12 @@ class TrackedRun:
     @classmethod
     def start(cls, config: PipelineConfig, tags: dict[str, str], run_name: str | None = None) -> TrackedRun:
         client = MlflowClient()
-        run = client.create_run(experiment_id(client), tags={**this_process(), **tags}, run_name=run_name)
+        # MLflow's context tags (mlflow.user, mlflow.source.*: the UI's User and Source columns), as its
+        # fluent start_run sets them; the client's create_run does not
+        from mlflow.tracking.context.registry import resolve_tags
+
+        run = client.create_run(experiment_id(client), tags=resolve_tags({**this_process(), **tags}),
+                                run_name=run_name)
         tracked = cls(client, run.info.run_id)
         params = [Param(k, str(v)) for k, v in flat_params(config).items()]
         with tracked.failed_on_error():  # a retry starts a new run: this one must not stay RUNNING

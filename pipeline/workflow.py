@@ -93,10 +93,12 @@ def publish_tensors(cached_file: Path, processed_dir: Path) -> Path:
     return target
 
 
-def start_run(config: PipelineConfig, table: NamesTable, tags: dict[str, str] | None = None) -> TrackedRun:
+def start_run(config: PipelineConfig, table: NamesTable, tags: dict[str, str] | None = None,
+              run_name: str | None = None) -> TrackedRun:
+    """A new MLflow run for this config and table; `run_name`: MLflow makes one up when None."""
     configure()
     run = TrackedRun.start(config, {"namelang.data_sha256": table.sha256, "namelang.git_commit": git_commit() or "",
-                                    "namelang.version": __version__, **(tags or {})})
+                                    "namelang.version": __version__, **(tags or {})}, run_name)
     with run.failed_on_error():  # a retry starts a new run: this one must not stay RUNNING
         run.log_dataset(table.names, str(config.data.processed_dir / normalize.NAMES_FILE), table.provenance)
     return run

@@ -60,6 +60,9 @@ def test_flow_trains_and_registers_a_model(first_run):
     run = MlflowClient().get_run(summary["run_id"])
     assert run.data.tags["prefect.flow_run_id"] == summary["flow_run_id"] != ""
     assert run.info.status == "FINISHED"
+    # the flow run's name in both UIs, and MLflow's User and Source columns filled, as its fluent API fills them
+    assert run.info.run_name == run.data.tags["prefect.flow_run_name"] != ""
+    assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"
 
 
 def test_mlflow_download_bars_are_off_for_a_quiet_run_only(monkeypatch):
