@@ -112,7 +112,7 @@ def load_model(uri: str = model_uri(), download_bars: bool = True) -> PyFuncMode
     """Load a pyfunc model by URI; a one-line, actionable error when there is none yet, and a
     `TrackingError` (worth a retry) when the store itself failed (locked, unreachable, 5xx).
     `download_bars=False`: none of MLflow's progress bars (an answer or a log, not a terminal's wait)."""
-    parse_model_uri(uri)  # a malformed models:/ URI is the user's to mend, not a store failure to retry
+    _check_model_uri(uri)  # a malformed URI is the user's to mend, not a store failure to retry
     try:
         with artifact_progress_bars(download_bars):
             return mlflow.pyfunc.load_model(uri)
@@ -125,6 +125,24 @@ def load_model(uri: str = model_uri(), download_bars: bool = True) -> PyFuncMode
 
 
 _TRAIN_ONE = "train one with `make run` or `namelang train --source DATA`"
+_URI_FORMS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path> or a model folder"
+
+
+def _check_model_uri(uri: str) -> None:
+    """Refuse, in words, the URIs MLflow would fail on as if its store had: a run without the path of
+    its model, a registry stage (MLflow 3 has aliases), a web address, nothing at all."""
+    ref = parse_model_uri(uri)
+    if not uri.strip():
+        raise NamelangError(f"no model URI given: expected {_URI_FORMS}")
+    if ref is not None and ref.version is not None and not ref.version.isdigit() and ref.version != "latest":
+        problem = missing_model_problem(ref)  # names the registry, and what there is instead
+        raise NamelangError(problem or f"a model version is a number (or latest), got {ref.version!r}; registry "
+                            "stages are not used here, aliases are", None if problem else uri)
+    if re.fullmatch(r"runs:/+[^/]+/*", uri):
+        raise NamelangError("a runs:/ URI names the model's path in the run too, e.g. runs:/<run id>/model", uri)
+    if re.match(r"https?://", uri):
+        raise NamelangError(f"a web address is not a model URI (expected {_URI_FORMS}); a model served over "
+                            "REST is asked by a POST to its /invocations", uri)
 
 
 @dataclass(frozen=True)

@@ -437,6 +437,19 @@ def test_pyfunc_bad_input_gives_per_row_errors(store):
     assert frame["language"].notna().tolist() == [True, False, True]
 
 
+def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(store):
+    """They read "the model store failed while loading the model" (a retry would not help), or a bare
+    "not enough values to unpack"."""
+    run_id = store["summary"]["run_id"]
+    for uri, said in ((f"runs:/{run_id}", "a runs:/ URI names the model's path in the run too"),
+                      ("models:/namelang/Production", "model 'namelang' in the registry at"),
+                      ("http://127.0.0.1:5000/invocations", "a web address is not a model URI"),
+                      ("", "no model URI given")):
+        result = CliRunner().invoke(app, ["predict", "Tanaka", "--model", uri])
+        assert result.exit_code == 2 and said in result.output and "store failed" not in result.output, result.output
+    assert CliRunner().invoke(app, ["predict", "Tanaka", "--model", f"runs:/{run_id}/model"]).exit_code == 0
+
+
 def test_batch_file_whose_first_chunk_has_no_errors(store, tmp_path):
     """Column types stay fixed across chunks: a clean first chunk must not make `error` a null column."""
     from pipeline.batch import predict_file
