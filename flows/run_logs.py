@@ -25,19 +25,59 @@ _ENGINE_EXIT = "Engine execution exited with unexpected exception"
 
 class UserErrorsInOneLine(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and explained_by_input(record.exc_info[1]):
+        if record.exc_info and (explained_by_input(record.exc_info[1]) or _bad_parameters(record.exc_info[1])):
             if record.getMessage() == _ENGINE_EXIT:
                 return False
             record.exc_info, record.exc_text = None, None
         return True
 
 
+def _bad_parameters(exc: BaseException | None) -> bool:
+    """Parameters a deployment's run was given that the server let through (a check across fields,
+    split fractions that do not sum to 1, is not in the JSON schema it checks): the run's own check
+    names each one, so the traceback through Prefect's engine adds nothing."""
+    from prefect.exceptions import ParameterTypeError
+
+    return isinstance(exc, ParameterTypeError)
+
+
 def install() -> None:
-    """Filter Prefect's run loggers (once per process; Prefect's logging setup keeps logger filters)."""
+    """Filter Prefect's run loggers (once per process; Prefect's logging setup keeps logger filters),
+    and send our warnings raised inside a run to its log."""
     for name in RUN_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, UserErrorsInOneLine) for f in logger.filters):
             logger.addFilter(UserErrorsInOneLine())
+    if warnings.showwarning is not _into_run_log:
+        global _shown_before
+        _shown_before = warnings.showwarning
+        warnings.showwarning = _into_run_log
+
+
+_shown_before = warnings.showwarning
+
+
+def _into_run_log(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings raised inside a flow or task run (an empty file, nothing to resume, a language left
+    untested) go to that run's log: the Prefect UI shows them, and so does a terminal running the flow.
+    A deployment's run went on in a process whose stderr only the serving terminal saw. Any other
+    warning, or one outside a run, is shown as before. (A `warnings.catch_warnings(record=True)`, as
+    pytest's, puts Python's own function back for its duration: it records them all.)"""
+    if issubclass(category, NamelangWarning):
+        logger = _run_logger()
+        if logger is not None:
+            logger.warning("%s", message)
+            return
+    _shown_before(message, category, filename, lineno, file, line)
+
+
+def _run_logger() -> logging.LoggerAdapter | None:
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.logging import get_run_logger
+
+    if TaskRunContext.get() is None and FlowRunContext.get() is None:
+        return None
+    return get_run_logger()
 
 
 _python_formatwarning = warnings.formatwarning

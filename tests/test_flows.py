@@ -65,6 +65,32 @@ def test_flow_trains_and_registers_a_model(first_run):
     assert run.data.tags["mlflow.user"] and run.data.tags["mlflow.source.type"] == "LOCAL"
 
 
+def test_parameters_the_server_let_through_fail_the_run_in_lines_without_a_traceback():
+    """Split fractions summing to 1.2 pass a Prefect server's JSON-schema check (the sum is a check
+    across fields); the run's own check refused them under 15 lines of engine traceback, logged as
+    "unexpected". Its real exception, as the engine logs it, keeps its message and loses the rest."""
+    import logging
+
+    from flows.run_logs import UserErrorsInOneLine
+
+    bad = {"config": {"split": {"train": 0.9, "validation": 0.2, "test": 0.1}}}
+    with pytest.raises(Exception) as info:
+        train_name_classifier.validate_parameters(bad)
+    exc = info.value
+    assert "config.split: Value error, split fractions must sum to 1, got 1.2000" in str(exc)
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("prefect.flow_runs", logging.ERROR, __file__, 1, message, None,
+                                 (type(exc), exc, exc.__traceback__))
+
+    failed = record("Finished in state Failed('Flow run encountered an exception')")
+    assert UserErrorsInOneLine().filter(failed) and failed.exc_info is None  # kept, without its traceback
+    assert not UserErrorsInOneLine().filter(record("Engine execution exited with unexpected exception"))
+    bug = record("Finished in state Failed")
+    bug.exc_info = (KeyError, KeyError("x"), None)
+    assert UserErrorsInOneLine().filter(bug) and bug.exc_info is not None  # a bug keeps its traceback
+
+
 def test_mlflow_download_bars_are_off_for_a_quiet_run_only(monkeypatch):
     """Set within the run, as MLflow reads it when it downloads; restored after, an error too."""
     from pipeline.tracking import artifact_progress_bars as _artifact_progress_bars
@@ -397,6 +423,7 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     source = small_names_folder(tmp_path)
+    (source / "Klingon.txt").write_text("", encoding="utf-8")  # a warning, which the run's log must show
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("server", "serve")}  # noqa: SIM115
     server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port),
                                "--no-ui"], env=env, stdout=logs["server"], stderr=subprocess.STDOUT,
@@ -426,6 +453,10 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
             -3000:]
         assert "Completed" in run.stdout
         completed_run = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
+        # our warnings reach the run's log (the UI's), not only the serving process's stderr
+        run_log = subprocess.run([PREFECT, "flow-run", "logs", completed_run], env=env, capture_output=True,
+                                 text=True, timeout=60).stdout
+        assert "Klingon.txt: empty file: no Klingon names from it" in run_log, run_log[-3000:]
         mlflow_client = MlflowClient(tracking_uri=store, registry_uri=store)
         assert len(mlflow_client.search_model_versions("name='namelang'")) == 1
         assert str(mlflow_client.get_model_version_by_alias("namelang", "champion").version) == "1"
