@@ -15,7 +15,9 @@ import asyncio
 import itertools
 import math
 import os
+import warnings
 from datetime import timedelta
+from pathlib import Path
 
 from prefect import get_client, serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -33,7 +35,8 @@ from flows.training import TAGS as TRAINING_TAGS
 from flows.training import train_name_classifier
 from flows.unresponsive import ensure_crash_automation
 from pipeline.config import DEFAULT_SOURCE, DataConfig, PipelineConfig
-from pipeline.errors import NamelangError, validation_message
+from pipeline.errors import NamelangError, NamelangWarning, validation_message
+from pipeline.ingest import is_url
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
 # A training takes minutes (hours on a large source), one at a time: a schedule that fires more often
@@ -107,12 +110,26 @@ def _hours(interval: timedelta) -> str:
     return f"{hours:g} hour" + ("" if hours == 1 else "s")
 
 
+def default_source() -> str:
+    """`NAMELANG_SOURCE`, or the tutorial's archive when it is unset or empty (as an empty
+    `NAMELANG_RETRAIN_CRON` is the default cron)."""
+    return os.environ.get("NAMELANG_SOURCE") or DEFAULT_SOURCE
+
+
+def source_missing(source: str) -> str | None:
+    """A local source that is not there, said now: a scheduled run would fail on it days later."""
+    if is_url(source) or Path(source).expanduser().exists():
+        return None
+    return (f"{source}: no such file or folder here ({Path.cwd()}, where the runs start): scheduled and "
+            "on-demand trainings on this default source will fail until it exists")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cron", default=None,
                         help=f"retraining schedule (default: {DEFAULT_CRON!r}, env NAMELANG_RETRAIN_CRON)")
-    parser.add_argument("--source", default=os.environ.get("NAMELANG_SOURCE", DEFAULT_SOURCE),
+    parser.add_argument("--source", default=default_source(),
                         help="default data source of scheduled runs (env NAMELANG_SOURCE; now: %(default)s)")
     parser.add_argument("--timezone", default="UTC", help="time zone of the schedule (IANA name, default UTC)")
     parser.add_argument("--no-schedule", action="store_true",
@@ -126,11 +143,15 @@ def main(argv: list[str] | None = None) -> None:
     problem = None if args.no_schedule else schedule_problem(args.cron, args.timezone)
     if problem is not None:  # argparse's one-line usage error, exit 2
         parser.error(f"bad schedule ({origin} {args.cron!r}, --timezone {args.timezone!r}): {problem}")
+    if not args.source.strip():
+        parser.error("no data source given (--source): a folder of <Language>.txt files, a .zip, or a URL")
     try:
         on_a_server = configured_api()
     except NamelangError as exc:
         parser.exit(2, f"error: {exc}\n")
     run_logs.warnings_in_one_line()
+    if (missing := source_missing(args.source)) is not None:
+        warnings.warn(missing, NamelangWarning, stacklevel=1)
     served = deployments(None if args.no_schedule else args.cron, args.source, args.timezone)
     bound = bound_to_work_pools(served)
     if bound:

@@ -863,6 +863,27 @@ def test_ctrl_c_during_cli_batch_stops_at_once_and_writes_nothing(first_run, tmp
     assert not list(tmp_path.glob("*many.txt.predictions.parquet*"))  # neither the output nor a temp file
 
 
+def test_serving_says_at_once_that_its_default_source_is_empty_or_not_there(tmp_path, monkeypatch, capsys):
+    """Any --source was served without a word (a typo, or NAMELANG_SOURCE="" as an empty source): the
+    weekly run failed on it days later."""
+    from flows.serve import default_source, main, source_missing
+    from pipeline.config import DEFAULT_SOURCE
+
+    monkeypatch.setenv("NAMELANG_SOURCE", "")
+    assert default_source() == DEFAULT_SOURCE  # empty is unset, as for NAMELANG_RETRAIN_CRON
+    monkeypatch.setenv("NAMELANG_SOURCE", "../shared/data/names")
+    assert default_source() == "../shared/data/names"
+    with pytest.raises(SystemExit) as stopped:
+        main(["--source", " "])
+    assert stopped.value.code == 2 and "no data source given (--source)" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "names").mkdir()
+    assert source_missing("names") is None and source_missing(DEFAULT_SOURCE) is None  # a URL: fetched when run
+    assert source_missing("../shared/data/name") == (
+        f"../shared/data/name: no such file or folder here ({tmp_path}, where the runs start): scheduled and "
+        "on-demand trainings on this default source will fail until it exists")
+
+
 def test_serving_with_a_bad_schedule_is_a_usage_error(tmp_path, monkeypatch, capsys):
     """The command itself once (its exit code, no traceback); each case through its `main`, in this process
     (the schedule is checked before any Prefect API is asked, and a start of the command takes ~5 s)."""
