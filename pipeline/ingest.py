@@ -134,8 +134,8 @@ def resolve_source(config: DataConfig) -> Path:
     if not path.exists():
         raise NamelangError("source does not exist", path)
     if config.source_sha256 and path.is_dir():
-        raise NamelangError("a SHA-256 (--sha256) pins an archive or a download, and this source is a folder; "
-                            "its files' hashes are recorded in the table's provenance", path)
+        raise NamelangError("a SHA-256 (--sha256, data.source_sha256) pins an archive or a download, and this "
+                            "source is a folder; its files' hashes are recorded in the table's provenance", path)
     if config.source_sha256 and path.is_file():
         actual = sha256_file(path)  # read once: an archive may be hundreds of MB
         if actual != config.source_sha256.lower():
