@@ -270,10 +270,14 @@ class TrackedRun:
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
-    def fail(self) -> None:
-        """Mark the run FAILED, on the way out of an error: if the store cannot be told (it may be
-        what failed), warn and let the original error through rather than replace it."""
+    def fail(self, error: BaseException | None = None) -> None:
+        """Mark the run FAILED, on the way out of an error, with the tag `namelang.failed_because` (the
+        error's type and first line: a Ctrl-C or a cancelled flow run reads differently from a crash);
+        if the store cannot be told (it may be what failed), warn and let the original error through
+        rather than replace it."""
         try:
+            if error is not None:
+                self.set_tags({"namelang.failed_because": typed_first_line(error)[:500]})
             self.finish("FAILED")
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, the first error matters more
             warnings.warn(f"could not mark MLflow run {self.run_id} as FAILED ({typed_first_line(exc)})",
@@ -284,8 +288,8 @@ class TrackedRun:
         """Mark the run FAILED if the block raises, then let the error go on."""
         try:
             yield
-        except BaseException:
-            self.fail()
+        except BaseException as exc:
+            self.fail(exc)
             raise
 
     def registered_version(self, name: str = MODEL_NAME) -> ModelVersion | None:

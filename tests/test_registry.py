@@ -721,6 +721,15 @@ def test_a_failing_store_is_not_read_as_no_champion(store, monkeypatch):
         get_alias_version(client, CHAMPION)
 
 
+def test_a_failed_run_says_what_stopped_it(store):
+    """A cancelled flow run, a Ctrl-C and a crash all left the MLflow run FAILED and nothing more."""
+    run = workflow.start_run(store["config"], workflow.NamesTable(*_names_table(store["config"])))
+    with pytest.raises(KeyboardInterrupt), run.failed_on_error():
+        raise KeyboardInterrupt
+    ended = MlflowClient().get_run(run.run_id)
+    assert ended.info.status == "FAILED" and ended.data.tags["namelang.failed_because"] == "KeyboardInterrupt"
+
+
 def test_logging_the_model_leaves_the_run_open_for_its_final_status(store):
     """MLflow's fluent API ends a run it resumes; registration comes after, and may still fail."""
     config = store["config"]
