@@ -113,7 +113,7 @@ def _hours(interval: timedelta) -> str:
 def default_source() -> str:
     """`NAMELANG_SOURCE`, or the tutorial's archive when it is unset or empty (as an empty
     `NAMELANG_RETRAIN_CRON` is the default cron)."""
-    return os.environ.get("NAMELANG_SOURCE") or DEFAULT_SOURCE
+    return (os.environ.get("NAMELANG_SOURCE") or "").strip() or DEFAULT_SOURCE
 
 
 def source_missing(source: str) -> str | None:

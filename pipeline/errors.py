@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 # the `user:password@` or `token@` of any URL (a tracking server's, a database's), as libraries quote it
 _CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
@@ -24,8 +24,10 @@ def recordable_url(url: str) -> str:
     if not (parts.scheme and parts.netloc):
         return url
     netloc = ("***@" if "@" in parts.netloc else "") + parts.netloc.rpartition("@")[2]
-    query = "&".join(f"{key}=***" for key, _ in parse_qsl(parts.query, keep_blank_values=True))
-    return urlunsplit(parts._replace(netloc=netloc, query=query))
+    # as written, not decoded: a bare `?TOKEN` is a secret too, and so may a fragment be
+    query = "&".join(f"{part.split('=', 1)[0]}=***" if "=" in part else "***" for part in parts.query.split("&")
+                     if part)
+    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment="***" if parts.fragment else ""))
 
 
 class NamelangError(Exception):

@@ -152,6 +152,10 @@ def experiment_id(client: MlflowClient, name: str | None = None) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+# MLflow's answers that no retry mends: the run deleted (or its experiment), the run ended, a value refused
+_REFUSED_FOR_GOOD = {"RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "INVALID_PARAMETER_VALUE", "BAD_REQUEST"}
+
+
 @dataclass
 class TrackedRun:
     """One MLflow run, addressed by id; callable as the training loop's per-epoch callback."""
@@ -183,29 +187,32 @@ class TrackedRun:
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, int(record["epoch"])) for k, v in record.items()
                    if k != "epoch" and isinstance(v, int | float)]
-        self.send_or_keep(metrics=metrics)
+        self.send_or_keep(metrics=metrics, what=f"epoch {record['epoch']}'s figures")
 
-    def send_or_keep(self, metrics: list[Metric] = (), tags: list[RunTag] = ()) -> None:
+    def send_or_keep(self, metrics: list[Metric] = (), tags: list[RunTag] = (), what: str = "the figures") -> None:
         """Log during training without letting the store stop it: a tracking server that restarts
         for a minute would otherwise cost the whole training. What the store refuses is kept, with
-        its epoch and time, and sent with the next figures or by `send_kept`; a bug still raises."""
+        its epoch and time, and sent with the next figures or by `send_kept`; a bug, or a refusal
+        that no retry mends (the run deleted or ended, a value refused), still raises."""
         first_refusal = not (self.kept_metrics or self.kept_tags)
         self.kept_metrics.extend(metrics)
         self.kept_tags.extend(tags)
         try:
             self.send_kept()
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, training goes on
-            if is_programming_error(exc):
+            if is_programming_error(exc) or getattr(exc, "error_code", None) in _REFUSED_FOR_GOOD:
                 raise
-            if first_refusal:
-                warnings.warn(f"the tracking store did not take this epoch's figures ({typed_first_line(exc)}); "
-                              "training goes on, and they are sent once it answers", NamelangWarning, stacklevel=2)
+            if first_refusal:  # `what` names the epoch: each outage is said, not only a process's first
+                warnings.warn(f"the tracking store did not take {what} ({typed_first_line(exc)}); training "
+                              "goes on, and they are sent once it answers", NamelangWarning, stacklevel=2)
 
     def send_kept(self) -> None:
         """Send what the store refused during training, in batches of MLflow's size; raises if it still
         refuses (kept for another try)."""
         while self.kept_metrics or self.kept_tags:
-            metrics, tags = self.kept_metrics[:1000], self.kept_tags[:100]  # MLflow's limits per request
+            # MLflow's limits per request: 100 tags, 1000 metrics, 1000 entities in all
+            tags = self.kept_tags[:100]
+            metrics = self.kept_metrics[:1000 - len(tags)]
             self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
             del self.kept_metrics[:len(metrics)], self.kept_tags[:len(tags)]
 

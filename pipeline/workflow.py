@@ -122,7 +122,7 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = Non
                 "namelang.stopped_by": result.stopped_by}
         if result.resumed_from_epoch is not None:
             tags["namelang.resumed_from_epoch"] = str(result.resumed_from_epoch)
-        run.send_or_keep(metrics=run.metrics(summary), tags=run.tags(tags))
+        run.send_or_keep(metrics=run.metrics(summary), tags=run.tags(tags), what="the training's summary")
     return result
 
 

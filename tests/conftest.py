@@ -20,7 +20,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # and never a developer's running server.
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="namelang-prefect-home-")
     os.environ.pop("PREFECT_API_URL", None)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):  # the tests' own stores
+        os.environ.pop(name, None)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

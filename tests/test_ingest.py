@@ -768,6 +768,11 @@ def test_a_url_is_recorded_without_its_password_or_token(http_server, tmp_path):
     params = flat_params(PipelineConfig.model_validate({"data": {"source": url}}))
     assert params["data.source"] == recorded
     assert flat_params(PipelineConfig.model_validate({"data": {"source": "data/names"}}))["data.source"] == "data/names"
+    from pipeline.errors import recordable_url
+
+    assert recordable_url("https://host/f.zip?ghp_SECRET123") == "https://host/f.zip?***"  # a bare token
+    assert recordable_url("https://host/f.zip?a%26b=1#token=abc") == "https://host/f.zip?a%26b=***#***"
+    assert recordable_url("https://host/f.zip") == "https://host/f.zip"
 
 
 def test_the_flows_two_steps_record_the_url_not_the_copy(http_server, tmp_path):
