@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -607,6 +608,15 @@ def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_pat
         assert not (work / "mlruns").exists() and not list(work.glob("**/*.lock"))
         champion = load_model(f"models:/{MODEL_NAME}@{CHAMPION}")
         assert champion.predict(pd.DataFrame({"name": ["Nakamura"]}))["language"][0] in SMALL_LANGUAGES
+        # the champion's files deleted on the server: the next training is not failed by the gate, nor crowned
+        crowned = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+        model_id = crowned.source.removeprefix("models:/")
+        [files] = [p for p in server_root.glob(f"artifacts/**/{model_id}") if p.is_dir()]
+        shutil.rmtree(files)
+        third = workflow.run_pipeline(config)
+        assert third["alias"] == CHALLENGER
+        decision = client.get_model_version(MODEL_NAME, third["version"]).tags["gate.decision"]
+        assert f"not compared: champion version {crowned.version} cannot be loaded" in decision, decision
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
