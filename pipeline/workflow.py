@@ -97,8 +97,9 @@ def start_run(config: PipelineConfig, table: NamesTable, tags: dict[str, str] | 
               run_name: str | None = None) -> TrackedRun:
     """A new MLflow run for this config and table; `run_name`: MLflow makes one up when None."""
     configure()
-    run = TrackedRun.start(config, {"namelang.data_sha256": table.sha256, "namelang.git_commit": git_commit() or "",
-                                    "namelang.version": __version__, **(tags or {})}, run_name)
+    tags = {"namelang.data_sha256": table.sha256, "namelang.git_commit": git_commit() or "",
+            "namelang.version": __version__, **(tags or {})}
+    run = TrackedRun.start(as_recorded(config), tags, run_name)
     with run.failed_on_error():  # a retry starts a new run: this one must not stay RUNNING
         run.log_dataset(table.names, str(config.data.processed_dir / normalize.NAMES_FILE), table.provenance)
     return run
@@ -128,15 +129,25 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = Non
 
 def model_dir(config: PipelineConfig, data: TensorData) -> Path:
     """Where this data and these settings' model is saved: a rerun replaces its own folder."""
-    models = config.data.models_dir or Path(config.data.processed_dir).parent / "models"
-    return Path(models) / run_key(data, config.model, config.train)
+    return models_root(config.data) / run_key(data, config.model, config.train)
+
+
+def models_root(data: DataConfig) -> Path:
+    """`data.models_dir`, or by default `models/` beside `processed_dir`."""
+    return Path(data.models_dir or Path(data.processed_dir).parent / "models")
+
+
+def as_recorded(config: PipelineConfig) -> PipelineConfig:
+    """The settings as the run's params and the model card record them: the models folder used,
+    not `None` for its default."""
+    return config.model_copy(update={"data": config.data.model_copy(update={"models_dir": models_root(config.data)})})
 
 
 def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, config: PipelineConfig,
                    run: TrackedRun | None = None) -> tuple[Evaluation, dict[str, Path]]:
     ev = evaluate(result.model, data, TEST)
     card = model_card(ev, provenance=table.provenance, split_config=data.split_config,
-                      config=flat_params(config), tensors_sha256=data.sha256,
+                      config=flat_params(as_recorded(config)), tensors_sha256=data.sha256,
                       train_summary={"device": result.device, "epochs_run": len(result.history),
                                      "best_epoch": result.best_epoch,
                                      "best_val_macro_f1": round(result.best_val_macro_f1, 4),  # train-only counts

@@ -484,6 +484,16 @@ def test_every_schedule_runs_for_any_number_of_steps(schedule):
         assert 0 <= scheduler.get_last_lr()[0] <= 5e-3
 
 
+def test_the_run_records_the_models_folder_used_not_none_for_its_default():
+    from pipeline.config import PipelineConfig, flat_params
+    from pipeline.workflow import as_recorded
+
+    assert flat_params(as_recorded(PipelineConfig()))["data.models_dir"] == str(Path("data/models"))
+    chosen = PipelineConfig.model_validate({"data": {"models_dir": "/srv/models"}})
+    assert flat_params(as_recorded(chosen))["data.models_dir"] == "/srv/models"
+    assert PipelineConfig().data.models_dir is None  # the config itself is left as it was
+
+
 def test_true_or_false_is_not_taken_for_a_number():
     """Pydantic reads true as 1: `"epochs": true` in a config file trained one epoch without a word."""
     from pydantic import ValidationError
