@@ -23,11 +23,10 @@ def recordable_url(url: str) -> str:
     parts = urlsplit(url)
     if not (parts.scheme and parts.netloc):
         return url
-    netloc = ("***@" if "@" in parts.netloc else "") + parts.netloc.rpartition("@")[2]
     # as written, not decoded: a bare `?TOKEN` is a secret too, and so may a fragment be
     query = "&".join(f"{part.split('=', 1)[0]}=***" if "=" in part else "***" for part in parts.query.split("&")
                      if part)
-    return urlunsplit(parts._replace(netloc=netloc, query=query, fragment="***" if parts.fragment else ""))
+    return hide_credentials(urlunsplit(parts._replace(query=query, fragment="***" if parts.fragment else "")))
 
 
 class NamelangError(Exception):

@@ -27,6 +27,7 @@ from mlflow.environment_variables import (
     MLFLOW_EXPERIMENT_NAME,
     MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
 )
+from mlflow.tracking.context.registry import resolve_tags
 
 from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
 from pipeline.errors import NamelangError, NamelangWarning, TrackingError, is_programming_error, typed_first_line
@@ -172,8 +173,6 @@ class TrackedRun:
         client = MlflowClient()
         # MLflow's context tags (mlflow.user, mlflow.source.*: the UI's User and Source columns), as its
         # fluent start_run sets them; the client's create_run does not
-        from mlflow.tracking.context.registry import resolve_tags
-
         run = client.create_run(experiment_id(client), tags=resolve_tags({**this_process(), **tags}),
                                 run_name=run_name)
         tracked = cls(client, run.info.run_id)
