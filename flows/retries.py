@@ -6,14 +6,15 @@ from prefect import Task
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
-from pipeline.errors import NamelangError, TransientError, is_programming_error
+from pipeline.errors import NamelangError, TransientError, is_programming_error, refused_for_good
 
 
 def worth_retrying(task: Task, task_run: TaskRun, state: State) -> bool:
     """Retry what may pass on a second try (the tracking store busy, restarting, unreachable; a
     download cut off or answered with a 5xx), not another NamelangError: it says what the user has
     to do (e.g. train a model first, fix a URL that gives 404), and a retry would only say it again,
-    later; nor a bug (a TypeError, a KeyError, lists that do not line up), which would fail again."""
+    later; nor a bug (a TypeError, a KeyError, lists that do not line up), nor the tracking store's
+    refusal of a run that is gone, both of which would fail again."""
     try:
         state.result()
     except TransientError:
@@ -21,7 +22,7 @@ def worth_retrying(task: Task, task_run: TaskRun, state: State) -> bool:
     except NamelangError:
         return False
     except Exception as exc:  # noqa: BLE001 - any other failure may be transient
-        return not is_programming_error(exc)
+        return not (is_programming_error(exc) or refused_for_good(exc))
     return True
 
 

@@ -77,6 +77,23 @@ def is_programming_error(exc: BaseException) -> bool:
     return isinstance(exc, bug) and not isinstance(exc, (OSError, UnicodeError, NamelangError))
 
 
+# MLflow's error codes (an MlflowException's `error_code`, a tracking server's answer) for what is not
+# there: a model, version or alias (the registry says INVALID_PARAMETER_VALUE for some), a run or
+# experiment deleted
+MLFLOW_NOT_THERE = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+# ... and what no retry mends: those, and a run that has ended. Not BAD_REQUEST: the SQLite store says it for
+# any database error but a locked one, two trainings registering a version at once among them, which a
+# second try mends
+_MLFLOW_REFUSED_FOR_GOOD = MLFLOW_NOT_THERE | {"INVALID_STATE"}
+
+
+def refused_for_good(exc: BaseException) -> bool:
+    """Whether the tracking store's refusal would be the same on every try (the run deleted, a value
+    refused): retrying it, a flow's store step would fail only later, and training would carry on
+    logging to a run that is gone."""
+    return getattr(exc, "error_code", None) in _MLFLOW_REFUSED_FOR_GOOD
+
+
 class DamagedFileError(NamelangError):
     """A file that cannot be read as what it should be (a truncated checkpoint, a foreign model bundle):
     whatever the reading library raised on the way, the file is the cause and the message names it."""

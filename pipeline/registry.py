@@ -33,7 +33,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.config import CHALLENGER, CHAMPION
-from pipeline.errors import NamelangError, TrackingError, first_line
+from pipeline.errors import MLFLOW_NOT_THERE, NamelangError, TrackingError, first_line
 from pipeline.tracking import MODEL_NAME, artifact_progress_bars, configure, sqlite_file
 
 if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
@@ -91,10 +91,6 @@ def model_uri(alias: str = CHAMPION, name: str = MODEL_NAME) -> str:
     return f"models:/{name}@{alias}"
 
 
-# what the registry answers for a model, version or alias that is not there
-_NOT_THERE = {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
-
-
 def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME) -> ModelVersion | None:
     """The version behind `alias`, or None when the registry says there is none. Any other failure
     (a locked database, a 5xx) is a `TrackingError`, worth a retry: read as "no champion", it would
@@ -102,7 +98,7 @@ def get_alias_version(client: MlflowClient, alias: str, name: str = MODEL_NAME) 
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as exc:
-        if exc.error_code in _NOT_THERE:
+        if exc.error_code in MLFLOW_NOT_THERE:
             return None
         raise TrackingError(f"the model store failed while looking up alias @{alias} ({first_line(exc)})",
                             mlflow.get_tracking_uri()) from exc
@@ -117,7 +113,7 @@ def load_model(uri: str = model_uri(), download_bars: bool = True) -> PyFuncMode
         with artifact_progress_bars(download_bars):
             return mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
-        if exc.error_code not in _NOT_THERE:
+        if exc.error_code not in MLFLOW_NOT_THERE:
             raise TrackingError(f"the model store failed while loading the model ({first_line(exc)})", uri) from exc
         ref = parse_model_uri(uri)
         problem = missing_model_problem(ref) if ref is not None else None

@@ -30,7 +30,14 @@ from mlflow.environment_variables import (
 from mlflow.tracking.context.registry import resolve_tags
 
 from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
-from pipeline.errors import NamelangError, NamelangWarning, TrackingError, is_programming_error, typed_first_line
+from pipeline.errors import (
+    NamelangError,
+    NamelangWarning,
+    TrackingError,
+    is_programming_error,
+    refused_for_good,
+    typed_first_line,
+)
 from pipeline.liveness import HOST_TAG, PID_TAG, process_gone, this_process
 
 if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
@@ -153,10 +160,6 @@ def experiment_id(client: MlflowClient, name: str | None = None) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
-# MLflow's answers that no retry mends: the run deleted (or its experiment), the run ended, a value refused
-_REFUSED_FOR_GOOD = {"RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "INVALID_PARAMETER_VALUE", "BAD_REQUEST"}
-
-
 @dataclass
 class TrackedRun:
     """One MLflow run, addressed by id; callable as the training loop's per-epoch callback."""
@@ -199,7 +202,7 @@ class TrackedRun:
         try:
             self.send_kept()
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, training goes on
-            if is_programming_error(exc) or getattr(exc, "error_code", None) in _REFUSED_FOR_GOOD:
+            if is_programming_error(exc) or refused_for_good(exc):
                 raise
             if first_refusal:  # `what` names the epoch: each outage is said, not only a process's first
                 warnings.warn(f"the tracking store did not take {what} ({typed_first_line(exc)}); training "
