@@ -222,7 +222,12 @@ class TrackedRun:
         self.client.log_batch(self.run_id, tags=self.tags(tags))
 
     def log_metrics(self, metrics: dict[str, float], prefix: str = "") -> None:
-        self.client.log_batch(self.run_id, metrics=self.metrics(metrics, prefix))
+        """Figures of the run as a whole, but those it holds already at the same value: a step the
+        flow retries (evaluation) would add a second, later point of each to its history."""
+        held = self.client.get_run(self.run_id).data.metrics
+        fresh = {k: v for k, v in metrics.items() if held.get(prefix + k) != float(v)}
+        if fresh:
+            self.client.log_batch(self.run_id, metrics=self.metrics(fresh, prefix))
 
     @staticmethod
     def metrics(figures: dict[str, float], prefix: str = "") -> list[Metric]:

@@ -822,6 +822,27 @@ def test_a_retried_registration_reuses_the_version(store):
     run.finish()
 
 
+def test_a_retried_evaluation_logs_each_test_figure_once(store):
+    """The flow retries `evaluate` when the store fails after its figures went in (on an artifact):
+    each test figure got a second point in its history, a later one of the same value."""
+    from pipeline import features
+    from pipeline.normalize import read_names_table
+
+    config = store["config"]
+    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
+    data = features.build_tensors(names, provenance["content_sha256"], config.split)
+    table = workflow.NamesTable(names, names.slice(0, 0), provenance, {})
+    run = workflow.start_run(config, table)
+    result = workflow.train(data, config, run)
+    for _ in range(2):  # the first try, and the retry
+        ev, _ = workflow.evaluate_model(result, data, table, config, run)
+    client = MlflowClient()
+    assert [m.value for m in client.get_metric_history(run.run_id, "test_macro_f1")] == [ev.metrics["macro_f1"]]
+    run.log_metrics({"macro_f1": 0.5}, prefix="test_")  # a figure that changed is logged
+    assert len(client.get_metric_history(run.run_id, "test_macro_f1")) == 2
+    run.finish()
+
+
 def test_a_bug_in_registration_is_raised_as_it_is_not_as_a_store_failure(store):
     """A TrackingError is retried by the flow: a bug wrapped as one would run three more times before
     it showed, under a message blaming MLflow."""
