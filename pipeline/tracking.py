@@ -97,20 +97,24 @@ HTTP_RETRY_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQU
                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
+def server_silence(uri: str, timeout_s: float = 5) -> str | None:
+    """Why a tracking server does not answer its health check ("ConnectError: ...", "HTTP 503"); None
+    when it does, or when `uri` is not a server's (a SQLite store)."""
+    if urlsplit(uri).scheme not in ("http", "https"):
+        return None
+    try:
+        status = httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s).status_code
+    except httpx.HTTPError as exc:
+        return typed_first_line(exc)
+    return f"HTTP {status}" if status >= 500 else None
+
+
 def check_reachable(uri: str, attempts: int = 3, backoff_s: float = 0.5) -> None:
     """Fail fast, after a few bounded retries, when a tracking server does not answer."""
-    if urlsplit(uri).scheme not in ("http", "https"):
-        return
-    last = ""
     for attempt in range(attempts):
-        try:
-            status = httpx.get(uri.rstrip("/") + "/health", timeout=5).status_code
-        except httpx.HTTPError as exc:
-            last = typed_first_line(exc)
-        else:
-            if status < 500:
-                return
-            last = f"HTTP {status}"
+        last = server_silence(uri)
+        if last is None:
+            return
         if attempt < attempts - 1:
             time.sleep(backoff_s * 2**attempt)
     # the URI's credentials are hidden, as in any NamelangError
@@ -160,6 +164,11 @@ def experiment_id(client: MlflowClient, name: str | None = None) -> str:
     return client.create_experiment(name, artifact_location=location)
 
 
+# During an outage, how long the next epoch waits for a tracking server's health check before its
+# figures are kept again; MLflow's own tries would wait out HTTP_RETRY_SETTINGS (up to 30 s each)
+OUTAGE_PROBE_S = 2.0
+
+
 @dataclass
 class TrackedRun:
     """One MLflow run, addressed by id; callable as the training loop's per-epoch callback."""
@@ -199,6 +208,8 @@ class TrackedRun:
         first_refusal = not (self.kept_metrics or self.kept_tags)
         self.kept_metrics.extend(metrics)
         self.kept_tags.extend(tags)
+        if not first_refusal and server_silence(self.client.tracking_uri, OUTAGE_PROBE_S) is not None:
+            return  # still away: one quick look, not MLflow's retries and timeouts once more each epoch
         try:
             self.send_kept()
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, training goes on

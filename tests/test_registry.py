@@ -13,8 +13,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -808,6 +810,54 @@ def test_a_store_away_during_training_costs_no_epoch_and_gets_every_figure_after
     live.delete_run(run.run_id)
     with pytest.raises(MlflowException):
         run({"epoch": 4, "train_loss": 0.5})
+
+
+class _Hanging(BaseHTTPRequestHandler):
+    """A tracking server that takes requests and never answers them (a hung process, a dropped route)."""
+
+    paths: list[str] = []
+
+    def _hang(self) -> None:
+        type(self).paths.append(self.path.split("?")[0])
+        time.sleep(10)
+
+    do_GET = do_POST = _hang  # noqa: N815 - http.server's naming
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_hanging_store_costs_a_later_epoch_one_quick_look(store, monkeypatch):
+    """During an outage every epoch waited out MLflow's tries and timeouts again (4 tries of up to 30 s
+    for a server that hangs): now the first refusal does, and each later epoch looks once at the
+    server's health check (a couple of seconds) while it keeps the figures."""
+    from pipeline import features
+    from pipeline.errors import NamelangWarning
+    from pipeline.normalize import read_names_table
+
+    config = store["config"].model_copy(update={"train": store["config"].train.model_copy(update={"epochs": 3})})
+    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
+    data = features.build_tensors(names, provenance["content_sha256"], config.split)
+    run = workflow.start_run(config, workflow.NamesTable(names, names.slice(0, 0), provenance, {}))
+    live = run.client
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    _Hanging.paths = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hanging)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        hung = MlflowClient(tracking_uri=f"http://127.0.0.1:{server.server_address[1]}")
+
+        def hung_for_epochs_2_and_3(record: dict) -> None:
+            run.client = hung if record["epoch"] < 3 else live
+
+        with pytest.warns(NamelangWarning, match="did not take epoch 2's figures"):
+            workflow.train(data, config, run, on_epoch=hung_for_epochs_2_and_3)
+    finally:
+        server.shutdown()
+    assert _Hanging.paths == ["/api/2.0/mlflow/runs/log-batch", "/health"]  # epoch 2's try; epoch 3's look
+    assert [m.step for m in live.get_metric_history(run.run_id, "train_loss")] == [1, 2, 3]  # sent once back
+    run.finish()
 
 
 def test_a_retried_registration_reuses_the_version(store):
