@@ -50,9 +50,11 @@ class NamelangError(Exception):
 
 
 def first_line(exc: BaseException) -> str:
-    """An exception's message cut to its first line (its type's name when it has none): libraries'
-    messages often go on with SQL, stack dumps or request bodies that a one-line error does not want."""
-    return next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    """An exception's message cut to its first line (its type's name when it has none), for messages,
+    warnings and tags: libraries' messages often go on with SQL, stack dumps or request bodies that a
+    one-line error does not want, and quote a URL's password (MLflow: "API request to
+    https://user:password@host/... failed")."""
+    return hide_credentials(next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__))
 
 
 def validation_message(error: dict) -> str:
@@ -79,12 +81,12 @@ def is_programming_error(exc: BaseException) -> bool:
 
 # MLflow's error codes (an MlflowException's `error_code`, a tracking server's answer) for what is not
 # there: a model, version or alias (the registry says INVALID_PARAMETER_VALUE for some), a run or
-# experiment deleted
+# experiment deleted (INVALID_PARAMETER_VALUE: "must be in the 'active' state")
 MLFLOW_NOT_THERE = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
-# ... and what no retry mends: those, and a run that has ended. Not BAD_REQUEST: the SQLite store says it for
-# any database error but a locked one, two trainings registering a version at once among them, which a
-# second try mends
-_MLFLOW_REFUSED_FOR_GOOD = MLFLOW_NOT_THERE | {"INVALID_STATE"}
+# ... and what no retry mends: those, the SQLite store's "more than one run with this id", and credentials
+# refused. Not BAD_REQUEST: the SQLite store says it for database errors that pass (a connection pool
+# exhausted, a connection dropped), and so does a proxy's bare HTTP 400
+_MLFLOW_REFUSED_FOR_GOOD = MLFLOW_NOT_THERE | {"INVALID_STATE", "UNAUTHENTICATED", "PERMISSION_DENIED"}
 
 
 def refused_for_good(exc: BaseException) -> bool:

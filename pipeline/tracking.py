@@ -324,12 +324,16 @@ class TrackedRun:
 
     def close_abandoned(self, reason: str) -> bool:
         """Mark a run whose process died KILLED, saying why (the `namelang.closed_because` tag); False,
-        and nothing done, if it is no longer RUNNING (it ended since it was found)."""
-        if self.client.get_run(self.run_id).info.status != "RUNNING":
+        and nothing done, if it is no longer RUNNING (it ended since it was found) or was deleted."""
+        info = self.client.get_run(self.run_id).info
+        if info.status != "RUNNING" or info.lifecycle_stage != "active":  # deleted since: it takes no tag
             return False
         self.set_tags({"namelang.closed_because": reason})
         self.finish("KILLED")
         return True
+
+    def deleted(self) -> bool:
+        return self.client.get_run(self.run_id).info.lifecycle_stage == "deleted"
 
     def url(self) -> str:
         run = self.client.get_run(self.run_id)

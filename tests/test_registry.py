@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from pipeline import workflow
-from pipeline.errors import TrackingError
+from pipeline.errors import NamelangError, TrackingError
 from pipeline.registry import CHALLENGER, CHAMPION, PromotionDecision, get_alias_version, load_model
 from pipeline.tracking import MODEL_NAME, configure
 from tests.support import (
@@ -756,6 +756,12 @@ def test_logging_the_model_leaves_the_run_open_for_its_final_status(store):
 
 def _trained_run(config):
     """A new run on the fixture's table, trained and evaluated, its model saved but not yet logged."""
+    run, data, ev, bundle, _, _ = _trained_run_and_its_inputs(config)
+    return run, data, ev, bundle
+
+
+def _trained_run_and_its_inputs(config):
+    """`_trained_run`, with the training result and the names table its evaluation took."""
     from pipeline import features
     from pipeline.normalize import read_names_table
 
@@ -765,7 +771,7 @@ def _trained_run(config):
     run = workflow.start_run(config, table)
     result = workflow.train(data, config, run)
     ev, _ = workflow.evaluate_model(result, data, table, config, run)
-    return run, data, ev, workflow.save_model(result, data, config)
+    return run, data, ev, workflow.save_model(result, data, config), result, table
 
 
 def test_a_store_away_during_training_costs_no_epoch_and_gets_every_figure_after(store, monkeypatch):
@@ -846,16 +852,20 @@ def test_a_hanging_store_costs_a_later_epoch_one_quick_look(store, monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hanging)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        hung = MlflowClient(tracking_uri=f"http://127.0.0.1:{server.server_address[1]}")
+        # a team server's credentials, which MLflow quotes in its error ("API request to http://alice:...")
+        hung = MlflowClient(tracking_uri=f"http://alice:s3cret@127.0.0.1:{server.server_address[1]}")
 
         def hung_for_epochs_2_and_3(record: dict) -> None:
             run.client = hung if record["epoch"] < 3 else live
 
-        with pytest.warns(NamelangWarning, match="did not take epoch 2's figures"):
+        with pytest.warns(NamelangWarning, match="did not take epoch 2's figures") as said:
             workflow.train(data, config, run, on_epoch=hung_for_epochs_2_and_3)
     finally:
         server.shutdown()
+        server.server_close()
     assert _Hanging.paths == ["/api/2.0/mlflow/runs/log-batch", "/health"]  # epoch 2's try; epoch 3's look
+    outage = next(str(w.message) for w in said if "did not take" in str(w.message))
+    assert "***@127.0.0.1" in outage and "s3cret" not in outage
     assert [m.step for m in live.get_metric_history(run.run_id, "train_loss")] == [1, 2, 3]  # sent once back
     run.finish()
 
@@ -875,22 +885,70 @@ def test_a_retried_registration_reuses_the_version(store):
 def test_a_retried_evaluation_logs_each_test_figure_once(store):
     """The flow retries `evaluate` when the store fails after its figures went in (on an artifact):
     each test figure got a second point in its history, a later one of the same value."""
-    from pipeline import features
-    from pipeline.normalize import read_names_table
-
-    config = store["config"]
-    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
-    data = features.build_tensors(names, provenance["content_sha256"], config.split)
-    table = workflow.NamesTable(names, names.slice(0, 0), provenance, {})
-    run = workflow.start_run(config, table)
-    result = workflow.train(data, config, run)
-    for _ in range(2):  # the first try, and the retry
-        ev, _ = workflow.evaluate_model(result, data, table, config, run)
+    run, data, ev, _, result, table = _trained_run_and_its_inputs(store["config"])  # evaluated: the first try
+    workflow.evaluate_model(result, data, table, store["config"], run)  # the retry
     client = MlflowClient()
     assert [m.value for m in client.get_metric_history(run.run_id, "test_macro_f1")] == [ev.metrics["macro_f1"]]
     run.log_metrics({"macro_f1": 0.5}, prefix="test_")  # a figure that changed is logged
     assert len(client.get_metric_history(run.run_id, "test_macro_f1")) == 2
     run.finish()
+
+
+def test_registering_to_a_deleted_run_says_so_and_is_not_retried(store):
+    """A run deleted in the UI between training and registration: MLflow says "Cannot start run", which
+    was a TrackingError, retried three times (about 40 s) before the same failure."""
+    from pipeline.tracking import TrackedRun
+
+    run, data, ev, bundle = _trained_run(store["config"])
+    MlflowClient().delete_run(run.run_id)
+    with pytest.raises(NamelangError, match=f"run {run.run_id} was deleted.*mlflow runs restore") as info:
+        workflow.register_model(bundle, ev, data, run)
+    assert not isinstance(info.value, TrackingError) and bundle.exists()
+    # nor does the clean-up of abandoned runs trip over it: a deleted run takes no tag, so it is left
+    assert TrackedRun(MlflowClient(), run.run_id).close_abandoned("its process died") is False
+    assert MlflowClient().get_run(run.run_id).info.status == "RUNNING"
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """A tracking server that refuses every request with one answer."""
+
+    status, body = 400, b""
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        self.send_response(self.status)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize(("status", "code", "kept"), [
+    (400, "BAD_REQUEST", True),  # the SQLite store's word for a connection pool exhausted or dropped
+    (400, "INVALID_PARAMETER_VALUE", False),  # a deleted run ("must be in the 'active' state")
+    (401, None, False),  # credentials refused (MLflow: UNAUTHENTICATED)
+])
+def test_training_keeps_its_figures_only_through_refusals_a_retry_may_mend(status, code, kept):
+    from pipeline.errors import NamelangWarning
+    from pipeline.tracking import TrackedRun
+
+    _Refusing.status = status
+    _Refusing.body = json.dumps({"error_code": code, "message": "no"}).encode() if code else b"Unauthorized"
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = TrackedRun(MlflowClient(f"http://127.0.0.1:{server.server_address[1]}"), "0" * 32)
+        if kept:
+            with pytest.warns(NamelangWarning, match="did not take epoch 1's figures"):
+                run({"epoch": 1, "train_loss": 0.5})
+            assert [(m.key, m.step) for m in run.kept_metrics] == [("train_loss", 1)]
+        else:
+            with pytest.raises(MlflowException):
+                run({"epoch": 1, "train_loss": 0.5})
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_bug_in_registration_is_raised_as_it_is_not_as_a_store_failure(store):
