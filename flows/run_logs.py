@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import warnings
 
-from pipeline.errors import NamelangWarning, explained_by_input
+from pipeline.errors import NamelangWarning, explained_by_input, hide_credentials
 
 RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
 
@@ -32,6 +32,20 @@ class UserErrorsInOneLine(logging.Filter):
         return True
 
 
+class NoCredentials(logging.Filter):
+    """No URL's `user:password@` in a run's log: MLflow quotes its tracking URI whole in its errors
+    ("API request to http://user:password@host/... failed"), and Prefect logs a failed task's
+    exception, causes and all, to the terminal and the UI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if hide_credentials(message) != message:
+            record.msg, record.args = hide_credentials(message), None
+        if record.exc_info and record.exc_info[1] is not None:  # what the handlers' formatters print for it
+            record.exc_text = hide_credentials(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
 def _bad_parameters(exc: BaseException | None) -> bool:
     """Parameters a deployment's run was given that the server let through (a check across fields,
     split fractions that do not sum to 1, is not in the JSON schema it checks): the run's own check
@@ -46,8 +60,9 @@ def install() -> None:
     and send our warnings raised inside a run to its log."""
     for name in RUN_LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, UserErrorsInOneLine) for f in logger.filters):
-            logger.addFilter(UserErrorsInOneLine())
+        for kind in (UserErrorsInOneLine, NoCredentials):  # in this order: the first may drop the traceback
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind())
     if warnings.showwarning is not _into_run_log:
         global _shown_before
         _shown_before = warnings.showwarning

@@ -321,6 +321,28 @@ def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
     assert resolve_version.retry_condition_fn is worth_retrying
 
 
+def test_a_failed_task_logs_no_password_of_the_tracking_uri(harness, monkeypatch, caplog):
+    """MLflow's error quotes the tracking URI whole; Prefect logged it, and its traceback, as it was."""
+    from mlflow import MlflowClient
+    from prefect import task
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+    @task
+    def look_up_a_run() -> None:
+        MlflowClient(f"http://alice:s3cret@127.0.0.1:{free_port()}").get_run("0" * 32)  # nothing listens
+
+    @flow
+    def looks_up_a_run() -> None:
+        look_up_a_run()
+
+    with pytest.raises(Exception, match="s3cret"):  # the exception itself is MLflow's, as it was
+        looks_up_a_run()
+    logged = caplog.text
+    assert "Task run failed with exception" in logged and "http://***@127.0.0.1" in logged
+    assert "s3cret" not in logged
+
+
 class _Failing(BaseHTTPRequestHandler):
     hits = 0
     status = 500
