@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import httpx
 import mlflow
 import pyarrow as pa
 from mlflow import MlflowClient
@@ -27,7 +26,10 @@ from mlflow.environment_variables import (
     MLFLOW_EXPERIMENT_NAME,
     MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT,
 )
+from mlflow.exceptions import MlflowException
 from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.credentials import get_default_host_creds
+from mlflow.utils.rest_utils import http_request
 
 from pipeline.config import MODEL_NAME, PipelineConfig, flat_params
 from pipeline.errors import (
@@ -98,13 +100,17 @@ HTTP_RETRY_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQU
 
 
 def server_silence(uri: str, timeout_s: float = 5) -> str | None:
-    """Why a tracking server does not answer its health check ("ConnectError: ...", "HTTP 503"); None
-    when it does, or when `uri` is not a server's (a SQLite store)."""
+    """Why a tracking server does not answer its health check ("MlflowException: API request to ...
+    failed", "HTTP 503"); None when it does, or when `uri` is not a server's (a SQLite store). Asked
+    as MLflow asks, with its TLS settings (`MLFLOW_TRACKING_INSECURE_TLS`, `..._SERVER_CERT_PATH`,
+    `..._CLIENT_CERT_PATH`, `REQUESTS_CA_BUNDLE`): a team server with its own certificate authority
+    answers MLflow, so it answers here."""
     if urlsplit(uri).scheme not in ("http", "https"):
         return None
     try:
-        status = httpx.get(uri.rstrip("/") + "/health", timeout=timeout_s).status_code
-    except httpx.HTTPError as exc:
+        status = http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=timeout_s,
+                              raise_on_status=False).status_code
+    except MlflowException as exc:  # MLflow's word for a refused connection, a timeout, a certificate refused
         return typed_first_line(exc)
     return f"HTTP {status}" if status >= 500 else None
 

@@ -32,11 +32,12 @@ from flows.cli import app
 from pipeline import workflow
 from pipeline.errors import NamelangError, TrackingError
 from pipeline.registry import CHALLENGER, CHAMPION, PromotionDecision, get_alias_version, load_model
-from pipeline.tracking import MODEL_NAME, configure
+from pipeline.tracking import MODEL_NAME, check_reachable, configure
 from tests.support import (
     SHARED_NAMES,
     SMALL_LANGUAGES,
     free_port,
+    self_signed_certificate,
     small_names_folder,
     stops_answering,
     tiny_config,
@@ -651,6 +652,44 @@ def test_a_tracking_server_that_answers_5xx_is_named_by_its_status_and_no_passwo
     assert "unreachable after 3 tries (HTTP 503)" in str(info.value)
     assert "s3cret" not in str(info.value) and f"http://***@127.0.0.1:{server.server_port}" in str(info.value)
     assert waited < 3.0
+
+
+class _Healthy(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_tracking_server_with_its_own_certificate_authority_is_reached_as_mlflow_reaches_it(tmp_path,
+                                                                                               monkeypatch):
+    """A team server whose certificate a private CA signed: MLflow reaches it given
+    MLFLOW_TRACKING_SERVER_CERT_PATH (or MLFLOW_TRACKING_INSECURE_TLS), but our reachability check
+    ignored them and called it unreachable, so no training could start."""
+    import ssl
+
+    cert, key = self_signed_certificate(tmp_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthy)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"https://127.0.0.1:{server.server_port}"
+    try:
+        with pytest.raises(TrackingError, match="unreachable after 1 tries.*(SSL|certificate)"):
+            check_reachable(uri, attempts=1)  # not trusted: said so
+        monkeypatch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", str(cert))
+        check_reachable(uri, attempts=1)
+        monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH")
+        monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+        check_reachable(uri, attempts=1)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize(("uri", "shown", "link"), [
