@@ -17,8 +17,8 @@ def worth_retrying(task: Task, task_run: TaskRun, state: State) -> bool:
     refusal of a run that is gone, both of which would fail again."""
     try:
         state.result()
-    except TransientError:
-        return True
+    except TransientError as exc:  # our word for the store failing: unless what it wraps says no retry mends it
+        return not refused_for_good(exc.__cause__)
     except NamelangError:
         return False
     except Exception as exc:  # noqa: BLE001 - any other failure may be transient

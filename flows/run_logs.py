@@ -38,7 +38,10 @@ class NoCredentials(logging.Filter):
     exception, causes and all, to the terminal and the UI."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad log call: logging's handlers report it, a filter must not raise
+            return True
         if hide_credentials(message) != message:
             record.msg, record.args = hide_credentials(message), None
         if record.exc_info and record.exc_info[1] is not None:  # what the handlers' formatters print for it
