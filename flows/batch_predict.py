@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
 from flows.retries import RETRY_TRANSIENT_QUICK
+from flows.run_logs import credentials_hidden
 from flows.unresponsive import RUN_TAG
 from flows.wording import counted
 from pipeline.batch import check_output_path, predict_file
@@ -21,11 +22,13 @@ TAGS = (RUN_TAG, "prediction")  # of its runs, deployed (flows.serve, prefect.ya
 
 
 @task(name="resolve-model", cache_policy=NO_CACHE, **RETRY_TRANSIENT_QUICK)
+@credentials_hidden
 def resolve_version(uri: str) -> tuple[str, str]:
     return pin_model_uri(uri)
 
 
 @task(name="predict-file", cache_policy=NO_CACHE)
+@credentials_hidden
 def predict(uri: str, version: str, input_path: Path, output_path: Path, column: str, chunk_size: int) -> dict:
     logger = get_run_logger()
 

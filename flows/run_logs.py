@@ -10,12 +10,17 @@ one `warning:` line in the processes our entry points start (`warnings_in_one_li
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from pipeline.errors import NamelangWarning, explained_by_input, hide_credentials
 
 RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 # Prefect's process that runs a deployment's flow logs this after the flow's own failure line; for
@@ -47,6 +52,26 @@ class NoCredentials(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None:  # what the handlers' formatters print for it
             record.exc_text = hide_credentials(logging.Formatter().formatException(record.exc_info))
         return True
+
+
+def credentials_hidden(step: Callable[P, R]) -> Callable[P, R]:
+    """A task's step whose errors carry no URL's `user:password@`: Prefect keeps a failed task's
+    exception text as its state message (the run's page in the UI), and MLflow's errors quote the
+    tracking URI whole. The exception keeps its type and its error code, which decide a retry."""
+
+    @functools.wraps(step)
+    def hiding(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return step(*args, **kwargs)
+        except Exception as exc:
+            hidden = tuple(hide_credentials(a) if isinstance(a, str) else a for a in exc.args)
+            if hidden != exc.args:
+                exc.args = hidden
+                if isinstance(getattr(exc, "message", None), str):  # MlflowException's own copy
+                    exc.message = hide_credentials(exc.message)
+            raise
+
+    return hiding
 
 
 def _bad_parameters(exc: BaseException | None) -> bool:

@@ -28,6 +28,7 @@ from prefect.states import Crashed
 from prefect.tasks import exponential_backoff
 
 from flows.retries import RETRY_TRANSIENT
+from flows.run_logs import credentials_hidden
 from flows.unresponsive import RUN_TAG
 from pipeline import features, ingest, normalize, store, workflow
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig
@@ -127,6 +128,7 @@ def build_tensors(table: Stored, split: SplitConfig, cache_dir: Path) -> Stored:
 
 
 @task(name="start-mlflow-run", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
+@credentials_hidden
 def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
     tags = {FLOW_RUN_TAG: str(flow_run.id or ""), "prefect.flow_run_name": str(flow_run.name or ""),
             FLOW_RUN_ATTEMPT_TAG: str(flow_run.run_count)}
@@ -134,6 +136,7 @@ def start_run(config: PipelineConfig, table: NamesTable) -> TrackedRun:
 
 
 @task(name="close-abandoned-mlflow-runs", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
+@credentials_hidden
 def close_abandoned_runs() -> dict[str, str]:
     """MLflow runs still RUNNING whose process died are marked KILLED: those whose flow run has ended
     (flows.unresponsive marks such a flow run Crashed on a server), or whose process is known to be
@@ -205,6 +208,7 @@ def _close_abandoned_runs() -> None:
 
 
 @task(name="train", cache_policy=NO_CACHE)
+@credentials_hidden
 def train(data: TensorData, config: PipelineConfig, run: TrackedRun, resume: bool) -> TrainResult:
     logger = get_run_logger()
 
@@ -232,6 +236,7 @@ def _figure(value: float | None) -> float:
 
 
 @task(name="evaluate", cache_policy=NO_CACHE, **RETRY_TRANSIENT)  # it sends what the store missed in training
+@credentials_hidden
 def evaluate(result: TrainResult, data: TensorData, table: NamesTable, config: PipelineConfig,
              run: TrackedRun) -> Evaluation:
     ev, _ = workflow.evaluate_model(result, data, table, config, run)
@@ -241,6 +246,7 @@ def evaluate(result: TrainResult, data: TensorData, table: NamesTable, config: P
 
 
 @task(name="register", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
+@credentials_hidden
 def register(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) -> workflow.Registration:
     return workflow.register_model(bundle, ev, data, run)
 

@@ -338,9 +338,16 @@ def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
 
 
 def test_a_failed_task_logs_no_password_of_the_tracking_uri(harness, monkeypatch, caplog):
-    """MLflow's error quotes the tracking URI whole; Prefect logged it, and its traceback, as it was."""
+    """MLflow's error quotes the tracking URI whole; Prefect logged it, and its traceback, as it was,
+    and kept it as the run's state message."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
     from prefect import task
+
+    from flows.batch_predict import predict as batch_predict_file
+    from flows.batch_predict import resolve_version
+    from flows.run_logs import credentials_hidden
+    from flows.training import close_abandoned_runs, evaluate, register, start_run, train
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     refusing = socket.socket()  # bound, never listening: connections are refused, and no other test takes it
@@ -354,11 +361,25 @@ def test_a_failed_task_logs_no_password_of_the_tracking_uri(harness, monkeypatch
     def looks_up_a_run() -> None:
         look_up_a_run()
 
-    with refusing, pytest.raises(Exception, match="s3cret"):  # the exception itself is MLflow's, as it was
-        looks_up_a_run()
-    logged = caplog.text
+    @flow
+    def looks_up_a_run_by_a_step_of_ours() -> None:
+        credentials_hidden(look_up_a_run.fn)()  # as the flows' MLflow steps are wrapped
+
+    with refusing:
+        with pytest.raises(Exception, match="s3cret"):  # a step not wrapped: the exception is MLflow's, as it was
+            looks_up_a_run()
+        logged = caplog.text
+        state = looks_up_a_run_by_a_step_of_ours(return_state=True)
     assert "Task run failed with exception" in logged and "http://***@127.0.0.1" in logged
     assert "s3cret" not in logged
+    # the run's state message (its page in the UI) is the exception's text: hidden in the exception itself
+    assert state.is_failed() and "http://***@127.0.0.1" in state.message and "s3cret" not in state.message
+    with pytest.raises(MlflowException) as info:
+        state.result()
+    assert "s3cret" not in str(info.value) and "s3cret" not in info.value.message
+    hiding = credentials_hidden(print).__code__
+    for step in (start_run, close_abandoned_runs, train, evaluate, register, resolve_version, batch_predict_file):
+        assert step.fn.__code__ is hiding, step.name
     # a task's own bad log call stays logging's to report ("--- Logging error ---"), not the task's failure
     import logging
 
