@@ -412,8 +412,8 @@ def serving_environment(model: str) -> dict[str, str]:
     # a server's log is no terminal: no artifact-download progress bars in it
     env = {ARTIFACTS_PROGRESS_BAR: "false"}
     store = configure_store_for(model)
-    if store is not None:
-        env["MLFLOW_TRACKING_URI"] = store
+    if store is not None:  # registry too, as configure() set it here: not a MLFLOW_REGISTRY_URI of the shell's
+        env["MLFLOW_TRACKING_URI"] = env["MLFLOW_REGISTRY_URI"] = store
         # the bounded retries configure() set here, in this child, for the server too
         env.update({key: os.environ[key] for key in HTTP_RETRY_SETTINGS if key in os.environ})
     load_model(model, download_bars=False)

@@ -338,8 +338,14 @@ class TrackedRun:
         self.finish("KILLED")
         return True
 
-    def deleted(self) -> bool:
-        return self.client.get_run(self.run_id).info.lifecycle_stage == "deleted"
+    def restore_command(self) -> str | None:
+        """None while the run is there; once it is deleted (or its experiment), the command that brings it back."""
+        info = self.client.get_run(self.run_id).info
+        if info.lifecycle_stage != "deleted":
+            return None
+        if self.client.get_experiment(info.experiment_id).lifecycle_stage == "deleted":  # it took its runs along
+            return f"mlflow experiments restore --experiment-id {info.experiment_id}"
+        return f"mlflow runs restore --run-id {self.run_id}"
 
     def url(self) -> str:
         run = self.client.get_run(self.run_id)

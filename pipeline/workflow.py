@@ -209,10 +209,10 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
     store failure is a TrackingError, which the flow retries; a bug is raised as it is, not retried.
     """
     try:
-        if run.deleted():  # deleted in the UI since training: no retry brings it back
+        restore = run.restore_command()
+        if restore is not None:  # deleted in the UI since training: no retry brings it back
             raise NamelangError(f"MLflow run {run.run_id} was deleted, so the model cannot be logged to it "
-                                f"(`mlflow runs restore --run-id {run.run_id}` brings it back); the trained model "
-                                "is kept on disk", bundle)
+                                f"(`{restore}` brings it back); the trained model is kept on disk", bundle)
         version = run.registered_version()
         if version is None:
             info = run.log_model(bundle, tags={"namelang.tensors_sha256": data.sha256})

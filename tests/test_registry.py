@@ -580,6 +580,7 @@ def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_pat
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # MLflow sets it for this process: put back after
     with open(tmp_path / "server.log", "w") as log:
         server = subprocess.Popen(
             [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
@@ -623,6 +624,10 @@ def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_pat
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+        # configure() pointed MLflow's process-wide URIs at this server: back to the environment's, which
+        # monkeypatch puts back, for the tests after this one in the process
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
 
 
 def test_a_tracking_server_that_answers_5xx_is_named_by_its_status_and_no_password_is_shown():
@@ -933,11 +938,12 @@ def test_a_retried_evaluation_logs_each_test_figure_once(store):
     run.finish()
 
 
-def test_registering_to_a_deleted_run_says_so_and_is_not_retried(store):
+def test_registering_to_a_deleted_run_says_so_and_is_not_retried(store, monkeypatch):
     """A run deleted in the UI between training and registration: MLflow says "Cannot start run", which
     was a TrackingError, retried three times (about 40 s) before the same failure."""
     from pipeline.tracking import TrackedRun
 
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "deleted-in-the-ui")  # its own, to delete: the store is shared
     run, data, ev, bundle = _trained_run(store["config"])
     MlflowClient().delete_run(run.run_id)
     with pytest.raises(NamelangError, match=f"run {run.run_id} was deleted.*mlflow runs restore") as info:
@@ -946,6 +952,12 @@ def test_registering_to_a_deleted_run_says_so_and_is_not_retried(store):
     # nor does the clean-up of abandoned runs trip over it: a deleted run takes no tag, so it is left
     assert TrackedRun(MlflowClient(), run.run_id).close_abandoned("its process died") is False
     assert MlflowClient().get_run(run.run_id).info.status == "RUNNING"
+    # its experiment deleted, which took the run along: restoring the run alone would not do
+    MlflowClient().restore_run(run.run_id)
+    experiment = MlflowClient().get_run(run.run_id).info.experiment_id
+    MlflowClient().delete_experiment(experiment)
+    with pytest.raises(NamelangError, match=f"mlflow experiments restore --experiment-id {experiment}"):
+        workflow.register_model(bundle, ev, data, run)
 
 
 class _Refusing(BaseHTTPRequestHandler):
@@ -1036,8 +1048,11 @@ def namelang_serve(store, log: Path | None = None) -> Iterator[tuple[subprocess.
     port = free_port()
     # no bin folder on PATH: `namelang serve` must put the virtualenv's there for mlflow to find uvicorn
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below, after the server
+    # a registry URI left in the shell (another project's): the server checks and serves the model from one store
+    elsewhere = f"http://127.0.0.1:{free_port()}"
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port)],
-                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}, stdout=out, stderr=out)
+                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"], "MLFLOW_REGISTRY_URI": elsewhere},
+                            stdout=out, stderr=out)
     group = None
     try:
         wait_for_http(f"http://127.0.0.1:{port}/ping", proc=proc)
