@@ -64,14 +64,24 @@ def credentials_hidden(step: Callable[P, R]) -> Callable[P, R]:
         try:
             return step(*args, **kwargs)
         except Exception as exc:
-            hidden = tuple(hide_credentials(a) if isinstance(a, str) else a for a in exc.args)
-            if hidden != exc.args:
-                exc.args = hidden
-                if isinstance(getattr(exc, "message", None), str):  # MlflowException's own copy
-                    exc.message = hide_credentials(exc.message)
+            _hide_credentials_in(exc)
             raise
 
     return hiding
+
+
+def _hide_credentials_in(exc: BaseException) -> None:
+    """Rewrite the text of `exc` and of what it wraps (our TrackingError wraps MLflow's error), which
+    Prefect persists with the failed state."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        hidden = tuple(hide_credentials(a) if isinstance(a, str) else a for a in exc.args)
+        if hidden != exc.args:
+            exc.args = hidden
+            if isinstance(getattr(exc, "message", None), str):  # MlflowException's own copy
+                exc.message = hide_credentials(exc.message)
+        exc = exc.__cause__ or exc.__context__
 
 
 def _bad_parameters(exc: BaseException | None) -> bool:

@@ -160,14 +160,17 @@ def experiment_id(client: MlflowClient, name: str | None = None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None and experiment.lifecycle_stage == "deleted":  # deleted in the UI: nothing to retry
         raise NamelangError(f"the MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted, so no run "
-                            f"can start in it: restore it (`mlflow experiments restore --experiment-id "
-                            f"{experiment.experiment_id}`, or the UI), or remove it for good (`mlflow gc`)",
-                            without_credentials(client.tracking_uri))
+                            f"can start in it: restore it (`{_restore_experiment(experiment.experiment_id)}`, or "
+                            "the UI), or remove it for good (`mlflow gc`)", without_credentials(client.tracking_uri))
     if experiment is not None:
         return experiment.experiment_id
     db = sqlite_file(client.tracking_uri)  # embedded store: artifacts beside the database
     location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
     return client.create_experiment(name, artifact_location=location)
+
+
+def _restore_experiment(experiment_id: str) -> str:
+    return f"mlflow experiments restore --experiment-id {experiment_id}"
 
 
 # During an outage, how long the next epoch waits for a tracking server's health check before its
@@ -344,7 +347,7 @@ class TrackedRun:
         if info.lifecycle_stage != "deleted":
             return None
         if self.client.get_experiment(info.experiment_id).lifecycle_stage == "deleted":  # it took its runs along
-            return f"mlflow experiments restore --experiment-id {info.experiment_id}"
+            return _restore_experiment(info.experiment_id)
         return f"mlflow runs restore --run-id {self.run_id}"
 
     def url(self) -> str:

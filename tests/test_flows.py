@@ -370,6 +370,15 @@ def test_a_failed_task_logs_no_password_of_the_tracking_uri(harness, monkeypatch
             looks_up_a_run()
         logged = caplog.text
         state = looks_up_a_run_by_a_step_of_ours(return_state=True)
+
+        def wraps_it() -> None:  # as our steps word a store failure: what it wraps is persisted with it
+            try:
+                look_up_a_run.fn()
+            except MlflowException as exc:
+                raise TrackingError("the model store failed") from exc
+
+        with pytest.raises(TrackingError) as wrapped:
+            credentials_hidden(wraps_it)()
     assert "Task run failed with exception" in logged and "http://***@127.0.0.1" in logged
     assert "s3cret" not in logged
     # the run's state message (its page in the UI) is the exception's text: hidden in the exception itself
@@ -377,6 +386,7 @@ def test_a_failed_task_logs_no_password_of_the_tracking_uri(harness, monkeypatch
     with pytest.raises(MlflowException) as info:
         state.result()
     assert "s3cret" not in str(info.value) and "s3cret" not in info.value.message
+    assert "***@127.0.0.1" in str(wrapped.value.__cause__) and "s3cret" not in str(wrapped.value.__cause__)
     hiding = credentials_hidden(print).__code__
     for step in (start_run, close_abandoned_runs, train, evaluate, register, resolve_version, batch_predict_file):
         assert step.fn.__code__ is hiding, step.name
