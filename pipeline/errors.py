@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-# the `user:password@` or `token@` of any URL (a tracking server's, a database's), as libraries quote it
-_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+# the `user:password@` or `token@` of any URL (a tracking server's, a database's), as libraries quote it:
+# up to the authority's last `@`, as urllib reads it, so that a raw `@` inside a password is hidden too
+_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]+@")
 
 
 def hide_credentials(text: str) -> str:

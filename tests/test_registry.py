@@ -700,6 +700,9 @@ def test_a_tracking_server_with_its_own_certificate_authority_is_reached_as_mlfl
 @pytest.mark.parametrize(("uri", "shown", "link"), [
     ("https://alice:s3cret@mlflow.example.org/", "https://***@mlflow.example.org/", "https://mlflow.example.org/"),
     ("https://t0ken@mlflow.example.org", "https://***@mlflow.example.org", "https://mlflow.example.org"),
+    ("https://alice:s3cret@pw@mlflow.example.org/", "https://***@mlflow.example.org/", "https://mlflow.example.org/"),
+    ("http://127.0.0.1:5000/?owner=bob@example.org", "http://127.0.0.1:5000/?owner=bob@example.org",
+     "http://127.0.0.1:5000/?owner=bob@example.org"),
     ("postgresql://ml:pw@db:5432/mlflow", "postgresql://***@db:5432/mlflow", "postgresql://db:5432/mlflow"),
     ("http://127.0.0.1:5000", "http://127.0.0.1:5000", "http://127.0.0.1:5000"),
     ("sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db", "sqlite:///mlruns/mlflow.db")])
