@@ -88,13 +88,17 @@ MLFLOW_NOT_THERE = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALU
 # refused. Not BAD_REQUEST: the SQLite store says it for database errors that pass (a connection pool
 # exhausted, a connection dropped), and so does a proxy's bare HTTP 400
 _MLFLOW_REFUSED_FOR_GOOD = MLFLOW_NOT_THERE | {"INVALID_STATE", "UNAUTHENTICATED", "PERMISSION_DENIED"}
+# credentials refused as a bare HTTP status: MLflow's artifact uploads and downloads raise requests'
+# HTTPError, which carries the response and no error code
+_HTTP_REFUSED_FOR_GOOD = frozenset({401, 403})
 
 
 def refused_for_good(exc: BaseException) -> bool:
     """Whether the tracking store's refusal would be the same on every try (the run deleted, a value
     refused): retrying it, a flow's store step would fail only later, and training would carry on
     logging to a run that is gone."""
-    return getattr(exc, "error_code", None) in _MLFLOW_REFUSED_FOR_GOOD
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return getattr(exc, "error_code", None) in _MLFLOW_REFUSED_FOR_GOOD or status in _HTTP_REFUSED_FOR_GOOD
 
 
 class DamagedFileError(NamelangError):

@@ -279,6 +279,18 @@ def _mlflow_error(code: str):
     return raised_by_mlflow
 
 
+def _http_error(status: int):
+    import requests
+
+    def raised_by_an_artifact_upload(message: str) -> requests.HTTPError:
+        response = requests.Response()  # as MLflow's `augmented_raise_for_status` raises it: no error code
+        response.status_code = status
+        return requests.HTTPError(f"{status} Client Error: {message}", response=response)
+
+    raised_by_an_artifact_upload.__name__ = f"HTTPError-{status}"
+    return raised_by_an_artifact_upload
+
+
 def _wrapped(cause):
     def raised_by_a_step(message: str) -> TrackingError:
         try:
@@ -302,6 +314,8 @@ def _wrapped(cause):
     # the store's failure as our steps word it (registration, the model lookup), by what it wraps
     (_wrapped(_mlflow_error("UNAUTHENTICATED")), 1), (_wrapped(_mlflow_error("RESOURCE_DOES_NOT_EXIST")), 1),
     (_wrapped(_mlflow_error("TEMPORARILY_UNAVAILABLE")), 2),
+    # an artifact upload's bare HTTP answer: credentials refused (a proxy's 401, 403), or a server error
+    (_http_error(401), 1), (_http_error(403), 1), (_http_error(503), 2), (_wrapped(_http_error(401)), 1),
 ])
 def test_tracking_tasks_retry_only_what_may_pass(harness, error, calls):
     from prefect import task
