@@ -18,17 +18,14 @@ from types import TracebackType
 import torch
 
 from pipeline.atomic import atomic_path
-from pipeline.errors import DamagedFileError, NamelangError, typed_first_line
+from pipeline.errors import NamelangError, typed_first_line
+from pipeline.torch_files import load_torch_file
 
 CHECKPOINT_FORMAT = 1
 
 
 def load_checkpoint(path: Path) -> dict:
-    try:
-        saved = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as exc:  # a truncated or foreign file fails in many ways inside torch
-        raise DamagedFileError(f"checkpoint is corrupt or unreadable ({typed_first_line(exc)}); delete it "
-                            "or train without --resume", path) from exc
+    saved = load_torch_file(path, "checkpoint", "; delete it or train without --resume")
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
         raise NamelangError(f"not a namelang checkpoint of format {CHECKPOINT_FORMAT} (found {found!r}); delete "

@@ -22,7 +22,8 @@ import torch
 
 from pipeline.atomic import atomic_path
 from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER, SplitConfig
-from pipeline.errors import DamagedFileError, NamelangError, NamelangWarning, typed_first_line
+from pipeline.errors import NamelangError, NamelangWarning
+from pipeline.torch_files import load_torch_file
 
 ALPHABET = ALLOWED_CHARACTERS + OOV_CHARACTER  # the notebook's 58 symbols
 PAD = 0  # index 0 pads; symbol i of ALPHABET is index i + 1
@@ -306,10 +307,7 @@ def load_tensors(path: str | Path) -> TensorData:
     path = Path(path)
     if not path.exists():
         raise NamelangError("tensors file not found; build it from the names table first", path)
-    try:
-        raw = torch.load(path, weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise DamagedFileError(f"tensors file is corrupt or unreadable ({typed_first_line(exc)})", path) from exc
+    raw = load_torch_file(path, "tensors file")
     version = raw.pop("format", None)
     if version not in (1, 2, TENSORS_FORMAT):
         raise NamelangError(f"tensors file has unknown format {version!r}; rebuild it", path)

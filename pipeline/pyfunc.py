@@ -19,9 +19,10 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from pipeline.atomic import atomic_path
 from pipeline.config import PREDICT_MAX_THREADS, TOP_K, ModelConfig
-from pipeline.errors import DamagedFileError, NamelangError, typed_first_line
+from pipeline.errors import NamelangError, typed_first_line
 from pipeline.model import CharClassifier
 from pipeline.predict import Predictor, output_columns
+from pipeline.torch_files import load_torch_file
 
 BUNDLE_FORMAT = 1
 INPUT_EXAMPLE = pd.DataFrame({"name": ["Hinton", "Nakamura", "Schmidt"]})
@@ -37,12 +38,7 @@ def save_bundle(path: str | Path, model: CharClassifier, label_names: list[str],
 
 
 def load_bundle(path: str | Path) -> Predictor:
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise NamelangError("model bundle not found", path) from exc
-    except Exception as exc:  # a damaged file fails in many ways inside torch
-        raise DamagedFileError(f"model bundle is corrupt or unreadable ({typed_first_line(exc)})", path) from exc
+    raw = load_torch_file(path, "model bundle")
     try:  # a bundle that reads but does not fit this code: maybe another version's, maybe our bug (traceback kept)
         # a bundle from before the letter model has none: its config must not grow one on loading
         model = CharClassifier(ModelConfig(**{"marks_weight": 0.0, **raw["model_config"]}), len(raw["label_names"]))

@@ -25,6 +25,7 @@ from pipeline.features import (
     load_tensors,
     save_tensors,
 )
+from tests.support import damage_a_tensor
 
 SHARED_NAMES = Path(__file__).resolve().parents[2] / "shared/data/names"
 
@@ -216,7 +217,11 @@ def test_tensors_file_round_trips_and_a_corrupt_one_is_a_clear_error(tmp_path):
     torch.save({**fields, "format": 99}, tmp_path / "future.pt")
     with pytest.raises(NamelangError, match="unknown format 99"):
         load_tensors(tmp_path / "future.pt")
-    path.write_bytes(path.read_bytes()[:100])
+    whole = path.read_bytes()
+    damage_a_tensor(path)  # a byte of the data changed: torch's reader does not look
+    with pytest.raises(NamelangError, match="tensors file is corrupt or unreadable .* CRC-32"):
+        load_tensors(path)
+    path.write_bytes(whole[:100])
     with pytest.raises(NamelangError, match="corrupt") as err:
         load_tensors(path)
     assert str(path) in str(err.value)

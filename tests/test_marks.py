@@ -24,6 +24,7 @@ from pipeline.model import CharClassifier, predict_logits
 from pipeline.normalize import to_ascii
 from pipeline.predict import Predictor
 from pipeline.pyfunc import load_bundle, save_bundle
+from tests.support import damage_a_tensor
 
 
 def test_letters_beyond_ascii_are_lowercased_composed_and_distinct():
@@ -139,7 +140,11 @@ def test_a_bundle_from_before_the_letter_model_loads_without_one(tmp_path):
     torch.save(raw, path)
     loaded = load_bundle(path)
     assert loaded.model.marks is None and loaded.predict(["Jäger"])["language"][0] in {"A", "B"}
-    path.write_bytes(path.read_bytes()[:200])  # cut short: the file's fault, said in one line
+    whole = path.read_bytes()
+    damage_a_tensor(path)  # a weight changed: it served other answers without a word
+    with pytest.raises(NamelangError, match="model bundle is corrupt or unreadable .* CRC-32"):
+        load_bundle(path)
+    path.write_bytes(whole[:200])  # cut short: the file's fault, said in one line
     with pytest.raises(NamelangError, match="model bundle is corrupt or unreadable") as err:
         load_bundle(path)
     assert str(path) in str(err.value) and explained_by_input(err.value)

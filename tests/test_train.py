@@ -24,7 +24,7 @@ from pipeline.train import (
     split_metrics,
     train_model,
 )
-from tests.support import SHARED_NAMES, SMALL_LANGUAGES
+from tests.support import SHARED_NAMES, SMALL_LANGUAGES, damage_a_tensor
 
 TINY = ModelConfig(embedding_dim=16, hidden_size=24, ngram_buckets=256, ngram_dim=16)
 
@@ -240,8 +240,14 @@ def test_a_corrupted_checkpoint_is_a_clear_error(small_data, tmp_path):
     with pytest.raises(NamelangError, match="checkpoint does not match this model or version") as err:
         train_model(small_data, TINY, config, resume=True)
     assert not explained_by_input(err.value)  # whose traceback is kept
-    with pytest.raises(NamelangError, match="corrupt"):
+    with pytest.raises(NamelangError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
+    # damaged inside a tensor, whole otherwise: torch loaded it, and the run resumed with a changed number
+    result.checkpoint.write_bytes(whole)
+    damage_a_tensor(result.checkpoint)
+    with pytest.raises(NamelangError, match="checkpoint is corrupt or unreadable .* fails its CRC-32 check") as err:
+        train_model(small_data, TINY, config, resume=True)
+    assert explained_by_input(err.value)
 
 
 def test_checkpoints_written_in_the_background_hold_the_state_of_their_epoch(tmp_path):

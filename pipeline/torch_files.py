@@ -1,0 +1,45 @@
+"""Reading the files torch.save writes (tensors, checkpoints, model bundles), damage told apart.
+
+torch.save writes a zip whose members carry CRC-32 checksums, and torch's reader never checks them:
+a byte changed inside a tensor loads as another number without a word (a resumed training, a served
+model). Python's zipfile checks them, at about 2 GB/s, before torch reads the file.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import torch
+
+from pipeline.errors import DamagedFileError, NamelangError, typed_first_line
+
+
+def load_torch_file(path: str | Path, what: str, advice: str = "") -> object:
+    """`torch.load(path)` of plain data (weights_only), on the CPU; a damaged file is a DamagedFileError
+    saying "<what> is corrupt or unreadable (why)<advice>", a missing one "<what> not found<advice>"."""
+    damaged = _damaged_member(Path(path))
+    if damaged is not None:
+        raise DamagedFileError(f"{what} is corrupt or unreadable ({damaged}){advice}", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise NamelangError(f"{what} not found{advice}", path) from exc
+    except Exception as exc:  # a truncated or foreign file fails in many ways inside torch
+        raise DamagedFileError(f"{what} is corrupt or unreadable ({typed_first_line(exc)}){advice}", path) from exc
+
+
+def _damaged_member(path: Path) -> str | None:
+    """Why the zip's data is damaged (a member failing its checksum), or None. A file that is not a zip
+    at all is left to torch.load, which says what it found."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):  # not a zip, or missing: torch.load says which
+        return None
+    with archive:
+        try:
+            member = archive.testzip()
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a member's header or data cut or garbled
+            return typed_first_line(exc)
+    return None if member is None else f"{member} fails its CRC-32 check"
