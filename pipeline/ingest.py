@@ -12,6 +12,7 @@ import subprocess
 import unicodedata
 import warnings
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -24,7 +25,7 @@ import pyarrow as pa
 from pipeline import __version__
 from pipeline.atomic import atomic_path
 from pipeline.config import DataConfig
-from pipeline.errors import DownloadError, NamelangError, NamelangWarning, recordable_url
+from pipeline.errors import DamagedFileError, DownloadError, NamelangError, NamelangWarning, recordable_url
 
 ARCHIVE_NAMES_FOLDER = "data/names"  # where the tutorial's data.zip keeps its files
 
@@ -209,6 +210,42 @@ def read_folder(folder: Path) -> list[SourceFile]:
     return read
 
 
+# what Python's zipfile decompresses; Deflate64 (9, Windows Explorer's for large files) and AES (99) it cannot
+_READABLE_COMPRESSION = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+
+
+def _member_name(info: zipfile.ZipInfo) -> str:
+    """The member's name as its writer meant it: Linux's `zip` (Info-ZIP) writes UTF-8 names without
+    the flag that says so, which zipfile then reads as cp437 ("Fran├ºais" for "Français")."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except UnicodeError:  # not UTF-8 after all: an old DOS or Windows archive, in cp437 indeed
+        return info.filename
+
+
+def _member_modified(info: zipfile.ZipInfo) -> str | None:
+    try:
+        return datetime(*info.date_time, tzinfo=UTC).isoformat()
+    except ValueError:  # a zeroed DOS date (1980-00-00), as some writers leave it
+        return None
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: Path) -> bytes:
+    if info.flag_bits & 0x1:
+        raise NamelangError(f"archive member {info.filename!r} is encrypted; give the archive without a "
+                            "password", archive)
+    if info.compress_type not in _READABLE_COMPRESSION:
+        raise NamelangError(f"archive member {info.filename!r} uses compression method {info.compress_type} "
+                            "(Deflate64 or AES?), which cannot be read; make the archive with plain Deflate",
+                            archive)
+    try:
+        return zf.read(info)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a bad CRC, garbled compressed data
+        raise DamagedFileError(f"archive member {info.filename!r} is damaged ({exc})", archive) from exc
+
+
 def _check_member(archive: Path, info: zipfile.ZipInfo, max_member_bytes: int) -> None:
     member = PurePosixPath(info.filename)
     if member.is_absolute() or ".." in member.parts or "\\" in info.filename or ":" in info.filename:
@@ -226,6 +263,7 @@ def read_archive(archive: Path, max_member_bytes: int) -> list[SourceFile]:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             for info in infos:
+                info.filename = _member_name(info)
                 _check_member(archive, info, max_member_bytes)
             txt = [i for i in infos if not i.is_dir() and _is_language_file(i.filename)
                    and not i.filename.startswith("__MACOSX/")]
@@ -246,7 +284,7 @@ def read_archive(archive: Path, max_member_bytes: int) -> list[SourceFile]:
                             key=lambda i: i.filename)
             return [
                 SourceFile(language_of(i.filename), f"{archive.resolve()}!{i.filename}",
-                           zf.read(i), datetime(*i.date_time, tzinfo=UTC).isoformat())
+                           _read_member(zf, i, archive), _member_modified(i))
                 for i in chosen
             ]
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:

@@ -19,6 +19,7 @@ import sys
 import threading
 import unicodedata
 import zipfile
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -612,6 +613,44 @@ def test_corrupt_zip(tmp_path):
     truncated.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(NamelangError, match="not a readable zip"):
         run(truncated, tmp_path)
+
+
+def _with_header_fields(archive: bytes, *, flags_on: int = 0, flags_off: int = 0, method: int | None = None,
+                       date: int | None = None) -> bytes:
+    """The one-member `archive` with its headers' fields changed (local header and central directory
+    alike), as other zip writers set them."""
+    data = bytearray(archive)
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.index(signature) + flags_at  # flags, method, time, date follow one another
+        flags = (int.from_bytes(data[at:at + 2], "little") | flags_on) & ~flags_off
+        data[at:at + 2] = flags.to_bytes(2, "little")
+        if method is not None:
+            data[at + 2:at + 4] = method.to_bytes(2, "little")
+        if date is not None:
+            data[at + 6:at + 8] = date.to_bytes(2, "little")
+    return bytes(data)
+
+
+def test_zips_of_other_writers(tmp_path):
+    """What `zip` on Linux, Windows Explorer and encrypting tools write: each read, or refused in one line
+    naming the archive and its member (encrypted, Deflate64, damaged data gave tracebacks)."""
+    one = make_zip({"names/Fran\u00e7ais.txt": "Dupont\n"})
+    deflated = zlib.compress(b"Dupont\n")[2:-4]  # the member's data as zip's Deflate writes it
+    assert deflated in one
+    archive = tmp_path / "names.zip"
+    # Info-ZIP writes UTF-8 names without the flag saying so: read as cp437, the language was "Fran\u251c\u00baais"
+    archive.write_bytes(_with_header_fields(one, flags_off=0x800))
+    assert set(run(archive, tmp_path).names.column("language").to_pylist()) == {"Fran\u00e7ais"}
+    archive.write_bytes(_with_header_fields(one, date=0))  # a zeroed DOS date: no time, not a ValueError
+    assert [f.modified_utc for f in ingest(DataConfig(source=str(archive), raw_dir=tmp_path / "raw")).files] == [None]
+    for changed, problem in ((_with_header_fields(one, flags_on=0x1), "is encrypted"),
+                             (_with_header_fields(one, method=9), "uses compression method 9"),
+                             (one.replace(deflated, b"\xff" * len(deflated)), "is damaged")):
+        archive.write_bytes(changed)
+        with pytest.raises(NamelangError, match=problem) as info:
+            run(archive, tmp_path)
+        assert info.value.file == str(archive) and "names/Fran\u00e7ais.txt" in str(info.value)
+        assert explained_by_input(info.value)
 
 
 def test_zip_with_parent_directory_members_is_refused(tmp_path):
