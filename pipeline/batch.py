@@ -116,6 +116,13 @@ def _csv_header(path: Path) -> list[str]:
             if block >= 1 << 26 or block >= path.stat().st_size:
                 raise
             block *= 8
+        except UnicodeDecodeError as exc:  # Arrow keeps the header's bytes; Python's decoding of a name fails
+            with open(path, "rb") as fh:
+                utf16 = fh.read(2) in (b"\xff\xfe", b"\xfe\xff")  # Excel's "Unicode text", say
+            byte = exc.object[exc.start]
+            raise NamelangError(f"header not valid UTF-8 (byte 0x{byte:02x}: {exc.reason}"
+                                f"{'; the file is UTF-16' if utf16 else ''}); save it as UTF-8",
+                                path, _blank_lines_first(path) + 1) from exc
 
 
 def _blank_lines_first(path: Path) -> int:
