@@ -54,7 +54,7 @@ def test_a_blank_line_is_an_empty_name_in_a_one_column_csv_as_in_text(tmp_path):
     # a header that is not UTF-8 (a traceback before): Latin-1, and the UTF-16 of Excel's "Unicode text"
     ("n\u00e4me\nM\u00fcller\n".encode("latin-1"), 1,
      "header not valid UTF-8 (byte 0xe4: invalid continuation byte); save it as UTF-8"),
-    ("\nname\nHinton\n".encode("utf-16"), 1,
+    ("name\nHinton\n".encode("utf-16"), 1,
      "header not valid UTF-8 (byte 0xff: invalid start byte; the file is UTF-16); save it as UTF-8"),
 ])
 def test_bad_csv_names_its_line(tmp_path, body, line, problem):
