@@ -13,6 +13,7 @@ another.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import os
@@ -61,7 +62,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
     written = False
     try:
-        yield tmp
+        with _cannot_write(target, only=_DEVICE_FULL):  # the caller's writes: not its other errors
+            yield tmp
         with _cannot_write(target):
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
@@ -116,13 +118,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# a write refused for want of room: the disk full, a quota, a file-size limit (Arrow's errors carry these too)
+_DEVICE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
 @contextlib.contextmanager
-def _cannot_write(target: Path) -> Iterator[None]:
+def _cannot_write(target: Path, only: frozenset[int] | None = None) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        if only is not None and exc.errno not in only:
+            raise
         where = exc.filename if exc.filename and Path(exc.filename) != target else None
-        detail = exc.strerror or type(exc).__name__
+        detail = os.strerror(exc.errno) if exc.errno else exc.strerror or type(exc).__name__
         raise NamelangError(f"cannot write this file ({detail}{f': {where}' if where else ''})", target) from exc
 
 

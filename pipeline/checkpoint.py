@@ -15,11 +15,8 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-import torch
-
-from pipeline.atomic import atomic_path
 from pipeline.errors import NamelangError, typed_first_line
-from pipeline.torch_files import load_torch_file
+from pipeline.torch_files import load_torch_file, save_torch_file
 
 CHECKPOINT_FORMAT = 1
 
@@ -59,8 +56,7 @@ class CheckpointWriter:
     def _write(self, payload: dict, written: threading.Event) -> None:
         assert self.path is not None
         try:
-            with atomic_path(self.path) as tmp:
-                torch.save(payload, tmp)
+            save_torch_file(payload, self.path)
         except BaseException as exc:  # noqa: BLE001 - handed to the training thread by `wait`
             self._error = exc
         finally:
@@ -76,8 +72,8 @@ class CheckpointWriter:
             self._written = None
         if self._error is not None:
             error, self._error = self._error, None
-            raise NamelangError(f"could not write the checkpoint ({typed_first_line(error)})",
-                                self.path) from error
+            detail = error.problem if isinstance(error, NamelangError) else typed_first_line(error)
+            raise NamelangError(f"could not write the checkpoint ({detail})", self.path) from error
 
     def __enter__(self) -> CheckpointWriter:
         return self

@@ -20,10 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipeline.atomic import atomic_path
 from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER, SplitConfig
 from pipeline.errors import NamelangError, NamelangWarning
-from pipeline.torch_files import load_torch_file
+from pipeline.torch_files import load_torch_file, save_torch_file
 
 ALPHABET = ALLOWED_CHARACTERS + OOV_CHARACTER  # the notebook's 58 symbols
 PAD = 0  # index 0 pads; symbol i of ALPHABET is index i + 1
@@ -298,9 +297,7 @@ def save_tensors(data: TensorData, path: str | Path) -> Path:
         differ = np.flatnonzero(np.asarray(data.spellings, dtype=object) != np.asarray(data.names, dtype=object))
         fields["spellings"] = {"rows": torch.from_numpy(differ.astype(np.int64)),
                                "text": _as_bytes("\n".join(data.spellings[i] for i in differ).encode("utf-8"))}
-    with atomic_path(path) as tmp:
-        torch.save({**fields, "format": TENSORS_FORMAT}, tmp)
-    return Path(path)
+    return save_torch_file({**fields, "format": TENSORS_FORMAT}, path)
 
 
 def load_tensors(path: str | Path) -> TensorData:

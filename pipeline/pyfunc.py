@@ -17,12 +17,11 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from pipeline.atomic import atomic_path
 from pipeline.config import PREDICT_MAX_THREADS, TOP_K, ModelConfig
 from pipeline.errors import NamelangError, typed_first_line
 from pipeline.model import CharClassifier
 from pipeline.predict import Predictor, output_columns
-from pipeline.torch_files import load_torch_file
+from pipeline.torch_files import load_torch_file, save_torch_file
 
 BUNDLE_FORMAT = 1
 INPUT_EXAMPLE = pd.DataFrame({"name": ["Hinton", "Nakamura", "Schmidt"]})
@@ -31,10 +30,8 @@ INPUT_EXAMPLE = pd.DataFrame({"name": ["Hinton", "Nakamura", "Schmidt"]})
 def save_bundle(path: str | Path, model: CharClassifier, label_names: list[str], max_name_chars: int) -> Path:
     """Weights (on CPU), model config and labels in one file, written atomically."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"format": BUNDLE_FORMAT, "state_dict": state, "model_config": model.config.model_dump(),
-                    "label_names": list(label_names), "max_name_chars": max_name_chars}, tmp)
-    return Path(path)
+    return save_torch_file({"format": BUNDLE_FORMAT, "state_dict": state, "model_config": model.config.model_dump(),
+                            "label_names": list(label_names), "max_name_chars": max_name_chars}, path)
 
 
 def load_bundle(path: str | Path) -> Predictor:

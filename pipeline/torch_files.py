@@ -1,19 +1,39 @@
-"""Reading the files torch.save writes (tensors, checkpoints, model bundles), damage told apart.
+"""The files torch.save writes (tensors, checkpoints, model bundles): written atomically, read with
+damage told apart.
 
 torch.save writes a zip whose members carry CRC-32 checksums, and torch's reader never checks them:
 a byte changed inside a tensor loads as another number without a word (a resumed training, a served
 model). Python's zipfile checks them, at about 2 GB/s, before torch reads the file.
+
+torch's writer, for its part, reports a full disk as "unexpected pos 704 vs 598" (a RuntimeError without
+an errno): after such a failure the bytes are written again by Python, whose OSError says "No space left
+on device". Not always through Python: that costs a 70 MB checkpoint about 0.1 s more.
 """
 
 from __future__ import annotations
 
+import io
 import zipfile
 import zlib
 from pathlib import Path
 
 import torch
 
+from pipeline.atomic import atomic_path
 from pipeline.errors import DamagedFileError, NamelangError, typed_first_line
+
+
+def save_torch_file(obj: object, target: str | Path) -> Path:
+    """torch.save `obj` to `target` atomically; a disk without room is a NamelangError naming `target`."""
+    with atomic_path(target) as tmp:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError:
+            buffer = io.BytesIO()  # the same bytes through Python's write, to learn why torch's failed
+            torch.save(obj, buffer)
+            tmp.write_bytes(buffer.getbuffer())
+            raise  # Python's write went through: torch's error was not the disk's
+    return Path(target)
 
 
 def load_torch_file(path: str | Path, what: str, advice: str = "") -> object:

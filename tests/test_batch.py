@@ -173,6 +173,56 @@ def test_a_failed_write_leaves_no_folder_it_made(tmp_path):
     assert target.read_text() == "done"
 
 
+# Writes each kind of output past a file-size limit, which fails a write as a full disk does (EFBIG, not ENOSPC)
+_WRITES_PAST_A_SIZE_LIMIT = """
+import resource, signal, sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.errors import NamelangError
+from pipeline.torch_files import save_torch_file
+
+
+def parquet(target):
+    with atomic_path(target) as tmp:
+        pq.write_table(pa.table({"x": list(range(100_000))}), tmp)
+
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails, not the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+folder = Path(sys.argv[1])
+for name, write in (("t.parquet", parquet), ("t.pt", lambda t: save_torch_file({"x": torch.zeros(100_000)}, t)),
+                    ("t.txt", lambda t: write_text_atomic(t, "x" * 100_000))):
+    try:
+        write(folder / name)
+    except NamelangError as exc:
+        print(exc)
+"""
+
+
+def test_a_write_that_runs_out_of_room_is_named_and_the_old_file_kept(tmp_path):
+    """A full disk gave tracebacks: Arrow's OSError, Python's, and torch's "unexpected pos 704 vs 598"
+    (a RuntimeError, no errno)."""
+    import subprocess
+    import sys
+
+    from pipeline.atomic import write_text_atomic
+
+    names = ["t.parquet", "t.pt", "t.txt"]
+    for name in names:
+        write_text_atomic(tmp_path / name, "the old one")
+    done = subprocess.run([sys.executable, "-c", _WRITES_PAST_A_SIZE_LIMIT, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{tmp_path / name}: cannot write this file (File too large)" for name in names]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no temp file left
+    assert all((tmp_path / name).read_text() == "the old one" for name in names)
+
+
 def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_live_ones_is_not(tmp_path):
     """SIGKILL runs no cleanup: each killed `batch` or training run left its `.<output>.*.tmp` (a
     70 MB checkpoint, say) for good. Only a dead writer's, on this host, over a minute old, and a
