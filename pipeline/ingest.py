@@ -7,6 +7,7 @@ modified time; per ingest the source URI, UTC load time, package version and git
 from __future__ import annotations
 
 import hashlib
+import shutil
 import stat
 import subprocess
 import unicodedata
@@ -77,7 +78,7 @@ def is_url(source: str) -> bool:
 def download(url: str, raw_dir: Path, expected_sha256: str | None, timeout_s: float, max_bytes: int) -> Path:
     """Fetch `url` into `raw_dir` through a temp file.
 
-    Nothing is left behind unless the download is complete and verified.
+    Nothing replaces the last download unless the new one is complete, verified and a zip archive.
     """
     name = PurePosixPath(urlparse(url).path).name or "download"
     target = Path(raw_dir) / name
@@ -109,6 +110,10 @@ def download(url: str, raw_dir: Path, expected_sha256: str | None, timeout_s: fl
             if expected_sha256 and actual != expected_sha256.lower():
                 raise NamelangError(f"SHA-256 mismatch: expected {expected_sha256.lower()}, got {actual}",
                                     url)
+            if not zipfile.is_zipfile(tmp):  # an error page answered with 200, say: kept beside the last
+                rejected = target.with_name(f"{target.name}.not-a-zip")  # good archive for a look, not over it
+                shutil.copyfile(tmp, rejected)
+                raise NamelangError(f"not a readable zip archive (downloaded from {recordable_url(url)})", rejected)
     except httpx.HTTPError as exc:
         problem = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever httpx says
         # the network failing may pass; a URL httpx cannot fetch at all, or endless redirects, will not

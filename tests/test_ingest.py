@@ -786,11 +786,16 @@ def test_download_success(http_server, tmp_path):
 
 def test_a_download_that_is_not_an_archive_says_where_it_came_from(http_server, tmp_path):
     server, base = http_server
-    server.routes["/data.zip"] = (b"<html>moved</html>", 18)
-    with pytest.raises(NamelangError, match=f"not a readable zip archive: .* \\(downloaded from {base}/data.zip\\)$"
+    good = tutorial_zip(ZIP_FILES)
+    server.routes["/data.zip"] = (good, len(good))
+    run(f"{base}/data.zip", tmp_path)
+    server.routes["/data.zip"] = (b"<html>moved</html>", 18)  # the next time: an error page, answered with 200
+    with pytest.raises(NamelangError, match=f"not a readable zip archive \\(downloaded from {base}/data.zip\\)$"
                        ) as info:
         run(f"{base}/data.zip", tmp_path)
-    assert info.value.file == str(tmp_path / "raw" / "data.zip")  # the copy, kept for a look
+    assert info.value.file == str(tmp_path / "raw" / "data.zip.not-a-zip")  # the copy, kept for a look
+    assert (tmp_path / "raw" / "data.zip.not-a-zip").read_bytes() == b"<html>moved</html>"
+    assert (tmp_path / "raw" / "data.zip").read_bytes() == good  # the last good archive: not replaced by it
 
 
 def test_a_url_is_recorded_without_its_password_or_token(http_server, tmp_path):
