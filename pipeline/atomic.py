@@ -17,6 +17,7 @@ import errno
 import glob
 import hashlib
 import os
+import shutil
 import socket
 import stat
 import tempfile
@@ -77,6 +78,53 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
                     folder.rmdir()
                 except OSError:
                     break
+
+
+@contextlib.contextmanager
+def atomic_paths(targets: dict[str, Path]) -> Iterator[dict[str, Path]]:
+    """Temp paths for several files that replace their targets together or not at all (a table and
+    its reports). Each is written in full first; then they replace their targets one by one, last
+    first, the old files kept aside meanwhile; if one cannot (a file made read-only, a folder put in
+    its place), those already replaced get their old files back."""
+    old: dict[str, Path | None] = {}  # filled once every file is written: from then on, undo on failure
+    try:
+        with contextlib.ExitStack() as stack:
+            temps = {key: stack.enter_context(atomic_path(path)) for key, path in targets.items()}
+            yield temps
+            for key, path in targets.items():
+                old[key] = _set_aside(Path(path))
+    except BaseException:
+        _put_back(targets, old)
+        raise
+    finally:
+        for kept in old.values():
+            if kept is not None:
+                kept.unlink(missing_ok=True)
+
+
+def _set_aside(target: Path) -> Path | None:
+    """A second name for the file now at `target` (a hard link; a copy where links are refused), named
+    as a temp file so that, left by a killed writer, the next write deletes it; None if there is none."""
+    if not target.is_file():  # none, or a folder in its place: replacing it fails, and says so
+        return None
+    kept = target.with_name(f".{target.name}.{_HOST}.{os.getpid()}.old.tmp")
+    with _cannot_write(kept):
+        kept.unlink(missing_ok=True)
+        try:
+            os.link(target, kept)
+        except OSError:
+            shutil.copy2(target, kept)
+    return kept
+
+
+def _put_back(targets: dict[str, Path], old: dict[str, Path | None]) -> None:
+    for key, kept in old.items():
+        target = Path(targets[key])
+        with contextlib.suppress(OSError):  # what cannot be undone stays as it is: the error says why
+            if kept is None:
+                target.unlink()  # it was not there before
+            elif not os.path.samefile(kept, target):
+                os.replace(kept, target)
 
 
 def _missing_folders(folder: Path) -> list[Path]:

@@ -6,7 +6,6 @@ name: that is what makes a million names a second possible.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import string
@@ -19,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_paths
 from pipeline.config import ALLOWED_CHARACTERS, MAX_NAME_CHARS, OOV_CHARACTER
 from pipeline.errors import NamelangError, NamelangWarning, first_line
 from pipeline.ingest import IngestResult
@@ -452,16 +451,10 @@ def output_paths(out_dir: str | Path) -> dict[str, Path]:
 
 
 def write_names_table(table: NamesTable, out_dir: str | Path) -> dict[str, Path]:
-    """Write names, rejected rows and the quality report, all or nothing.
-
-    Every file is first written in full to a temp file beside it; only when all four are written
-    do they replace the old ones (names.parquet last), so a failure leaves the previous files as
-    they were.
-    """
+    """Write names, rejected rows and the quality report, all or nothing: a failure, while writing or
+    while replacing the old files, leaves the previous four as they were."""
     paths = output_paths(out_dir)
-    with contextlib.ExitStack() as stack:
-        # temp files replace their targets when the stack unwinds: in reverse order, names last
-        tmp = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
+    with atomic_paths(paths) as tmp:
         # the provenance travels in the file's metadata, always the table's own (a names table
         # reused from a cache may carry the metadata of an earlier run with the same rows)
         names = table.names.replace_schema_metadata({PROVENANCE_KEY: json.dumps(table.provenance)})

@@ -173,6 +173,32 @@ def test_a_failed_write_leaves_no_folder_it_made(tmp_path):
     assert target.read_text() == "done"
 
 
+def test_files_written_together_replace_theirs_together_or_not_at_all(tmp_path):
+    """The names table and its reports: one that could not replace its old file (made read-only, a
+    folder put there) left the reports already replaced new and the table old."""
+    from pipeline.atomic import atomic_paths
+
+    targets = {key: tmp_path / f"{key}.txt" for key in ("table", "report", "summary")}
+    for key in ("table", "report"):
+        targets[key].write_text("old")  # the summary is new this time
+    with pytest.raises(NamelangError, match="cannot write this file") as err, atomic_paths(targets) as temps:
+        for temp in temps.values():
+            temp.write_text("new")
+        targets["report"].unlink()  # meanwhile another program puts a folder in its place
+        (targets["report"] / "inside").mkdir(parents=True)
+    assert str(targets["report"]) in str(err.value)
+    # replaced last first: the summary went in, then the report failed; the summary is undone
+    assert targets["table"].read_text() == "old" and not targets["summary"].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.txt", "table.txt"]  # no temp file left
+    (targets["report"] / "inside").rmdir()
+    targets["report"].rmdir()
+    with atomic_paths(targets) as temps:
+        for temp in temps.values():
+            temp.write_text("new")
+    assert all(path.read_text() == "new" for path in targets.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in targets.values())
+
+
 # Writes each kind of output past a file-size limit, which fails a write as a full disk does (EFBIG, not ENOSPC)
 _WRITES_PAST_A_SIZE_LIMIT = """
 import resource, signal, sys
