@@ -174,10 +174,11 @@ def language_of(file_name: str) -> str:
 
 
 def _is_language_file(file_name: str) -> bool:
-    """`<Language>.txt`, the extension in any case; not `.txt` alone (no language), nor macOS's
-    `._<Language>.txt` (AppleDouble metadata a copy from a Mac leaves beside each file)."""
+    """`<Language>.txt`, the extension in any case; not a hidden file: `.txt` alone (no language),
+    macOS's `._<Language>.txt` (AppleDouble metadata a copy from a Mac leaves beside each file), an
+    editor's `.#<Language>.txt` lock, or another hidden file, which made a language ".hidden"."""
     path = PurePosixPath(file_name)
-    return path.suffix.lower() == ".txt" and not path.name.startswith("._")
+    return path.suffix.lower() == ".txt" and not path.name.startswith(".")
 
 
 def _subfolders_with_language_files(folder: Path) -> list[str]:

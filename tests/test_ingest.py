@@ -476,6 +476,7 @@ def test_mac_metadata_and_a_nameless_txt_are_not_languages_and_other_folders_are
     source = make_source(tmp_path / "src", {"English": "Smith\n"})
     (source / "._English.txt").write_bytes(b"\x00\x05\x16\x07\xff")  # AppleDouble: stopped the ingest
     (source / ".txt").write_text("Nobody\n")
+    (source / ".hidden.txt").write_text("Nobody\n")  # a hidden file: it made the language ".hidden"
     assert run(source, tmp_path).quality["languages"] == 1
     archive = tmp_path / "mac.zip"
     archive.write_bytes(make_zip({"data/names/English.txt": "Smith\n", "data/names/._English.txt": b"\xff",
