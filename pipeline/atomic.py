@@ -1,7 +1,7 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
 Written by hand because the one library for it, `atomicwrites`, is archived; the recipe is the
-standard one: temp file in the same folder, fsync, os.replace.
+standard one: temp file in the same folder, fsync, os.replace, fsync of the folder.
 
 A temp file's name carries a tag of its writer's host and the writer's process id, so that the
 next write of the same target can tell a temp file a killed writer left (SIGKILL, a power cut: no
@@ -69,6 +69,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+        _sync_folder(target.parent)
         written = True
     finally:
         tmp.unlink(missing_ok=True)
@@ -125,6 +126,22 @@ def _put_back(targets: dict[str, Path], old: dict[str, Path | None]) -> None:
                 target.unlink()  # it was not there before
             elif not os.path.samefile(kept, target):
                 os.replace(kept, target)
+
+
+def _sync_folder(folder: Path) -> None:
+    """The rename on disk too: until the folder is synced, a power cut may bring back the old file."""
+    if os.name != "posix":  # Windows cannot open a folder to sync it
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a folder we may write but not read: the file itself is synced
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system that does not sync folders (EINVAL)
+        pass
+    finally:
+        os.close(fd)
 
 
 def _missing_folders(folder: Path) -> list[Path]:
