@@ -183,16 +183,21 @@ def text_lines(path: Path, chunk_size: int = BATCH_CHUNK_NAMES) -> Iterator[list
 def stream_lines(stream: BinaryIO, source: str | Path, chunk_size: int = BATCH_CHUNK_NAMES) -> Iterator[list[str]]:
     """`text_lines` of an open binary stream (standard input too), errors naming it `source`."""
     chunk: list[str] = []
-    for line_number, raw in enumerate(stream, 1):
-        try:
-            line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            problem = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason})"  # as ingest says it
-            raise NamelangError(problem, source, line_number) from exc
-        chunk.append(line.rstrip("\r\n"))
-        if len(chunk) >= chunk_size:
-            yield chunk
-            chunk = []
+    line_number = 0
+    for raw_line in stream:
+        # lines end at LF, CRLF or a lone CR (an old Mac's files), as ingest reads them: a names file that
+        # trains predicts too ("Nakamura\rSmith" was one name, refused for its control character)
+        for raw in raw_line.removesuffix(b"\n").removesuffix(b"\r").split(b"\r"):
+            line_number += 1
+            try:
+                line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                problem = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason})"  # as ingest says it
+                raise NamelangError(problem, source, line_number) from exc
+            chunk.append(line)
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
     if chunk:
         yield chunk
 

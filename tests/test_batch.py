@@ -15,6 +15,13 @@ def test_text_file_chunks_strip_bom_and_line_endings(tmp_path):
     path = tmp_path / "names.txt"
     path.write_bytes("\ufeffNakamura\r\nŚlusàrski\n\nRossi".encode())
     assert list(iter_names(path, chunk_size=2)) == [["Nakamura", "Ślusàrski"], ["", "Rossi"]]
+    # a lone CR ends a line too (an old Mac's file), as ingest reads it: "Rossi\rSmith" was one name
+    path.write_bytes("\ufeffRossi\rSmith\r\rŚlusàrski\r\nLee\r".encode())
+    assert list(iter_names(path, chunk_size=10)) == [["Rossi", "Smith", "", "Ślusàrski", "Lee"]]
+    path.write_bytes(b"Rossi\rSmith\rMu\xffller\n")
+    with pytest.raises(NamelangError, match="not valid UTF-8") as err:
+        list(iter_names(path))
+    assert str(err.value).startswith(f"{path}:3:")  # the line ingest would name
 
 
 def test_bad_utf8_names_its_own_line_far_into_the_file(tmp_path):
