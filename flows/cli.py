@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -143,16 +144,30 @@ def train(
     from flows.local_api import prefect_api
     from flows.training import TAGS, train_name_classifier
 
+    started = time.time()
     try:  # tagged as the deployments' runs: on a server, the crash automation watches it too
         with stop_signals_interrupt(), prefect_api(), tags(*TAGS):
             summary = train_name_classifier(config, resume=resume)
     except NamelangError as exc:
         fail(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP
-        typer.echo("\ninterrupted; every finished training epoch is checkpointed: run the same command with "
-                   "--resume to continue", err=True)
+        typer.echo(f"\ninterrupted; {_what_resumes(config.train.checkpoint_dir, started, resume)}", err=True)
         raise typer.Exit(code=exit_code(exc)) from None
     _print_training_summary(summary)
+
+
+def _what_resumes(checkpoint_dir: Path | None, started: float, resumed: bool) -> str:
+    """What an interrupted training leaves to resume: a checkpoint only once an epoch has finished
+    (an interrupt during the data steps or the first epoch was told to use --resume, for nothing)."""
+    if checkpoint_dir is None:
+        return "checkpoints are off (train.checkpoint_dir), so the next run starts over"
+    try:
+        saved = [p for p in Path(checkpoint_dir).glob("train-*.pt") if resumed or p.stat().st_mtime >= started]
+    except OSError:  # one deleted meanwhile, the folder unreadable: not known to be there
+        saved = []
+    if not saved:
+        return "no training epoch had finished, so nothing is checkpointed: run the same command again"
+    return "every finished training epoch is checkpointed: run the same command with --resume to continue"
 
 
 def _training_config(config_file: Path | None, overrides: dict[tuple[str, str, str], object]):

@@ -933,6 +933,24 @@ def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp
     assert list((tmp_path / "checkpoints").glob("train-*.pt"))  # for --resume
 
 
+def test_an_interrupted_training_offers_resume_only_with_a_checkpoint_to_resume(tmp_path):
+    """Interrupted during the data steps or the first epoch, the CLI said every finished epoch was
+    checkpointed and to use --resume: nothing was."""
+    from flows.cli import _what_resumes
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    old = folder / "train-0123.pt"  # another run's, from before
+    old.write_bytes(b"checkpoint")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    started = time.time() - 60
+    assert "nothing is checkpointed: run the same command again" in _what_resumes(folder, started, resumed=False)
+    assert "--resume" in _what_resumes(folder, started, resumed=True)  # the checkpoint it resumed from is still there
+    (folder / "train-4567.pt").write_bytes(b"checkpoint")  # this run's first epoch
+    assert "--resume" in _what_resumes(folder, started, resumed=False)
+    assert "checkpoints are off" in _what_resumes(None, started, resumed=False)
+
+
 def test_cli_batch_predicts_a_file(first_run, tmp_path):
     from typer.testing import CliRunner
 
