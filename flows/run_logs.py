@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import warnings
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -35,6 +36,23 @@ class UserErrorsInOneLine(logging.Filter):
                 return False
             record.exc_info, record.exc_text = None, None
         return True
+
+
+# Prefect's engine says this on its own logger, before the run's context exists: a deployment's run
+# refusing its parameters said why in the serving terminal only, not in the run's log in the UI
+_BAD_PARAMETERS = "Validation of flow parameters failed"
+
+
+class ParameterErrorsInTheRunLog(logging.Filter):
+    """Sends the engine's "parameters refused" line to the run's log, by the run id the runner gives the
+    run's process (said once: the run logger prints to the terminal too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+        if not (run_id and record.getMessage().startswith(_BAD_PARAMETERS)):
+            return True
+        logging.getLogger("prefect.flow_runs").error("%s", record.getMessage(), extra={"flow_run_id": run_id})
+        return False
 
 
 class NoCredentials(logging.Filter):
@@ -101,6 +119,9 @@ def install() -> None:
         for kind in (UserErrorsInOneLine, NoCredentials):  # in this order: the first may drop the traceback
             if not any(isinstance(f, kind) for f in logger.filters):
                 logger.addFilter(kind())
+    engine = logging.getLogger("prefect.engine")
+    if not any(isinstance(f, ParameterErrorsInTheRunLog) for f in engine.filters):
+        engine.addFilter(ParameterErrorsInTheRunLog())
     if warnings.showwarning is not _into_run_log:
         global _shown_before
         _shown_before = warnings.showwarning

@@ -595,6 +595,15 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         with temporary_settings({PREFECT_API_URL: api}):  # served deployments are in no pool: flows.serve may
             assert bound_to_work_pools(deployments()) == {}  # serve them again
         _refuses_chunk_size_zero(env, work / "any.csv")
+        # parameters the server lets through and the run refuses (fractions summing to 1.1): said in the
+        # run's log, not only in the serving terminal
+        bad_split = {"config": {**params["config"], "split": {"train": 0.8, "validation": 0.2, "test": 0.1}}}
+        failed = subprocess.run([PREFECT, "deployment", "run", name, "--params", json.dumps(bad_split), "--watch",
+                                 "--watch-timeout", "300"], env=env, capture_output=True, text=True, timeout=350)
+        assert failed.returncode != 0, failed.stdout[-3000:]
+        failed_log = subprocess.run([PREFECT, "flow-run", "logs", re.search(r"UUID: ([0-9a-f-]{36})", failed.stdout)
+                                     .group(1)], env=env, capture_output=True, text=True, timeout=60).stdout
+        assert "split fractions must sum to 1, got 1.1000" in failed_log, failed_log[-3000:]
         refused = subprocess.run([PREFECT, "deployment", "run", name, "--params",  # a pattern in the schema
                                   json.dumps({"config": {"data": {"source_sha256": "ab"}}})], env=env,
                                  capture_output=True, text=True, timeout=120)
