@@ -201,7 +201,8 @@ class TrainConfig(_Strict):
         False, description="Keep a run's checkpoint after its model is saved and registered (by default it is "
         "deleted then: it is about 70 MB, and only an interrupted or failed run needs it for --resume)"
     )
-    progress: bool = True
+    progress: bool = Field(True, description="A progress bar, where the output is a terminal (not in a log "
+                           "file or a deployment's run: its frames would fill each line)")
 
 
 class PipelineConfig(_Strict):

@@ -277,7 +277,7 @@ def _train(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, dev
     rows = _rows(data, train_idx)
     started = time.perf_counter() - state["elapsed"]
     bar = tqdm(total=train_cfg.epochs, initial=state["epoch"], desc="train", unit="epoch",
-               disable=not train_cfg.progress, leave=False)
+               disable=None if train_cfg.progress else True, leave=False)  # None: on a terminal only
     with CheckpointWriter(checkpoint) as writer, bar:
         while not state["finished"] and state["epoch"] < train_cfg.epochs:
             t0 = time.perf_counter()

@@ -13,7 +13,7 @@ import torch
 from pipeline.checkpoint import CheckpointWriter, load_checkpoint
 from pipeline.config import DataConfig, ModelConfig, SplitConfig, TrainConfig
 from pipeline.errors import NamelangError, explained_by_input
-from pipeline.features import TEST, TRAIN, VALIDATION, build_tensors
+from pipeline.features import TEST, TRAIN, VALIDATION, build_tensors, save_tensors
 from pipeline.model import CharClassifier, predict_logits
 from pipeline.train import (
     class_weights,
@@ -224,6 +224,48 @@ def test_training_without_checkpoints_writes_nothing(small_data, tmp_path, monke
         result = train_model(small_data, TINY, tiny_train(tmp_path, epochs=2, checkpoint_dir=None), resume=True)
     assert result.checkpoint is None and len(result.history) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_progress_bar_is_drawn_on_a_terminal_only(small_data, tmp_path, capsys):
+    """`make run > log` filled the log with the bar's frames (carriage returns)."""
+    import dataclasses
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from pipeline.normalize import to_ascii
+
+    train_model(small_data, TINY, tiny_train(tmp_path / "piped", epochs=1, progress=True))
+    assert "train:" not in capsys.readouterr().err  # pytest's capture: not a terminal
+    # on a terminal (a pseudo-terminal as stderr), drawn; its names in ASCII, as a tensors file holds them
+    ascii_names = dataclasses.replace(small_data, names=to_ascii(pa.array(small_data.names)).to_pylist())
+    tensors = save_tensors(ascii_names, tmp_path / "tensors.pt")
+    script = ("import sys\n"
+              "from pipeline.config import ModelConfig, TrainConfig\n"
+              "from pipeline.features import load_tensors\n"
+              "from pipeline.train import train_model\n"
+              "train_model(load_tensors(sys.argv[1]), ModelConfig.model_validate_json(sys.argv[2]),\n"
+              "            TrainConfig.model_validate_json(sys.argv[3]))\n")
+    config = tiny_train(tmp_path / "tty", epochs=1, progress=True)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns: a new one has none
+    drawn = b""
+    with subprocess.Popen([sys.executable, "-c", script, str(tensors), TINY.model_dump_json(),
+                           config.model_dump_json()], stderr=follower, stdout=subprocess.DEVNULL,
+                          cwd=Path(__file__).parents[1]) as proc:
+        # the terminal stays open here until all is read: closed by the process's exit, what it held is lost
+        while proc.poll() is None or select.select([leader], [], [], 0)[0]:
+            if select.select([leader], [], [], 0.1)[0]:
+                drawn += os.read(leader, 1 << 16)
+    os.close(follower)
+    os.close(leader)
+    assert proc.returncode == 0, drawn.decode(errors="replace")[-2000:]
+    assert b"train:" in drawn
 
 
 def test_a_corrupted_checkpoint_is_a_clear_error(small_data, tmp_path):
