@@ -14,7 +14,7 @@ from flows.retries import RETRY_TRANSIENT_QUICK
 from flows.run_logs import credentials_hidden
 from flows.unresponsive import RUN_TAG
 from flows.wording import counted
-from pipeline.batch import check_output_path, predict_file
+from pipeline.batch import check_paths, predict_file
 from pipeline.config import BATCH_CHUNK_NAMES, NAME_COLUMN
 from pipeline.registry import load_model, model_uri, pin_model_uri
 
@@ -44,8 +44,7 @@ def batch_predict(input_path: str, output_path: str | None = None, model: str = 
                   column: str = NAME_COLUMN, chunk_size: Annotated[int, Field(ge=1)] = BATCH_CHUNK_NAMES) -> dict:
     """Read names from Parquet, CSV or text; write Parquet with top-3 languages and the model version."""
     source = Path(input_path)
-    # beside the input, after its whole name: names.csv and names.txt make two outputs, not one
-    target = check_output_path(source, output_path or source.with_name(f"{source.name}.predictions.parquet"))
+    target = check_paths(source, output_path)
     pinned, version = resolve_version(model)
     stats = predict(pinned, version, source, target, column, chunk_size)
     create_markdown_artifact(key="batch-predictions", markdown=(

@@ -143,9 +143,11 @@ def train(
 
     from flows.local_api import prefect_api
     from flows.training import TAGS, train_name_classifier
+    from pipeline.ingest import check_source
 
     started = time.time()
     try:  # tagged as the deployments' runs: on a server, the crash automation watches it too
+        check_source(config.data)  # a path not there, at once: Prefect's temporary API takes some 20 s to start
         with stop_signals_interrupt(), prefect_api(), tags(*TAGS):
             summary = train_name_classifier(config, resume=resume)
     except NamelangError as exc:
@@ -333,8 +335,10 @@ def batch(
 
     from flows.batch_predict import TAGS, batch_predict
     from flows.local_api import prefect_api
+    from pipeline.batch import check_paths
 
     try:
+        check_paths(input_path, out)  # at once: Prefect's temporary API takes some 20 s to start
         with stop_signals_interrupt(), prefect_api(), tags(*TAGS):
             stats = batch_predict(str(input_path), str(out) if out else None, model, column, chunk_size)
     except NamelangError as exc:

@@ -211,6 +211,16 @@ def _output_schema(columns: list[str]) -> pa.Schema:
     return pa.schema([(col, kind(col)) for col in columns])
 
 
+def check_paths(input_path: str | Path, output_path: str | Path | None = None) -> Path:
+    """The output path for `input_path` (by default beside it, after its whole name: names.csv and
+    names.txt make two outputs, not one), once both are known to be usable: an input not there, or an
+    output `check_output_path` refuses, is said before any work (the CLI: before Prefect starts)."""
+    source = Path(input_path)
+    if not source.exists():
+        raise NamelangError("input file not found", source)
+    return check_output_path(source, output_path or source.with_name(f"{source.name}.predictions.parquet"))
+
+
 def check_output_path(input_path: str | Path, output_path: str | Path) -> Path:
     """Refuse, before any work, an output that would replace the input, or that is not named
     .parquet: the output is Parquet whatever its name, and "out.csv" would choke a CSV reader."""

@@ -738,6 +738,14 @@ def _flow_run_log(flow_run_id: str) -> list[str]:
     return [log.message for log in logs]
 
 
+def _flow_runs(flow_name: str) -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        return client.count_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+
+
 def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     from typer.testing import CliRunner
 
@@ -756,6 +764,11 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false " in result.output and "ui --backend-store-uri" in result.output
     checkpoints = tmp_path / "checkpoints"
     assert not list(checkpoints.iterdir())  # the model is registered: its checkpoint is gone
+    # a source that is not there: said before any flow runs (the temporary API took some 20 s to start)
+    runs_before = _flow_runs("train-name-classifier")
+    missing = CliRunner().invoke(app, ["train", "--config", str(config_file), "--source", str(tmp_path / "nams")])
+    assert missing.exit_code == 2 and f"{tmp_path / 'nams'}: source does not exist" in missing.output
+    assert _flow_runs("train-name-classifier") == runs_before
     # a time budget stops after the first epoch and keeps the checkpoint; --resume without it trains on
     result = CliRunner().invoke(app, ["train", "--config", str(config_file), "--epochs", "3", "--max-seconds", "1e-6"])
     assert result.exit_code == 0, result.output
@@ -980,6 +993,7 @@ def test_cli_batch_predicts_a_file(first_run, tmp_path):
         [latest] = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["batch-predict"])),
                                          sort=FlowRunSort.START_TIME_DESC, limit=1)
     assert set(latest.tags) == {"namelang", "prediction"}  # as the deployment's runs: the crash automation's
+    runs_before = _flow_runs("batch-predict")
     missing = CliRunner().invoke(app, ["batch", str(tmp_path / "nope.csv")])
     assert missing.exit_code == 2 and "input file not found" in missing.output
     # an output that would replace the input, is a folder, or is not named .parquet: one line, the input untouched
@@ -992,6 +1006,7 @@ def test_cli_batch_predicts_a_file(first_run, tmp_path):
         assert refused.exit_code == 2 and refused.output.strip().endswith(f"error: {target}: {problem}"), refused.output
     assert names.read_text(encoding="utf-8") == "Nakamura\nRossi\n\n"
     assert not list((tmp_path / "folder").iterdir()) and not (tmp_path / "out.csv").exists()
+    assert _flow_runs("batch-predict") == runs_before  # refused before any flow ran (or a temporary API started)
     assert CliRunner().invoke(app, ["batch", str(names), "--chunk-size", "0"]).exit_code == 2  # a usage error
 
 
