@@ -447,8 +447,12 @@ def _ingest_local(path: Path, config: DataConfig) -> IngestResult:
             raise NamelangError("file name gives no language (expected <Language>.txt)", file.origin)
         key = file.language.casefold()  # English.txt and English.TXT; English.txt and english.txt
         if key in seen:
-            raise NamelangError(f"two files give the language {file.language!r} (in some case): this one and "
-                                f"{seen[key]}", file.origin)
+            # two names that print the same: the accents composed in one, decomposed in the other (a Mac's)
+            alike = unicodedata.normalize("NFC", seen[key]) == unicodedata.normalize("NFC", file.origin)
+            how = "(the same name, its accents composed in one and decomposed in the other)" if alike else \
+                "(in some case)"
+            raise NamelangError(f"two files give the language {file.language!r} {how}: this one and {seen[key]}",
+                                file.origin)
         seen[key] = file.origin
         data, line_lengths, bom, crlf = split_lines(file)
         if not len(line_lengths):
