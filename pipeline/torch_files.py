@@ -55,7 +55,11 @@ def _damaged_member(path: Path) -> str | None:
     at all is left to torch.load, which says what it found."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):  # not a zip, or missing: torch.load says which
+    except zipfile.BadZipFile:  # a zip's start without its end: cut short (torch says so in a paragraph)
+        with open(path, "rb") as fh:
+            return "cut short: the zip it starts as has no directory at its end" if fh.read(4) == b"PK\x03\x04" \
+                else None  # not a zip at all: torch.load says what it found
+    except OSError:  # missing, a folder: torch.load says which
         return None
     with archive:
         try:
