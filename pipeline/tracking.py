@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -56,11 +57,12 @@ ARTIFACTS_PROGRESS_BAR = MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name
 
 @contextlib.contextmanager
 def artifact_progress_bars(enabled: bool) -> Iterator[None]:
-    """MLflow's download bars (from a tracking server: some 30 updates for one model) on or as they
-    were within the block, and restored after, so that the rest of the process (a served flow, a
-    notebook) keeps its own setting."""
+    """MLflow's download bars (from a tracking server: some 30 updates for one model) off within the
+    block, unless `enabled` and standard error is a terminal (in a log file their frames fill the
+    line), and restored after, so that the rest of the process (a served flow, a notebook) keeps its
+    own setting."""
     before = os.environ.get(ARTIFACTS_PROGRESS_BAR)
-    if not enabled:
+    if not (enabled and _on_a_terminal()):
         os.environ[ARTIFACTS_PROGRESS_BAR] = "false"
     try:
         yield
@@ -69,6 +71,11 @@ def artifact_progress_bars(enabled: bool) -> Iterator[None]:
             os.environ.pop(ARTIFACTS_PROGRESS_BAR, None)
         else:
             os.environ[ARTIFACTS_PROGRESS_BAR] = before
+
+
+def _on_a_terminal() -> bool:
+    stream = sys.stderr
+    return stream is not None and hasattr(stream, "isatty") and stream.isatty()
 
 
 def default_tracking_uri() -> str:

@@ -110,7 +110,17 @@ def test_mlflow_download_bars_are_off_for_a_quiet_run_only(monkeypatch):
         raise RuntimeError("the flow failed")
     assert os.environ[name] == "true"
     with _artifact_progress_bars(enabled=True):
-        assert os.environ[name] == "true"  # a terminal run leaves it alone
+        assert os.environ[name] == "false"  # pytest's captured stderr: not a terminal (make run > log)
+    assert os.environ[name] == "true"
+    import pty
+    import sys
+
+    leader, follower = pty.openpty()
+    with open(follower, "w") as terminal, monkeypatch.context() as patch:  # stderr on a (pseudo-)terminal
+        patch.setattr(sys, "stderr", terminal)
+        with _artifact_progress_bars(enabled=True):
+            assert os.environ[name] == "true"  # a terminal run leaves it alone
+    os.close(leader)
 
 
 def test_flow_publishes_artifacts(first_run):
