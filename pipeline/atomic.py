@@ -17,6 +17,7 @@ import errno
 import glob
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import stat
@@ -86,21 +87,29 @@ def atomic_paths(targets: dict[str, Path]) -> Iterator[dict[str, Path]]:
     """Temp paths for several files that replace their targets together or not at all (a table and
     its reports). Each is written in full first; then they replace their targets one by one, last
     first, the old files kept aside meanwhile; if one cannot (a file made read-only, a folder put in
-    its place), those already replaced get their old files back."""
+    its place), those already replaced get their old files back. An old file that cannot be put back
+    stays where it was kept aside, and a warning says where."""
+    paths = {key: Path(path) for key, path in targets.items()}
     old: dict[str, Path | None] = {}  # filled once every file is written: from then on, undo on failure
+    stranded: set[str] = set()
     try:
         with contextlib.ExitStack() as stack:
-            temps = {key: stack.enter_context(atomic_path(path)) for key, path in targets.items()}
-            yield temps
-            for key, path in targets.items():
-                old[key] = _set_aside(Path(path))
+            temps = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
+            names = ", ".join(path.name for path in paths.values())
+            # the caller's writes that find no room: said of the files together (the innermost temp
+            # file's target, which the error would otherwise name, may not be the one being written)
+            with _cannot_write(next(iter(paths.values())).parent, only=_DEVICE_FULL, what=f"cannot write {names}"):
+                yield temps
+            for key, path in paths.items():
+                old[key] = _set_aside(path)
     except BaseException:
-        _put_back(targets, old)
+        stranded = _put_back(paths, old)
         raise
     finally:
-        for kept in old.values():
-            if kept is not None:
-                kept.unlink(missing_ok=True)
+        for key, kept in old.items():
+            if kept is not None and key not in stranded:
+                with contextlib.suppress(OSError):  # a leftover is deleted by the next write
+                    kept.unlink(missing_ok=True)
 
 
 def _set_aside(target: Path) -> Path | None:
@@ -108,24 +117,35 @@ def _set_aside(target: Path) -> Path | None:
     as a temp file so that, left by a killed writer, the next write deletes it; None if there is none."""
     if not target.is_file():  # none, or a folder in its place: replacing it fails, and says so
         return None
-    kept = target.with_name(f".{target.name}.{_HOST}.{os.getpid()}.old.tmp")
-    with _cannot_write(kept):
-        kept.unlink(missing_ok=True)
+    kept = target.with_name(f".{target.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}old.tmp")
+    with _cannot_write(target, what="cannot keep the old file aside"):
         try:
             os.link(target, kept)
         except OSError:
-            shutil.copy2(target, kept)
+            try:
+                shutil.copy2(target, kept)
+            except OSError:
+                kept.unlink(missing_ok=True)
+                raise
     return kept
 
 
-def _put_back(targets: dict[str, Path], old: dict[str, Path | None]) -> None:
+def _put_back(targets: dict[str, Path], old: dict[str, Path | None]) -> set[str]:
+    """Undo the replacements made; the keys whose old file could not be put back (it stays aside)."""
+    stranded = set()
     for key, kept in old.items():
-        target = Path(targets[key])
-        with contextlib.suppress(OSError):  # what cannot be undone stays as it is: the error says why
+        target = targets[key]
+        try:
             if kept is None:
-                target.unlink()  # it was not there before
+                target.unlink(missing_ok=True)  # it was not there before
             elif not os.path.samefile(kept, target):
                 os.replace(kept, target)
+        except OSError as exc:
+            if kept is not None:
+                stranded.add(key)
+                warnings.warn(f"{target}: could not put the old file back ({exc.strerror or exc}); it is kept as "
+                              f"{kept}", NamelangWarning, stacklevel=4)
+    return stranded
 
 
 def _sync_folder(folder: Path) -> None:
@@ -167,7 +187,9 @@ def remove_abandoned(target: Path) -> list[Path]:
         path = target.parent / name
         with contextlib.suppress(OSError):  # gone meanwhile, or not ours to delete: leave it
             info = path.lstat()
-            if stat.S_ISREG(info.st_mode) and time.time() - info.st_mtime >= ABANDONED_AFTER_S:
+            # an old file set aside (`atomic_paths`, a hard link) keeps its old mtime: its age is its ctime's
+            since = info.st_ctime if parts[2].endswith("old") else info.st_mtime
+            if stat.S_ISREG(info.st_mode) and time.time() - since >= ABANDONED_AFTER_S:
                 path.unlink()
                 removed.append(path)
     return removed
@@ -188,7 +210,8 @@ _DEVICE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @contextlib.contextmanager
-def _cannot_write(target: Path, only: frozenset[int] | None = None) -> Iterator[None]:
+def _cannot_write(target: Path, only: frozenset[int] | None = None, what: str = "cannot write this file"
+                  ) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
@@ -196,7 +219,7 @@ def _cannot_write(target: Path, only: frozenset[int] | None = None) -> Iterator[
             raise
         where = exc.filename if exc.filename and Path(exc.filename) != target else None
         detail = os.strerror(exc.errno) if exc.errno else exc.strerror or type(exc).__name__
-        raise NamelangError(f"cannot write this file ({detail}{f': {where}' if where else ''})", target) from exc
+        raise NamelangError(f"{what} ({detail}{f': {where}' if where else ''})", target) from exc
 
 
 def write_bytes_atomic(target: str | Path, data: bytes) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -181,25 +182,39 @@ def text_lines(path: Path, chunk_size: int = BATCH_CHUNK_NAMES) -> Iterator[list
 
 
 def stream_lines(stream: BinaryIO, source: str | Path, chunk_size: int = BATCH_CHUNK_NAMES) -> Iterator[list[str]]:
-    """`text_lines` of an open binary stream (standard input too), errors naming it `source`."""
+    """`text_lines` of an open binary stream (standard input too), errors naming it `source`.
+
+    Lines end at LF, CRLF or a lone CR (an old Mac's files), as ingest reads them: a names file that
+    trains predicts too ("Nakamura\\rSmith" was one name, refused for its control character). Read as
+    text with undecodable bytes kept aside (surrogateescape), so that a file of lone CRs streams in
+    blocks like any other, and a bad byte is still reported on its own line."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline=None)
     chunk: list[str] = []
-    line_number = 0
-    for raw_line in stream:
-        # lines end at LF, CRLF or a lone CR (an old Mac's files), as ingest reads them: a names file that
-        # trains predicts too ("Nakamura\rSmith" was one name, refused for its control character)
-        for raw in raw_line.removesuffix(b"\n").removesuffix(b"\r").split(b"\r"):
-            line_number += 1
-            try:
-                line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                problem = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason})"  # as ingest says it
-                raise NamelangError(problem, source, line_number) from exc
+    try:
+        for line_number, line in enumerate(text, 1):
+            line = line.removesuffix("\n")  # every line ending reads as "\n"
+            if not line.isascii():
+                _check_utf8(line, source, line_number)
             chunk.append(line)
             if len(chunk) >= chunk_size:
                 yield chunk
                 chunk = []
-    if chunk:
-        yield chunk
+        if chunk:
+            yield chunk
+    finally:
+        text.detach()  # the caller's stream stays open
+
+
+def _check_utf8(line: str, source: str | Path, line_number: int) -> None:
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a byte that was not UTF-8, kept as a lone surrogate
+        raw = line.encode("utf-8", "surrogateescape")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problem = f"not valid UTF-8 (byte 0x{raw[exc.start]:02x}: {exc.reason})"  # as ingest says it
+            raise NamelangError(problem, source, line_number) from exc
 
 
 def _output_schema(columns: list[str]) -> pa.Schema:

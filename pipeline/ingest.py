@@ -7,7 +7,8 @@ modified time; per ingest the source URI, UTC load time, package version and git
 from __future__ import annotations
 
 import hashlib
-import shutil
+import lzma
+import os
 import stat
 import subprocess
 import unicodedata
@@ -112,7 +113,7 @@ def download(url: str, raw_dir: Path, expected_sha256: str | None, timeout_s: fl
                                     url)
             if not zipfile.is_zipfile(tmp):  # an error page answered with 200, say: kept beside the last
                 rejected = target.with_name(f"{target.name}.not-a-zip")  # good archive for a look, not over it
-                shutil.copyfile(tmp, rejected)
+                os.replace(tmp, rejected)
                 raise NamelangError(f"not a readable zip archive (downloaded from {recordable_url(url)})", rejected)
     except httpx.HTTPError as exc:
         problem = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever httpx says
@@ -257,7 +258,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, archive: Path) -> b
                             archive)
     try:
         return zf.read(info)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a bad CRC, garbled compressed data
+    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError) as exc:  # a bad CRC, garbled data
         raise DamagedFileError(f"archive member {info.filename!r} is damaged ({exc})", archive) from exc
 
 

@@ -27,7 +27,8 @@ def save_torch_file(obj: object, target: str | Path) -> Path:
     """torch.save `obj` to `target` atomically; a disk without room is a NamelangError naming `target`."""
     with atomic_path(target) as tmp:
         try:
-            torch.save(obj, tmp)
+            with open(tmp, "wb") as fh:  # Python's file, closed on failure: torch's own writer keeps its
+                torch.save(obj, fh)      # handle, and a full disk's space, while its error lives
         except RuntimeError:
             buffer = io.BytesIO()  # the same bytes through Python's write, to learn why torch's failed
             torch.save(obj, buffer)
@@ -64,6 +65,7 @@ def _damaged_member(path: Path) -> str | None:
     with archive:
         try:
             member = archive.testzip()
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # a member's header or data cut or garbled
+        # a member's data cut or garbled; a foreign zip's encryption (RuntimeError) or compression
+        except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
             return typed_first_line(exc)
-    return None if member is None else f"{member} fails its CRC-32 check"
+    return None if member is None else f"{member} is damaged: its checksum or header does not match"

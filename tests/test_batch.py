@@ -185,8 +185,8 @@ def test_files_written_together_replace_theirs_together_or_not_at_all(tmp_path):
     folder put there) left the reports already replaced new and the table old."""
     from pipeline.atomic import atomic_paths
 
-    targets = {key: tmp_path / f"{key}.txt" for key in ("table", "report", "summary")}
-    for key in ("table", "report"):
+    targets = {key: tmp_path / f"{key}.txt" for key in ("table", "report", "summary", "notes")}
+    for key in ("table", "report", "notes"):
         targets[key].write_text("old")  # the summary is new this time
     with pytest.raises(NamelangError, match="cannot write this file") as err, atomic_paths(targets) as temps:
         for temp in temps.values():
@@ -194,9 +194,10 @@ def test_files_written_together_replace_theirs_together_or_not_at_all(tmp_path):
         targets["report"].unlink()  # meanwhile another program puts a folder in its place
         (targets["report"] / "inside").mkdir(parents=True)
     assert str(targets["report"]) in str(err.value)
-    # replaced last first: the summary went in, then the report failed; the summary is undone
-    assert targets["table"].read_text() == "old" and not targets["summary"].exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.txt", "table.txt"]  # no temp file left
+    # replaced last first: the notes and the summary went in, then the report failed; both are undone
+    assert targets["table"].read_text() == "old" and targets["notes"].read_text() == "old"
+    assert not targets["summary"].exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "report.txt", "table.txt"]  # no temp file
     (targets["report"] / "inside").rmdir()
     targets["report"].rmdir()
     with atomic_paths(targets) as temps:
@@ -215,7 +216,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.atomic import atomic_path, atomic_paths, write_text_atomic
 from pipeline.errors import NamelangError
 from pipeline.torch_files import save_torch_file
 
@@ -225,11 +226,17 @@ def parquet(target):
         pq.write_table(pa.table({"x": list(range(100_000))}), tmp)
 
 
+def together(target):  # a table and its report, as write_names_table writes them: the table is too large
+    with atomic_paths({"table": target, "report": target.with_suffix(".md")}) as temps:
+        temps["table"].write_text("x" * 100_000)
+        temps["report"].write_text("a report")
+
+
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails, not the process
 resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 folder = Path(sys.argv[1])
 for name, write in (("t.parquet", parquet), ("t.pt", lambda t: save_torch_file({"x": torch.zeros(100_000)}, t)),
-                    ("t.txt", lambda t: write_text_atomic(t, "x" * 100_000))):
+                    ("t.txt", lambda t: write_text_atomic(t, "x" * 100_000)), ("u.txt", together)):
     try:
         write(folder / name)
     except NamelangError as exc:
@@ -245,13 +252,15 @@ def test_a_write_that_runs_out_of_room_is_named_and_the_old_file_kept(tmp_path):
 
     from pipeline.atomic import write_text_atomic
 
-    names = ["t.parquet", "t.pt", "t.txt"]
+    names = ["t.parquet", "t.pt", "t.txt", "u.md", "u.txt"]
     for name in names:
         write_text_atomic(tmp_path / name, "the old one")
     done = subprocess.run([sys.executable, "-c", _WRITES_PAST_A_SIZE_LIMIT, str(tmp_path)], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [f"{tmp_path / name}: cannot write this file (File too large)" for name in names]
+    assert done.stdout.splitlines() == [f"{tmp_path / name}: cannot write this file (File too large)"
+                                        for name in names[:3]] + [
+        f"{tmp_path}: cannot write u.txt, u.md (File too large)"]  # files written together: not the report alone
     assert sorted(p.name for p in tmp_path.iterdir()) == names  # no temp file left
     assert all((tmp_path / name).read_text() == "the old one" for name in names)
 
