@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -118,8 +119,23 @@ def server_silence(uri: str, timeout_s: float = 5) -> str | None:
         status = http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=timeout_s,
                               raise_on_status=False).status_code
     except MlflowException as exc:  # MLflow's word for a refused connection, a timeout, a certificate refused
-        return typed_first_line(exc)
+        return _transport_reason(exc)
     return f"HTTP {status}" if status >= 500 else None
+
+
+# the transport's own reason, from inside MLflow's and urllib3's wrappings ("API request to ... failed with
+# exception HTTPConnectionPool(...): Max retries exceeded ... [Errno 111] Connection refused"))"), some 400
+# characters for two words; the first that matches, else the whole first line
+_TRANSPORT_REASONS = (re.compile(r"(certificate verify failed[^'\"()]*)"), re.compile(r"\[Errno -?\d+\] ([^'\"()\]]+)"),
+                      re.compile(r"(Read timed out|timed out)"))
+
+
+def _transport_reason(exc: BaseException) -> str:
+    text = typed_first_line(exc)
+    for pattern in _TRANSPORT_REASONS:
+        if found := pattern.search(text):
+            return found.group(1).strip()
+    return text
 
 
 def check_reachable(uri: str, attempts: int = 3, backoff_s: float = 0.5) -> None:
