@@ -62,16 +62,24 @@ def artifact_progress_bars(enabled: bool) -> Iterator[None]:
     block, unless `enabled` and standard error is a terminal (in a log file their frames fill the
     line), and restored after, so that the rest of the process (a served flow, a notebook) keeps its
     own setting."""
-    before = os.environ.get(ARTIFACTS_PROGRESS_BAR)
-    if not (enabled and _on_a_terminal()):
-        os.environ[ARTIFACTS_PROGRESS_BAR] = "false"
+    with _environment(ARTIFACTS_PROGRESS_BAR, None if enabled and _on_a_terminal() else "false"):
+        yield
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """The environment variable `name` set to `value` within the block (None: left as it is), and as it
+    was after: MLflow reads its settings there at each use."""
+    before = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop(ARTIFACTS_PROGRESS_BAR, None)
+            os.environ.pop(name, None)
         else:
-            os.environ[ARTIFACTS_PROGRESS_BAR] = before
+            os.environ[name] = before
 
 
 def _on_a_terminal() -> bool:
@@ -243,7 +251,10 @@ class TrackedRun:
         if not first_refusal and server_silence(self.client.tracking_uri, OUTAGE_PROBE_S) is not None:
             return  # still away: one quick look, not MLflow's retries and timeouts once more each epoch
         try:
-            self.send_kept()
+            # during an outage, one try: a server whose health check answers while its API fails (its
+            # database down) cost each epoch MLflow's tries and back-off again
+            with _environment("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None if first_refusal else "0"):
+                self.send_kept()
         except Exception as exc:  # noqa: BLE001 - whatever the store raises, training goes on
             if is_programming_error(exc) or refused_for_good(exc):
                 raise

@@ -920,6 +920,60 @@ def test_a_hanging_store_costs_a_later_epoch_one_quick_look(store, monkeypatch):
     run.finish()
 
 
+class _HealthyButFailing(BaseHTTPRequestHandler):
+    """A tracking server whose health check answers while its API fails (its database down)."""
+
+    paths: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        type(self).paths.append(self.path.split("?")[0])
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def do_POST(self):  # noqa: N802
+        type(self).paths.append(self.path.split("?")[0])
+        self.send_error(503)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_store_whose_api_fails_costs_a_later_epoch_one_try(store, monkeypatch):
+    """Its health check answering, each later epoch of the outage waited out MLflow's tries again (with
+    the default settings 3 retries, backing off 1, 2 and 4 s); the first refusal still does."""
+    from pipeline import features
+    from pipeline.errors import NamelangWarning
+    from pipeline.normalize import read_names_table
+
+    config = store["config"].model_copy(update={"train": store["config"].train.model_copy(update={"epochs": 4})})
+    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
+    data = features.build_tensors(names, provenance["content_sha256"], config.split)
+    run = workflow.start_run(config, workflow.NamesTable(names, names.slice(0, 0), provenance, {}))
+    live = run.client
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    _HealthyButFailing.paths = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthyButFailing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        failing = MlflowClient(tracking_uri=f"http://127.0.0.1:{server.server_address[1]}")
+
+        def failing_for_epochs_2_and_3(record: dict) -> None:
+            run.client = failing if record["epoch"] < 3 else live
+
+        with pytest.warns(NamelangWarning, match="did not take epoch 2's figures"):
+            workflow.train(data, config, run, on_epoch=failing_for_epochs_2_and_3)
+    finally:
+        server.shutdown()
+        server.server_close()
+    batch = "/api/2.0/mlflow/runs/log-batch"
+    assert _HealthyButFailing.paths == [batch] * 3 + ["/health", batch]  # epoch 2: MLflow's tries; epoch 3: one
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"  # the setting is as it was
+    assert [m.step for m in live.get_metric_history(run.run_id, "train_loss")] == [1, 2, 3, 4]
+    run.finish()
+
+
 def test_a_retried_registration_reuses_the_version(store):
     """The flow retries `register` when the store fails; a retry must not make a second version."""
     run, data, ev, bundle = _trained_run(store["config"])
