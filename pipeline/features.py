@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import torch
 
 from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER, SplitConfig
-from pipeline.errors import NamelangError, NamelangWarning
+from pipeline.errors import NamelangError, NamelangWarning, typed_first_line
 from pipeline.torch_files import load_torch_file, save_torch_file
 
 ALPHABET = ALLOWED_CHARACTERS + OOV_CHARACTER  # the notebook's 58 symbols
@@ -305,9 +305,17 @@ def load_tensors(path: str | Path) -> TensorData:
     if not path.exists():
         raise NamelangError("tensors file not found; build it from the names table first", path)
     raw = load_torch_file(path, "tensors file")
-    version = raw.pop("format", None)
+    version = raw.pop("format", None) if isinstance(raw, dict) else None
     if version not in (1, 2, TENSORS_FORMAT):
         raise NamelangError(f"tensors file has unknown format {version!r}; rebuild it", path)
+    try:
+        return _tensor_data(raw, version)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # maybe another version's, maybe our bug
+        raise NamelangError(f"tensors file does not fit this version of namelang ({typed_first_line(exc)}); "
+                            "rebuild it", path) from exc
+
+
+def _tensor_data(raw: dict, version: int) -> TensorData:
     if version >= 2:
         blob = raw["names"].numpy().tobytes().decode("ascii")
         raw["names"] = blob.split("\n") if len(raw["labels"]) else []

@@ -40,11 +40,12 @@ def load_bundle(path: str | Path) -> Predictor:
         # a bundle from before the letter model has none: its config must not grow one on loading
         model = CharClassifier(ModelConfig(**{"marks_weight": 0.0, **raw["model_config"]}), len(raw["label_names"]))
         model.load_state_dict(raw["state_dict"])
+        label_names, max_name_chars = raw["label_names"], raw["max_name_chars"]
     except Exception as exc:
         raise NamelangError(f"model bundle does not fit this version of namelang ({typed_first_line(exc)})",
                             path) from exc
     model.eval()
-    return Predictor(model, raw["label_names"], raw["max_name_chars"])
+    return Predictor(model, label_names, max_name_chars)
 
 
 class NamelangModel(mlflow.pyfunc.PythonModel):

@@ -265,6 +265,7 @@ def _train(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, dev
     # train loss)
     state = {"epoch": 0, "best_f1": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [],
              "elapsed": time.perf_counter() - t_setup, "finished": False}
+    assert state.keys() == _STATE_KEYS
     best_state = copy.deepcopy(model.state_dict())
     refit_state = resumed_from = None
     if resume:
@@ -339,11 +340,16 @@ def _resume(checkpoint: Path | None, setup: _Setup, device: torch.device, train_
     return state, best_state, refit_state
 
 
+# a run's progress, as a checkpoint keeps it
+_STATE_KEYS = frozenset({"epoch", "best_f1", "best_epoch", "bad_epochs", "history", "elapsed", "finished"})
+
+
 def _restore(checkpoint: Path, setup: _Setup, device: torch.device) -> tuple[dict, dict, dict | None]:
     """Load a checkpoint into the model, optimizer, schedule and random generators; return its
     progress state, best weights and refit weights (if any)."""
     saved = load_checkpoint(checkpoint)
     try:
+        setup.model.load_state_dict(saved["best_state"])  # fits too (else training ended in its error)
         setup.model.load_state_dict(saved["model"])
         setup.optimizer.load_state_dict(saved["optimizer"])
         setup.scheduler.load_state_dict(saved["scheduler"])
@@ -353,7 +359,9 @@ def _restore(checkpoint: Path, setup: _Setup, device: torch.device) -> tuple[dic
         if device.type == "cuda" and saved.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(saved["cuda_rng"], device)  # the training device's alone
         state = saved["state"]
-    except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as exc:
+        if missing := _STATE_KEYS - state.keys():
+            raise KeyError(f"its progress lacks {sorted(missing)}")
+    except (KeyError, IndexError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
         raise NamelangError(f"checkpoint does not match this model or version ({typed_first_line(exc)}); "
                             "delete it or train without --resume", checkpoint) from exc
     return state, best_state, saved.get("refit_state")

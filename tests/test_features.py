@@ -217,6 +217,14 @@ def test_tensors_file_round_trips_and_a_corrupt_one_is_a_clear_error(tmp_path):
     torch.save({**fields, "format": 99}, tmp_path / "future.pt")
     with pytest.raises(NamelangError, match="unknown format 99"):
         load_tensors(tmp_path / "future.pt")
+    # a file torch reads that is not such a file: a bare tensor, a dict without the names (AttributeError and
+    # KeyError tracebacks before)
+    for name, content, problem in (("bare.pt", torch.zeros(3), "unknown format None"),
+                                   ("partial.pt", {"format": 3, "labels": torch.zeros(1)},
+                                    "does not fit this version of namelang \\(KeyError: 'names'\\)")):
+        torch.save(content, tmp_path / name)
+        with pytest.raises(NamelangError, match=problem):
+            load_tensors(tmp_path / name)
     whole = path.read_bytes()
     damage_a_tensor(path)  # a byte of the data changed: torch's reader does not look
     with pytest.raises(NamelangError, match="tensors file is corrupt or unreadable .* is damaged: its checksum"):

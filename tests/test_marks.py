@@ -140,6 +140,10 @@ def test_a_bundle_from_before_the_letter_model_loads_without_one(tmp_path):
     torch.save(raw, path)
     loaded = load_bundle(path)
     assert loaded.model.marks is None and loaded.predict(["Jäger"])["language"][0] in {"A", "B"}
+    del raw["max_name_chars"]  # a bundle that lacks a field: a KeyError traceback before
+    torch.save(raw, tmp_path / "lacking.pt")
+    with pytest.raises(NamelangError, match="does not fit this version of namelang \\(KeyError: 'max_name_chars'"):
+        load_bundle(tmp_path / "lacking.pt")
     whole = path.read_bytes()
     damage_a_tensor(path)  # a weight changed: it served other answers without a word
     with pytest.raises(NamelangError, match="model bundle is corrupt or unreadable .* is damaged: its checksum"):

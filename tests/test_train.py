@@ -282,6 +282,17 @@ def test_a_corrupted_checkpoint_is_a_clear_error(small_data, tmp_path):
     with pytest.raises(NamelangError, match="checkpoint does not match this model or version") as err:
         train_model(small_data, TINY, config, resume=True)
     assert not explained_by_input(err.value)  # whose traceback is kept
+    # this model's checkpoint, but best weights of another shape, or progress without its history: a
+    # RuntimeError and a KeyError, after training had resumed
+    result.checkpoint.write_bytes(whole)
+    saved = torch.load(result.checkpoint, weights_only=True)
+    wrong_shapes = {**saved, "best_state": {k: v[..., :1] if v.dim() else v for k, v in saved["best_state"].items()}}
+    no_history = {**saved, "state": {k: v for k, v in saved["state"].items() if k != "history"}}
+    for changed, problem in ((wrong_shapes, "Error\\(s\\) in loading state_dict"),
+                             (no_history, "its progress lacks \\['history'\\]")):
+        torch.save(changed, result.checkpoint)
+        with pytest.raises(NamelangError, match=f"checkpoint does not match this model or version .*{problem}"):
+            train_model(small_data, TINY, config, resume=True)
     with pytest.raises(NamelangError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
     # damaged inside a tensor, whole otherwise: torch loaded it, and the run resumed with a changed number
