@@ -883,36 +883,43 @@ class _Hanging(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_hanging_store_costs_a_later_epoch_one_quick_look(store, monkeypatch):
-    """During an outage every epoch waited out MLflow's tries and timeouts again (4 tries of up to 30 s
-    for a server that hangs): now the first refusal does, and each later epoch looks once at the
-    server's health check (a couple of seconds) while it keeps the figures."""
+def _train_while_the_store_is_away(store, epochs: int, handler: type[BaseHTTPRequestHandler], userinfo: str = ""):
+    """Train `epochs` epochs logging to `store`'s run, but to a local server of `handler` for epochs 2
+    and 3 (the client swapped after each epoch): (the run, its live client, the warnings said)."""
     from pipeline import features
     from pipeline.errors import NamelangWarning
     from pipeline.normalize import read_names_table
 
-    config = store["config"].model_copy(update={"train": store["config"].train.model_copy(update={"epochs": 3})})
+    config = store["config"].model_copy(update={"train": store["config"].train.model_copy(update={"epochs": epochs})})
     names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
     data = features.build_tensors(names, provenance["content_sha256"], config.split)
     run = workflow.start_run(config, workflow.NamesTable(names, names.slice(0, 0), provenance, {}))
     live = run.client
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
-    _Hanging.paths = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hanging)
+    handler.paths = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        # a team server's credentials, which MLflow quotes in its error ("API request to http://alice:...")
-        hung = MlflowClient(tracking_uri=f"http://alice:s3cret@127.0.0.1:{server.server_address[1]}")
+        away = MlflowClient(tracking_uri=f"http://{userinfo}127.0.0.1:{server.server_address[1]}")
 
-        def hung_for_epochs_2_and_3(record: dict) -> None:
-            run.client = hung if record["epoch"] < 3 else live
+        def away_for_epochs_2_and_3(record: dict) -> None:
+            run.client = away if record["epoch"] < 3 else live
 
         with pytest.warns(NamelangWarning, match="did not take epoch 2's figures") as said:
-            workflow.train(data, config, run, on_epoch=hung_for_epochs_2_and_3)
+            workflow.train(data, config, run, on_epoch=away_for_epochs_2_and_3)
     finally:
         server.shutdown()
         server.server_close()
+    return run, live, said
+
+
+def test_a_hanging_store_costs_a_later_epoch_one_quick_look(store, monkeypatch):
+    """During an outage every epoch waited out MLflow's tries and timeouts again (4 tries of up to 30 s
+    for a server that hangs): now the first refusal does, and each later epoch looks once at the
+    server's health check (a couple of seconds) while it keeps the figures."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    # a team server's credentials, which MLflow quotes in its error ("API request to http://alice:...")
+    run, live, said = _train_while_the_store_is_away(store, 3, _Hanging, userinfo="alice:s3cret@")
     assert _Hanging.paths == ["/api/2.0/mlflow/runs/log-batch", "/health"]  # epoch 2's try; epoch 3's look
     outage = next(str(w.message) for w in said if "did not take" in str(w.message))
     assert "***@127.0.0.1" in outage and "s3cret" not in outage
@@ -942,31 +949,9 @@ class _HealthyButFailing(BaseHTTPRequestHandler):
 def test_a_store_whose_api_fails_costs_a_later_epoch_one_try(store, monkeypatch):
     """Its health check answering, each later epoch of the outage waited out MLflow's tries again (with
     the default settings 3 retries, backing off 1, 2 and 4 s); the first refusal still does."""
-    from pipeline import features
-    from pipeline.errors import NamelangWarning
-    from pipeline.normalize import read_names_table
-
-    config = store["config"].model_copy(update={"train": store["config"].train.model_copy(update={"epochs": 4})})
-    names, provenance = read_names_table(config.data.processed_dir / "names.parquet")
-    data = features.build_tensors(names, provenance["content_sha256"], config.split)
-    run = workflow.start_run(config, workflow.NamesTable(names, names.slice(0, 0), provenance, {}))
-    live = run.client
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
-    _HealthyButFailing.paths = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthyButFailing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        failing = MlflowClient(tracking_uri=f"http://127.0.0.1:{server.server_address[1]}")
-
-        def failing_for_epochs_2_and_3(record: dict) -> None:
-            run.client = failing if record["epoch"] < 3 else live
-
-        with pytest.warns(NamelangWarning, match="did not take epoch 2's figures"):
-            workflow.train(data, config, run, on_epoch=failing_for_epochs_2_and_3)
-    finally:
-        server.shutdown()
-        server.server_close()
+    run, live, _ = _train_while_the_store_is_away(store, 4, _HealthyButFailing)
     batch = "/api/2.0/mlflow/runs/log-batch"
     assert _HealthyButFailing.paths == [batch] * 3 + ["/health", batch]  # epoch 2: MLflow's tries; epoch 3: one
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"  # the setting is as it was
