@@ -302,9 +302,7 @@ def save_tensors(data: TensorData, path: str | Path) -> Path:
 
 def load_tensors(path: str | Path) -> TensorData:
     path = Path(path)
-    if not path.exists():
-        raise NamelangError("tensors file not found; build it from the names table first", path)
-    raw = load_torch_file(path, "tensors file")
+    raw = load_torch_file(path, "tensors file", "; build it from the names table")
     version = raw.pop("format", None) if isinstance(raw, dict) else None
     if version not in (1, 2, TENSORS_FORMAT):
         raise NamelangError(f"tensors file has unknown format {version!r}; rebuild it", path)

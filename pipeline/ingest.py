@@ -126,13 +126,13 @@ def download(url: str, raw_dir: Path, expected_sha256: str | None, timeout_s: fl
     return target
 
 
-def check_source(config: DataConfig) -> None:
+def check_source(config: DataConfig) -> Path | None:
     """What can be said of the configured source without reading or downloading it: none given, a
-    URL scheme other than http(s), a path that is not there."""
+    URL scheme other than http(s), a path that is not there. The local path; None for a URL."""
     if not str(config.source).strip():
         raise NamelangError("no source given: pass a folder of <Language>.txt files, a .zip or a URL")
     if is_url(config.source):
-        return
+        return None
     if "://" in str(config.source):  # a URL, not http(s); a Windows drive or a folder "names:v2" has no "//"
         scheme = str(config.source).split("://", 1)[0]
         raise NamelangError(f"unsupported URL scheme {scheme!r}: a source URL must be http or https",
@@ -140,15 +140,15 @@ def check_source(config: DataConfig) -> None:
     path = Path(config.source).expanduser()
     if not path.exists():
         raise NamelangError("source does not exist", path)
+    return path
 
 
 def resolve_source(config: DataConfig) -> Path:
     """A local path for the configured source, downloading it first when it is a URL."""
-    check_source(config)
-    if is_url(config.source):
+    path = check_source(config)
+    if path is None:
         return download(config.source, config.raw_dir, config.source_sha256, config.download_timeout_s,
                         config.max_download_bytes)
-    path = Path(config.source).expanduser()
     if config.source_sha256 and path.is_dir():
         raise NamelangError("a SHA-256 (--sha256, data.source_sha256) pins an archive or a download, and this "
                             "source is a folder; its files' hashes are recorded in the table's provenance", path)

@@ -261,11 +261,7 @@ def _train(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, dev
     has_validation = len(data.indices(VALIDATION)) > 0
     checkpoint = (None if train_cfg.checkpoint_dir is None
                   else Path(train_cfg.checkpoint_dir) / f"train-{run_key(data, model_cfg, train_cfg)}.pt")
-    # best_f1: the best score so far (the network's validation macro-F1; without validation rows, minus the
-    # train loss)
-    state = {"epoch": 0, "best_f1": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [],
-             "elapsed": time.perf_counter() - t_setup, "finished": False}
-    assert state.keys() == _STATE_KEYS
+    state = _fresh_state(elapsed=time.perf_counter() - t_setup)
     best_state = copy.deepcopy(model.state_dict())
     refit_state = resumed_from = None
     if resume:
@@ -340,8 +336,14 @@ def _resume(checkpoint: Path | None, setup: _Setup, device: torch.device, train_
     return state, best_state, refit_state
 
 
-# a run's progress, as a checkpoint keeps it
-_STATE_KEYS = frozenset({"epoch", "best_f1", "best_epoch", "bad_epochs", "history", "elapsed", "finished"})
+def _fresh_state(elapsed: float) -> dict:
+    """A run's progress before its first epoch, as a checkpoint keeps it (best_f1: the best score so far,
+    the network's validation macro-F1; without validation rows, minus the train loss)."""
+    return {"epoch": 0, "best_f1": float("-inf"), "best_epoch": 0, "bad_epochs": 0, "history": [],
+            "elapsed": elapsed, "finished": False}
+
+
+_STATE_KEYS = frozenset(_fresh_state(0.0))  # what a checkpoint's progress must hold
 
 
 def _restore(checkpoint: Path, setup: _Setup, device: torch.device) -> tuple[dict, dict, dict | None]:
