@@ -206,9 +206,19 @@ def _subfolders_with_language_files(folder: Path) -> list[str]:
     return found
 
 
+def _folders_named_as_language_files(folder: Path) -> list[str]:
+    """Folders named `<Language>.txt` (an unpacked archive's, a mistaken `mkdir`): a language that
+    would otherwise go missing from the table without a word."""
+    return sorted(p.name for p in folder.iterdir() if _is_language_file(p.name) and p.is_dir())
+
+
 def read_folder(folder: Path) -> list[SourceFile]:
     files = language_files(folder)
     below = _subfolders_with_language_files(folder)
+    named_as_files = [name for name in _folders_named_as_language_files(folder) if name not in below]
+    if named_as_files:
+        warnings.warn(f"{folder}: {named_as_files} {'is a folder' if len(named_as_files) == 1 else 'are folders'}"
+                      ", not a file of names: not read", NamelangWarning, stacklevel=2)
     if not files:
         hint = f" (the sub-folder {below[0]!r} holds some: give it as the source)" if len(below) == 1 else (
             f" (sub-folders {below} hold some: give one as the source)" if below else "")
