@@ -225,8 +225,11 @@ def _row_spellings(names: pa.Table, table: pa.Table) -> list[str] | None:
     return spellings
 
 
-def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> TensorData:
-    """Encode the names table; `by_name` keeps one row per distinct (name, language) pair."""
+def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig, *, absent: tuple[str, ...] = ()
+                  ) -> TensorData:
+    """Encode the names table; `by_name` keeps one row per distinct (name, language) pair. `absent` says
+    what of the source the table lacks (an empty file, a language whose every line was rejected), for
+    the error when too few languages remain: the table alone cannot name them."""
     if not isinstance(names, pa.Table):
         raise TypeError(f"build_tensors takes the names table as a pyarrow Table (a NamesTable's `.names`), "
                         f"not {type(names).__name__}")
@@ -240,8 +243,9 @@ def build_tensors(names: pa.Table, table_sha256: str, config: SplitConfig) -> Te
     language = table["language"].to_numpy(zero_copy_only=False)
     label_names = sorted(set(language.tolist()))
     if len(label_names) < 2:
+        missing = f" (not in the table: {'; '.join(absent)})" if absent else ""
         raise NamelangError(f"need names in at least two languages to learn to tell them apart, got "
-                            f"{len(label_names)}: {label_names}")
+                            f"{len(label_names)}: {label_names}{missing}")
     labels = np.searchsorted(np.asarray(label_names, dtype=object), language)
     if config.method == "by_name":
         split = split_by_name(name_ascii, language, config)

@@ -73,7 +73,10 @@ def write_table(table: NamesTable, config: DataConfig) -> dict[str, Path]:
 
 
 def build_tensors(table: NamesTable, split: SplitConfig) -> TensorData:
-    return features.build_tensors(table.names, table.sha256, split)
+    absent = ([f"{language}, every line rejected (see rejected.parquet)"
+               for language in table.quality["languages_all_rejected"]]
+              + [f"{path}, an empty file" for path in table.quality["empty_files"]])
+    return features.build_tensors(table.names, table.sha256, split, absent=tuple(absent))
 
 
 def write_tensors(data: TensorData, processed_dir: Path) -> Path:

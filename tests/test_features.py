@@ -163,10 +163,24 @@ def test_an_empty_test_split_is_a_clear_error():
         build_tensors(names_table([("Abe", "A"), ("Bob", "B"), ("Cid", "C")]), "sha", SplitConfig())
 
 
-def test_one_language_is_a_clear_error():
+def test_one_language_is_a_clear_error_that_names_what_the_source_had_beside_it(tmp_path):
+    from pipeline import workflow
+    from pipeline.ingest import ingest
+    from pipeline.normalize import normalize
+
     rows = [(f"Name{i}", "English") for i in range(30)]
-    with pytest.raises(NamelangError, match=r"at least two languages.*got 1: \['English'\]"):
+    with pytest.raises(NamelangError, match=r"at least two languages.*got 1: \['English'\]$"):
         build_tensors(names_table(rows), "sha", SplitConfig())
+    source = tmp_path / "names"
+    source.mkdir()
+    (source / "English.txt").write_text("".join(f"Smith{letter}\n" for letter in "abcdefghijklmnopqrstuvwxyz"))
+    (source / "German.txt").write_text("1234\n5678\n")  # every line rejected: no Latin letters
+    (source / "Welsh.txt").write_text("")
+    with pytest.warns(NamelangWarning):
+        table = normalize(ingest(DataConfig(source=source)))
+    with pytest.raises(NamelangError, match=r"got 1: \['English'\] \(not in the table: German, every line "
+                       r"rejected \(see rejected.parquet\); .*Welsh.txt, an empty file\)"):
+        workflow.build_tensors(table, SplitConfig())  # "got 1" named neither German nor Welsh
 
 
 def test_two_languages_evaluate_and_predict_with_fewer_than_three_guesses():
