@@ -478,9 +478,17 @@ def read_provenance(path: str | Path) -> dict:
 
 
 def read_names_table(path: str | Path) -> tuple[pa.Table, dict]:
-    """The names table and its provenance; a clear error if it is missing or not ours."""
+    """The names table and its provenance; a clear error if it is missing, not ours, or damaged (its rows
+    checked against the content hash its provenance records: Parquet pages carry no checksum here)."""
     path = Path(path)
     if not path.exists():
         raise NamelangError("names table not found; run `namelang ingest --source ...` first", path)
     provenance = read_provenance(path)
-    return pq.read_table(path), provenance
+    try:
+        names = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:  # a damaged page: "Corrupt ZSTD stream", "Couldn't deserialize"
+        raise NamelangError(f"is damaged: its rows cannot be read ({first_line(exc)}); ingest again", path) from exc
+    if table_sha256(names) != provenance.get("content_sha256"):
+        raise NamelangError("is damaged: its rows do not match the content hash its provenance records; ingest "
+                            "again", path)
+    return names, provenance

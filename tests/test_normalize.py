@@ -167,3 +167,15 @@ def test_read_names_table_round_trip_and_errors(tmp_path):
     not_parquet.write_text("name,language\nSmith,English\n")  # a CSV given the table's name
     with pytest.raises(NamelangError, match=r"names\.parquet: not a Parquet file \("):
         read_names_table(not_parquet)
+
+    # damaged inside, where the footer's check does not look: a value changed, the metadata kept...
+    changed = names.set_column(0, "name", pa.array(["Smyth", "Jones"])).replace_schema_metadata(names.schema.metadata)
+    pq.write_table(changed, not_parquet)
+    with pytest.raises(NamelangError, match="is damaged: its rows do not match the content hash"):
+        read_names_table(not_parquet)
+    # ... and a compressed page that no longer decodes (pyarrow's OSError: "Corrupt ZSTD ...")
+    data = bytearray(paths["names"].read_bytes())
+    data[4:200] = bytes(196)
+    not_parquet.write_bytes(bytes(data))
+    with pytest.raises(NamelangError, match=r"is damaged: its rows cannot be read \("):
+        read_names_table(not_parquet)
