@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipeline.config import CHALLENGER, CHAMPION
-from pipeline.errors import MLFLOW_NOT_THERE, NamelangError, TrackingError, first_line
+from pipeline.errors import MLFLOW_NOT_THERE, NamelangError, NamelangWarning, TrackingError, first_line
 from pipeline.tracking import MODEL_NAME, artifact_progress_bars, configure, sqlite_file
 
 if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
@@ -318,7 +319,9 @@ def promote(version: str, name: str = MODEL_NAME) -> str | None:
 
     Under the gate's lock, so a training run's gate cannot judge against a champion that moves while
     it scores. The version loses `challenger` if it held it, and its `champion.set_by_hand` tag
-    records when and over which version, beside the gate's own tags."""
+    records when and over which version, beside the gate's own tags. A version that lacks some of the
+    old champion's languages is still promoted (a rollback is deliberate), with a warning naming them:
+    names of those languages are then answered with others."""
     client = MlflowClient()
     if not re.fullmatch(r"[0-9]+", str(version)):
         raise NamelangError(f"a model version is a number, got {version!r}")
@@ -341,7 +344,23 @@ def promote(version: str, name: str = MODEL_NAME) -> str | None:
         except MlflowException as exc:
             raise TrackingError(f"the model store failed while moving @{CHAMPION} ({first_line(exc)})",
                                 mlflow.get_registry_uri()) from exc
+    if previous is not None and (lost := _languages_lost(name, previous, version)):
+        warnings.warn(f"version {version} does not know {len(lost)} of version {previous}'s languages "
+                      f"({', '.join(lost)}): names of those are now answered with others", NamelangWarning,
+                      stacklevel=2)
     return previous
+
+
+def _languages_lost(name: str, old: str, new: str) -> list[str]:
+    """The languages version `old` answers that version `new` does not; none known when either cannot be
+    loaded (its files gone, a model of another kind): the promotion itself does not depend on it."""
+    known = []
+    for version in (old, new):
+        try:
+            known.append(model_languages(load_model(f"models:/{name}/{version}", download_bars=False)))
+        except NamelangError:
+            return []
+    return [] if None in known else sorted(set(known[0]) - set(known[1]))
 
 
 def _record(client: MlflowClient, name: str, d: PromotionDecision) -> None:
