@@ -207,6 +207,59 @@ def test_files_written_together_replace_theirs_together_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in targets.values())
 
 
+# A replacement that fails, then a put-back the file system refuses: an audit hook (in a process of its own,
+# since one cannot be removed) raises in os.replace itself, as a file system's EACCES or EIO would
+_PUT_BACK_REFUSED = """
+import sys, warnings
+from pathlib import Path
+
+from pipeline.atomic import atomic_paths
+from pipeline.errors import NamelangError
+
+folder = Path(sys.argv[1])
+targets = {key: folder / f"{key}.txt" for key in ("table", "report", "notes")}
+
+
+def refuse_putting_back(event, args):
+    if event == "os.rename" and str(args[0]).endswith("old.tmp") and Path(args[1]).name == "notes.txt":
+        raise PermissionError(13, "Permission denied")
+
+
+sys.addaudithook(refuse_putting_back)
+with warnings.catch_warnings(record=True) as said:
+    warnings.simplefilter("always")
+    try:
+        with atomic_paths(targets) as temps:
+            for temp in temps.values():
+                temp.write_text("new")
+            targets["report"].unlink()  # a folder put in its place: replacing it fails
+            (targets["report"] / "inside").mkdir(parents=True)
+    except NamelangError as exc:
+        print("error:", exc)
+for warning in said:
+    print("warning:", warning.message)
+"""
+
+
+def test_an_old_file_that_cannot_be_put_back_is_kept_aside_and_said(tmp_path):
+    import subprocess
+    import sys
+
+    for key in ("table", "report", "notes"):
+        (tmp_path / f"{key}.txt").write_text(f"old {key}")
+    done = subprocess.run([sys.executable, "-c", _PUT_BACK_REFUSED, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    [kept] = tmp_path.glob(".notes.txt.*old.tmp")  # the old notes, not deleted with the other set-aside copies
+    assert kept.read_text() == "old notes" and (tmp_path / "notes.txt").read_text() == "new"
+    assert (tmp_path / "table.txt").read_text() == "old table"  # not yet replaced: nothing to put back
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("error: ") and "report.txt" in lines[0]
+    assert lines[1:] == [f"warning: {tmp_path / 'notes.txt'}: could not put the old file back (Permission denied); "
+                         f"it is kept as {kept}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kept.name, "notes.txt", "report.txt", "table.txt"]
+
+
 # Writes each kind of output past a file-size limit, which fails a write as a full disk does (EFBIG, not ENOSPC)
 _WRITES_PAST_A_SIZE_LIMIT = """
 import resource, signal, sys
