@@ -30,6 +30,8 @@ from pipeline.config import DataConfig
 from pipeline.errors import DamagedFileError, DownloadError, NamelangError, NamelangWarning, recordable_url
 
 ARCHIVE_NAMES_FOLDER = "data/names"  # where the tutorial's data.zip keeps its files
+# what else the tutorial's data.zip holds: the translation tutorial's English-French sentence pairs
+TUTORIAL_ARCHIVE_OTHERS = frozenset({"data/eng-fra.txt"})
 
 
 @dataclass(frozen=True)
@@ -296,9 +298,13 @@ def read_archive(archive: Path, max_member_bytes: int) -> list[SourceFile]:
             folders = sorted({str(PurePosixPath(i.filename).parent) for i in txt})
             if ARCHIVE_NAMES_FOLDER in folders:
                 folder = ARCHIVE_NAMES_FOLDER
-                if len(folders) > 1:  # the tutorial's layout wins; the rest is not dropped without a word
+                # the tutorial's layout wins; the rest is not dropped without a word, but the tutorial's
+                # own other file is no one's names (said, it warned on every ingest of the default source)
+                others = sorted({str(PurePosixPath(i.filename).parent) for i in txt
+                                 if i.filename not in TUTORIAL_ARCHIVE_OTHERS} - {folder})
+                if others:
                     warnings.warn(f"{archive}: only {ARCHIVE_NAMES_FOLDER}/ is read; the .txt files in "
-                                  f"{[f for f in folders if f != folder]} are not", NamelangWarning, stacklevel=2)
+                                  f"{others} are not", NamelangWarning, stacklevel=2)
             elif len(folders) == 1:
                 folder = folders[0]
             elif not folders:
