@@ -46,6 +46,12 @@ def prefect_api() -> Iterator[None]:
     if configured_api():
         yield
         return
+    start_temporary_api()
+    yield
+
+
+def start_temporary_api() -> None:
+    """Prefect's temporary API server, started now, in a session of its own."""
     from prefect.server.api.server import SubprocessASGIServer  # here: importing it takes over a second
 
     server = SubprocessASGIServer()
@@ -62,8 +68,7 @@ def prefect_api() -> Iterator[None]:
         # Prefect started it some other way (an upgrade): say so, rather than hang on the next Ctrl-C
         warnings.warn("the temporary Prefect API shares this terminal's Ctrl-C, which will stop it before the "
                       "flow can record the interrupt; start a server (prefect server start) and set "
-                      "PREFECT_API_URL to avoid that", NamelangWarning, stacklevel=3)
-    yield
+                      "PREFECT_API_URL to avoid that", NamelangWarning, stacklevel=4)
 
 
 def in_own_session(pid: int) -> bool:

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from flows import run_logs
 from flows.batch_predict import TAGS as PREDICTION_TAGS
 from flows.batch_predict import batch_predict
-from flows.local_api import configured_api
+from flows.local_api import configured_api, start_temporary_api
 from flows.training import TAGS as TRAINING_TAGS
 from flows.training import train_name_classifier
 from flows.unresponsive import ensure_crash_automation
@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     except NamelangError as exc:
         parser.exit(2, f"error: {exc}\n")
     run_logs.warnings_in_one_line()
+    if not on_a_server:  # Prefect's own would share the terminal's Ctrl-C: stopped first, it made the
+        start_temporary_api()  # runner retry pausing the deployments for a minute, with tracebacks
     if (missing := source_missing(args.source)) is not None:
         warnings.warn(missing, NamelangWarning, stacklevel=1)
     served = deployments(None if args.no_schedule else args.cron, args.source, args.timezone)

@@ -896,13 +896,14 @@ def test_only_user_errors_lose_their_traceback_in_prefect_logs():
 
 
 def _ctrl_c(args: list[str], cwd: Path, env: dict, ready, sig: int = signal.SIGINT,
-            group: bool = True) -> tuple[int, float, str]:
-    """Run `namelang *args` as a terminal would (its own process group), wait for the output line
-    `ready` accepts, then Ctrl-C the whole group (or send `sig` to the group, or to namelang alone):
-    (exit code, seconds it took to stop, output)."""
+            group: bool = True, program: list[str] | None = None) -> tuple[int, float, str]:
+    """Run `namelang *args` (or `program *args`) as a terminal would (its own process group), wait for
+    the output line `ready` accepts, then Ctrl-C the whole group (or send `sig` to the group, or to
+    namelang alone): (exit code, seconds it took to stop, output)."""
     # a shell gives its foreground job the default Ctrl-C; a test session started in the background
     # (`nohup ... &`) ignores SIGINT, and a child would inherit that and never see the Ctrl-C
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), *args], cwd=cwd, env=env,
+    program = program or [str(Path(sys.executable).parent / "namelang")]
+    proc = subprocess.Popen([*program, *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
@@ -963,6 +964,21 @@ def test_ctrl_c_during_cli_training_stops_at_once_and_leaves_a_resumable_run(tmp
     [run] = MlflowClient(store).search_runs([experiment_id(MlflowClient(store))])
     assert run.info.status == "FAILED"
     assert list((tmp_path / "checkpoints").glob("train-*.pt"))  # for --resume
+
+
+def test_ctrl_c_of_serving_on_the_temporary_api_stops_at_once_without_tracebacks(tmp_path):
+    """Prefect's own temporary API shared the terminal's Ctrl-C: stopped first, it left the runner
+    retrying to pause the deployments for over a minute, with connection tracebacks."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    # the runner's debug lines say when it polls: a Ctrl-C before that had nothing to pause
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONUNBUFFERED="1", PREFECT_LOGGING_LEVEL="DEBUG")
+    returncode, took, output = _ctrl_c(["--source", str(small_names_folder(tmp_path)), "--no-schedule"], tmp_path,
+                                       env, ready=lambda line: "prefect.runner - Discovered" in line,
+                                       program=[sys.executable, "-m", "flows.serve"])
+    assert took < 30 and "All deployments have been paused" in output, output[-3000:]
+    assert "Traceback" not in output and "ConnectError" not in output, output[-3000:]
+    assert _temporary_api_stopped(output), output[-3000:]
+    assert returncode in (0, 128 + signal.SIGINT), output[-3000:]
 
 
 def test_an_interrupted_training_offers_resume_only_with_a_checkpoint_to_resume(tmp_path):
