@@ -18,10 +18,14 @@ import warnings
 from collections.abc import Iterator
 
 from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
 from flows.processes import stop_with_parent
 from pipeline.errors import NamelangWarning, TransientError, typed_first_line
+
+# Prefect waits 20 s for it; a fresh PREFECT_HOME (its database created) on a busy 2-core machine
+# took longer, and the command failed with Prefect's traceback
+TEMPORARY_API_STARTUP_S = 90.0
 
 
 def configured_api() -> bool:
@@ -59,8 +63,17 @@ def start_temporary_api() -> None:
     # Prefect offers no option for the child's session; it calls subprocess.Popen once, here
     # and it dies with namelang however namelang ends, even by SIGKILL, where atexit never runs
     subprocess.Popen = functools.partial(popen, start_new_session=True, preexec_fn=stop_with_parent())
+    timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), TEMPORARY_API_STARTUP_S)
     try:
-        server.start()  # registers its own stop with atexit: after Prefect's log workers have drained
+        server.start(timeout=timeout)  # registers its own stop with atexit: after Prefect's log workers have drained
+    except RuntimeError as exc:  # Prefect's: "Timed out while attempting to connect to ephemeral ...", and its output
+        process = getattr(server, "server_process", None)
+        exited = None if process is None else process.poll()
+        server.stop()  # not left starting up behind the error (a notebook's kernel lives on)
+        raise TransientError(f"the temporary Prefect API did not start within {timeout:.0f} s"
+                             + (f" (its process exited with code {exited})" if exited is not None else "")
+                             + ": try again, or start a server (prefect server start) and set PREFECT_API_URL"
+                             ) from exc
     finally:
         subprocess.Popen = popen
     process = getattr(server, "server_process", None)  # Prefect's attribute: not part of its API

@@ -150,8 +150,11 @@ def main(argv: list[str] | None = None) -> None:
     except NamelangError as exc:
         parser.exit(2, f"error: {exc}\n")
     run_logs.warnings_in_one_line()
-    if not on_a_server:  # Prefect's own would share the terminal's Ctrl-C: stopped first, it made the
-        start_temporary_api()  # runner retry pausing the deployments for a minute, with tracebacks
+    try:
+        if not on_a_server:  # Prefect's own would share the terminal's Ctrl-C: stopped first, it made the
+            start_temporary_api()  # runner retry pausing the deployments for a minute, with tracebacks
+    except NamelangError as exc:
+        parser.exit(2, f"error: {exc}\n")
     if (missing := source_missing(args.source)) is not None:
         warnings.warn(missing, NamelangWarning, stacklevel=1)
     served = deployments(None if args.no_schedule else args.cron, args.source, args.timezone)
