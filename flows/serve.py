@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import math
 import os
+import sys
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
 from prefect.server.schemas.schedules import CronSchedule  # the server's own: it computes the run times
+from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from pydantic import ValidationError
 
 from flows import run_logs
@@ -35,7 +37,7 @@ from flows.training import TAGS as TRAINING_TAGS
 from flows.training import train_name_classifier
 from flows.unresponsive import ensure_crash_automation
 from pipeline.config import DEFAULT_SOURCE, DataConfig, PipelineConfig
-from pipeline.errors import NamelangError, NamelangWarning, validation_message
+from pipeline.errors import NamelangError, NamelangWarning, typed_first_line, validation_message
 from pipeline.ingest import is_url
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
@@ -166,7 +168,38 @@ def main(argv: list[str] | None = None) -> None:
                     f"delete them first: {deletes}\n")
     if on_a_server:  # a temporary API ends with this process, and its runs with it
         ensure_crash_automation()
-    serve(*served)
+    try:
+        serve(*served, pause_on_shutdown=False)  # paused below: Prefect's runner tried for over a minute on an
+    finally:                                     # API stopped first, then left a traceback (and its runs)
+        pause_served(served)
+
+
+def pause_served(served: list[RunnerDeployment]) -> None:
+    """Pause the deployments this process served, as Prefect's runner does when it stops (their
+    schedules would queue runs no process takes), in one short try: an API already gone is one
+    warning line, not a minute of retries. One that `prefect deploy` has moved to a work pool
+    meanwhile is a worker's now, and is left as it is."""
+    paused = []
+    try:
+        with (temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: 10}),
+              get_client(sync_client=True) as client):
+            if (problem := client.api_healthcheck()) is not None:
+                raise problem
+            for deployment in served:
+                full_name = f"{deployment.flow_name}/{deployment.name}"
+                try:
+                    existing = client.read_deployment_by_name(full_name)
+                except ObjectNotFound:  # deleted meanwhile
+                    continue
+                if not existing.work_pool_name:
+                    client.pause_deployment(existing.id)
+                    paused.append(full_name)
+    except Exception as exc:  # noqa: BLE001 (the API's failure in any form: what is left to do is said)
+        warnings.warn(f"could not pause the served deployments ({typed_first_line(exc)}): their schedules stay "
+                      "active until python -m flows.serve runs again", NamelangWarning, stacklevel=2)
+        return
+    if paused:
+        print(f"paused {', '.join(paused)}: python -m flows.serve serves them again", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover
