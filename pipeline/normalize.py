@@ -460,10 +460,14 @@ def write_names_table(table: NamesTable, out_dir: str | Path) -> dict[str, Path]
         names = table.names.replace_schema_metadata({PROVENANCE_KEY: json.dumps(table.provenance)})
         pq.write_table(names, tmp["names"], compression="zstd")
         pq.write_table(table.rejected, tmp["rejected"], compression="zstd")
-        quality_json = json.dumps(table.quality, indent=2, ensure_ascii=False)
-        tmp["quality_json"].write_text(quality_json, encoding="utf-8")
-        tmp["quality_md"].write_text(quality_markdown(table.quality), encoding="utf-8")
+        for key, text in quality_texts(table.quality).items():
+            tmp[key].write_text(text, encoding="utf-8")
     return paths
+
+
+def quality_texts(quality: dict) -> dict[str, str]:
+    """The quality report as `quality.json` and `quality.md` hold it, by `output_paths` key."""
+    return {"quality_json": json.dumps(quality, indent=2, ensure_ascii=False), "quality_md": quality_markdown(quality)}
 
 
 def read_provenance(path: str | Path) -> dict:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pipeline import __version__, features, ingest, normalize
 from pipeline import config as config_module
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
 from pipeline.errors import NamelangError, TrackingError, is_programming_error, typed_first_line
 from pipeline.evaluate import Evaluation, evaluate, model_card, write_reports
@@ -162,11 +162,17 @@ def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, con
         run.send_kept()  # what the store did not take during training
         run.log_metrics(ev.metrics, prefix="test_")
         run.log_artifacts(paths, "evaluation")
-        quality = {k: p for k, p in normalize.output_paths(config.data.processed_dir).items()
-                   if k.startswith("quality") and p.exists()}
-        run.log_artifacts(quality, "data")
+        if table.quality:  # the report of the table trained on, not what the processed folder holds now
+            run.log_artifacts(write_quality_reports(table, model_dir(config, data) / "reports"), "data")
         run.log_artifacts({"learnt_names": write_learnt_names(data, model_dir(config, data) / "reports")}, "data")
     return ev, paths
+
+
+def write_quality_reports(table: NamesTable, folder: Path) -> dict[str, Path]:
+    """The quality report of the table the model trained on, beside its other reports: read back from
+    the processed folder, it was another table's once an ingest ran there during training."""
+    names = normalize.output_paths(folder)
+    return {key: write_text_atomic(names[key], text) for key, text in normalize.quality_texts(table.quality).items()}
 
 
 def write_learnt_names(data: TensorData, folder: Path) -> Path:

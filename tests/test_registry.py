@@ -353,6 +353,27 @@ def test_a_champion_that_cannot_be_loaded_or_whose_learnt_names_are_gone_is_not_
             client.delete_model_version(MODEL_NAME, version.version)
 
 
+def test_a_run_records_the_quality_report_of_the_table_it_trained_on(store, tmp_path):
+    """An ingest of another source during a training replaced data/processed/quality.*, and the run
+    logged that report (3 languages) beside a model of 6: the MLflow UI and Prefect's disagreed."""
+    config = tiny_config(tmp_path, small_names_folder(tmp_path), epochs=1)
+    table = workflow.normalize_names(workflow.ingest_source(config.data, workflow.fetch_source(config.data)),
+                                     config.data)
+    workflow.write_table(table, config.data)
+    data = workflow.build_tensors(table, config.split)
+    run = workflow.start_run(config, table)
+    result = workflow.train(data, config, run)
+    other = small_names_folder(tmp_path / "other", languages=("Italian", "Russian"))  # ingested meanwhile
+    other_config = config.model_copy(update={"data": config.data.model_copy(update={"source": str(other)})})
+    workflow.write_table(workflow.normalize_names(workflow.ingest_source(other_config.data, other), other_config.data),
+                         other_config.data)
+    workflow.evaluate_model(result, data, table, config, run)
+    run.finish()
+    logged = json.loads(Path(MlflowClient().download_artifacts(run.run_id, "data/quality.json")).read_text())
+    assert logged == table.quality and logged["languages"] == 6
+    assert "- languages: 6," in Path(MlflowClient().download_artifacts(run.run_id, "data/quality.md")).read_text()
+
+
 def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
     """Two runs judged at once both compared against the old champion; the later took the alias."""
     import filelock
