@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import filelock
 import mlflow
 import pyarrow as pa
 from mlflow import MlflowClient
@@ -38,6 +39,7 @@ from pipeline.errors import (
     NamelangError,
     NamelangWarning,
     TrackingError,
+    first_line,
     is_programming_error,
     refused_for_good,
     typed_first_line,
@@ -174,11 +176,37 @@ def configure(uri: str | None = None, create: bool = True) -> str:
         for key, value in HTTP_RETRY_SETTINGS.items():
             os.environ.setdefault(key, value)  # bounded retries against an unreachable server
     check_reachable(uri)
+    if db is not None and create:
+        _set_up_sqlite_store(uri, db)
     if db is None and without_credentials(uri) != uri:  # MLflow's "View run at" lines would print the password
         os.environ.setdefault(MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name, "true")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+# How long a process waits for another that is setting up a new SQLite store (seconds, even on 2 busy cores)
+STORE_SETUP_LOCK_TIMEOUT_S = 300.0
+
+
+def _set_up_sqlite_store(uri: str, db: Path) -> None:
+    """Open the store as MLflow's clients will, one process at a time: the first process to open a new
+    SQLite store creates and migrates its tables, and two doing so at once (two first trainings) both
+    failed, leaving a half-migrated store that every later run failed on."""
+    lock = filelock.FileLock(f"{db}.setup.lock", timeout=STORE_SETUP_LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            client = MlflowClient(uri, uri)  # the tracking store, created here if new
+            client.search_registered_models(max_results=1)  # and the registry's
+    except filelock.Timeout as exc:
+        raise TrackingError(f"another process held the MLflow store's set-up lock for over "
+                            f"{STORE_SETUP_LOCK_TIMEOUT_S:.0f} s", lock.lock_file) from exc
+    except Exception as exc:
+        if "alembic" not in f"{type(exc).__module__} {exc}".lower():
+            raise
+        raise NamelangError(f"MLflow could not set up its tables in this store ({first_line(exc)}); one left "
+                            "half-made by a first set-up that failed holds no runs: move it aside and run again",
+                            db) from exc
 
 
 def experiment_name() -> str:

@@ -374,6 +374,42 @@ def test_a_run_records_the_quality_report_of_the_table_it_trained_on(store, tmp_
     assert "- languages: 6," in Path(MlflowClient().download_artifacts(run.run_id, "data/quality.md")).read_text()
 
 
+_OPEN_A_NEW_STORE = """
+import sys
+from mlflow import MlflowClient
+from pipeline.tracking import configure, experiment_id
+print(experiment_id(MlflowClient(configure(sys.argv[1]))))
+"""
+
+
+def test_first_trainings_at_once_set_up_a_new_store_one_at_a_time(tmp_path):
+    """Two first trainings at once both created and migrated the new SQLite store's tables, failed
+    ("table _alembic_tmp_params already exists", alembic's "expected to match one row"), and could
+    leave it half-migrated for good; such a store is now one line."""
+    import sqlite3
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    opening = [subprocess.Popen([sys.executable, "-c", _OPEN_A_NEW_STORE, uri], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    done = [proc.communicate(timeout=300) for proc in opening]
+    assert [proc.returncode for proc in opening] == [0, 0, 0], [err[-2000:] for _, err in done]
+    assert {out.strip() for out, _ in done} == {"1"}  # one experiment, the same for all
+    # a store a failed set-up left half-migrated: its migration's temp table there, a revision behind
+    database = sqlite3.connect(tmp_path / "mlruns" / "mlflow.db")
+    database.execute("UPDATE alembic_version SET version_num = '0c779009ac13'")  # before params' batch migration
+    database.execute("CREATE TABLE _alembic_tmp_params (x int)")
+    database.execute("DROP TABLE mcp_servers")  # a table of a later migration: MLflow migrates again
+    database.commit()
+    database.close()
+    broken = subprocess.run([sys.executable, "-c", _OPEN_A_NEW_STORE, uri], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert broken.returncode == 1 and broken.stderr.strip().splitlines()[-1].endswith(
+        "mlflow.db: MLflow could not set up its tables in this store ((sqlite3.OperationalError) table "
+        "_alembic_tmp_params already exists); one left half-made by a first set-up that failed holds no runs: move "
+        "it aside and run again"), broken.stderr[-2000:]
+
+
 def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
     """Two runs judged at once both compared against the old champion; the later took the alias."""
     import filelock
