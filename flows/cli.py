@@ -375,12 +375,14 @@ def serve(
     if check.returncode != 0:  # its one-line error, as the check would have printed it here
         typer.echo(check.stderr, err=True, nl=False)
         raise typer.Exit(code=check.returncode)
-    server_env = json.loads(check.stdout.splitlines()[-1])
+    checked = json.loads(check.stdout.splitlines()[-1])
     # mlflow starts `uvicorn` by name: put this interpreter's bin folder (the virtualenv) on PATH
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, **server_env, "PATH": path}
-    typer.echo(f"serving {model} on http://{host}:{port}/invocations (Ctrl-C to stop)")
-    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
+    env = {**os.environ, **checked["environment"], "PATH": path}
+    pinned = checked["model"]  # the version checked is the one served: an alias moved meanwhile is not followed
+    which = f" (version {checked['version']}, until restarted)" if pinned != model else ""
+    typer.echo(f"serving {model}{which} on http://{host}:{port}/invocations (Ctrl-C to stop)")
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", pinned, "--env-manager", "local",
            "-h", host, "-p", str(port)]
     raise typer.Exit(code=run_forwarding_signals(cmd, env))
 
@@ -407,7 +409,8 @@ def promote(
 
 @app.command("serving-environment", hidden=True, cls=_Command)
 def _serving_environment_command(model: str) -> None:
-    """For `serve`, in a process of its own: check MODEL, print the server's settings as JSON."""
+    """For `serve`, in a process of its own: check MODEL, print as JSON the server's settings and the
+    model to serve (an alias resolved to its version)."""
     try:
         settings = serving_environment(model)
     except NamelangError as exc:
@@ -422,10 +425,11 @@ def _this_code_first() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
 
 
-def serving_environment(model: str) -> dict[str, str]:
-    """The model server's MLflow settings, once `model` has loaded: a missing model fails here, in one
-    line, rather than in the server's log."""
-    from pipeline.registry import configure_store_for, load_model
+def serving_environment(model: str) -> dict:
+    """The model server's MLflow settings (`environment`), and the `model` URI to serve with its
+    `version`: an alias resolved once, here, so that the version checked is the one served and the
+    start-up line can name it. A missing model fails here, in one line, rather than in the server's log."""
+    from pipeline.registry import configure_store_for, load_model, pin_model_uri
     from pipeline.tracking import ARTIFACTS_PROGRESS_BAR, HTTP_RETRY_SETTINGS
 
     # a server's log is no terminal: no artifact-download progress bars in it
@@ -435,8 +439,9 @@ def serving_environment(model: str) -> dict[str, str]:
         env["MLFLOW_TRACKING_URI"] = env["MLFLOW_REGISTRY_URI"] = store
         # the bounded retries configure() set here, in this child, for the server too
         env.update({key: os.environ[key] for key in HTTP_RETRY_SETTINGS if key in os.environ})
-    load_model(model, download_bars=False)
-    return env
+    pinned, version = pin_model_uri(model)
+    load_model(pinned, download_bars=False)
+    return {"environment": env, "model": pinned, "version": version}
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -1238,6 +1238,9 @@ def test_namelang_serve_stops_with_whatever_stops_it(store, stop, tmp_path):
         assert stops_answering(f"http://127.0.0.1:{port}/ping"), \
             f"the server still answers after namelang got {stop.name}"
     assert "Shutting down" in log.read_text() or stop == signal.SIGKILL  # uvicorn's graceful stop
+    # which version answers: the alias resolved once, when it was checked (it said only the alias)
+    champion = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION).version
+    assert f"serving models:/namelang@champion (version {champion}, until restarted) on http" in log.read_text()
     assert "Aborted" not in log.read_text()
 
 
