@@ -404,7 +404,8 @@ def promote(
     if previous == str(int(version)):
         typer.echo(f"version {previous} is already {model}; nothing changed")
     else:
-        typer.echo(f"{model} is now version {int(version)}" + (f" (was version {previous})" if previous else ""))
+        typer.echo(f"{model} is now version {int(version)}" + (f" (was version {previous})" if previous else "")
+                   + "; a running `namelang serve` serves it once restarted")
 
 
 @app.command("serving-environment", hidden=True, cls=_Command)

@@ -439,7 +439,8 @@ def test_promote_by_hand_moves_the_champion_and_rolls_back(store, monkeypatch):
     try:
         result = runner.invoke(app, ["promote", str(new.version)])
         assert result.exit_code == 0, result.output
-        assert f"is now version {new.version} (was version {old.version})" in result.output
+        assert f"is now version {new.version} (was version {old.version}); a running `namelang serve` serves it " \
+               "once restarted" in result.output
         promoted = client.get_model_version(MODEL_NAME, new.version)
         assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(new.version)
         assert CHALLENGER not in promoted.aliases  # one version is not both
