@@ -131,7 +131,8 @@ def train(
         "kept; --resume without it trains on)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoint")] = False,
     progress: Annotated[bool | None, typer.Option(
-        help="Show a progress bar (default: on, or the --config file's train.progress)")] = None,
+        help="Show a progress bar on a terminal (default: on, or the --config file's train.progress; never in a "
+             "log or a pipe)")] = None,
 ) -> None:
     """Run the training flow once, end to end: ingest, train, evaluate, register in MLflow."""
     config = _training_config(config_file, {
