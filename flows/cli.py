@@ -409,6 +409,32 @@ def promote(
                    + "; a running `namelang serve` serves it once restarted")
 
 
+@app.command(cls=_Command)
+def prune(
+    keep: Annotated[int, typer.Option(min=1, help="How many of the newest versions to keep")] = 5,
+    dry_run: Annotated[bool, typer.Option(help="Say what would be deleted, and delete nothing")] = False,
+) -> None:
+    """Delete old model versions with their runs and logged models (about 20 MB each): the newest
+    --keep and every version an alias names (@champion, @challenger) stay."""
+    from pipeline.prune import prune as prune_versions
+    from pipeline.tracking import configure
+
+    try:
+        configure(create=False)
+        done = prune_versions(keep, dry_run=dry_run)
+    except NamelangError as exc:
+        fail(exc)
+    if not done.deleted:
+        typer.echo(f"nothing to delete: {counted(len(done.kept), 'version')} (keeping {keep} and those with aliases)")
+        return
+    verb = "would delete" if dry_run else "deleted"
+    freed = f"; {done.freed_bytes / 2**20:.1f} MB freed" if done.freed_bytes is not None else (
+        "" if dry_run else "; run `mlflow gc` where the tracking server's store is to remove their files")
+    typer.echo(f"{verb} {counted(len(done.deleted), 'version')} ({', '.join(done.deleted)}), "
+               f"{counted(len(done.runs), 'run')} and {counted(len(done.logged_models), 'logged model')}{freed}; "
+               f"kept {', '.join(done.kept)}")
+
+
 @app.command("serving-environment", hidden=True, cls=_Command)
 def _serving_environment_command(model: str) -> None:
     """For `serve`, in a process of its own: check MODEL, print as JSON the server's settings and the

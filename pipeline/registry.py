@@ -287,7 +287,7 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
     the version against itself, unless the champion has changed since.
     """
     client = MlflowClient()
-    with _gate_lock(name):
+    with gate_lock(name):
         current = get_alias_version(client, CHAMPION, name)
         recorded = _recorded_decision(client, name, str(version))
         # a recorded decision stands, unless it crowned this version over a champion since replaced: then
@@ -326,7 +326,7 @@ def promote(version: str, name: str = MODEL_NAME) -> str | None:
     if not re.fullmatch(r"[0-9]+", str(version)):
         raise NamelangError(f"a model version is a number, got {version!r}")
     version = str(int(version))
-    with _gate_lock(name):
+    with gate_lock(name):
         problem = missing_model_problem(ModelRef(name, version=version))
         if problem is not None:
             raise NamelangError(problem)
@@ -439,7 +439,7 @@ def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
 
 
 @contextlib.contextmanager
-def _gate_lock(name: str) -> Iterator[None]:
+def gate_lock(name: str) -> Iterator[None]:
     """One gate at a time on a SQLite store (two runs at once both judged against the old champion,
     and the later one won the alias whatever its score); a server store has no file to lock."""
     db = sqlite_file(mlflow.get_registry_uri())
