@@ -377,15 +377,16 @@ def _train_name_classifier(config: PipelineConfig, resume: bool) -> dict:
     table, data = prepared.table, prepared.data
     get_run_logger().info("data steps: %s (%.2f s)", prepared.steps, prepared.seconds)
     _report_data_quality(table)  # every run, cached or not, shows the report of the table it trained on
-    run = start_run(config, table)
-    with run.failed_on_error():
-        _close_abandoned_runs()
-        result = train(data, config, run, resume)
-        ev = evaluate(result, data, table, config, run)
-        bundle = workflow.save_model(result, data, config)
-        registration = register(bundle, ev, data, run)
-    run.finish()
-    workflow.discard_checkpoint(result, config)
+    with workflow.training_slot(config, data, on_wait=get_run_logger().warning):
+        run = start_run(config, table)
+        with run.failed_on_error():
+            _close_abandoned_runs()
+            result = train(data, config, run, resume)
+            ev = evaluate(result, data, table, config, run)
+            bundle = workflow.save_model(result, data, config)
+            registration = register(bundle, ev, data, run)
+        run.finish()
+        workflow.discard_checkpoint(result, config)
     _report_registration(registration, run)
     out = workflow.summary(result, ev, registration)
     out.update(data_steps=prepared.steps, data_steps_s=round(prepared.seconds, 3), table_sha256=table.sha256,

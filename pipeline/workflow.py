@@ -6,21 +6,25 @@ calling `run_pipeline` runs the identical work without Prefect (a notebook, a be
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import functools
 import hashlib
 import inspect
 import shutil
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import filelock
 
 from pipeline import __version__, features, ingest, normalize
 from pipeline import config as config_module
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.config import DataConfig, PipelineConfig, SplitConfig, flat_params
-from pipeline.errors import NamelangError, TrackingError, is_programming_error, typed_first_line
+from pipeline.errors import NamelangError, NamelangWarning, TrackingError, is_programming_error, typed_first_line
 from pipeline.evaluate import Evaluation, evaluate, model_card, write_reports
 from pipeline.features import TEST, TRAIN, VALIDATION, TensorData
 from pipeline.ingest import IngestResult, git_commit
@@ -133,6 +137,32 @@ def train(data: TensorData, config: PipelineConfig, run: TrackedRun | None = Non
 def model_dir(config: PipelineConfig, data: TensorData) -> Path:
     """Where this data and these settings' model is saved: a rerun replaces its own folder."""
     return models_root(config.data) / run_key(data, config.model, config.train)
+
+
+@contextlib.contextmanager
+def training_slot(config: PipelineConfig, data: TensorData,
+                  on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """One training at a time of the same data with the same settings (those the run key leaves out,
+    such as threads or a time budget, may differ): they share a checkpoint and a model folder, so the
+    first to end deleted the checkpoint another kept for `--resume`, and one's weights could go into
+    the other's upload. A second one waits, said through `on_wait` (a warning by default)."""
+    folder = model_dir(config, data)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(f"{folder}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        message = (f"another training of the same data with the same settings is running (they share {folder} "
+                   "and its checkpoint): waiting for it to end")
+        if on_wait is None:
+            warnings.warn(message, NamelangWarning, stacklevel=3)
+        else:
+            on_wait(message)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def models_root(data: DataConfig) -> Path:
@@ -280,14 +310,16 @@ def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> 
     data = build_tensors(table, config.split)
     write_tensors(data, config.data.processed_dir)
     data_steps_s = time.perf_counter() - started
-    run = start_run(config, table, tags)
-    # no progress bars asked for: none of MLflow's either (the gate downloads the champion to score it)
-    with run.failed_on_error(), artifact_progress_bars(config.train.progress), cpu_threads(config.train.num_threads):
-        result = train(data, config, run)
-        ev, _ = evaluate_model(result, data, table, config, run)
-        bundle = save_model(result, data, config)
-        registration = register_model(bundle, ev, data, run)
-    run.finish()
-    discard_checkpoint(result, config)
+    with training_slot(config, data):
+        run = start_run(config, table, tags)
+        # no progress bars asked for: none of MLflow's either (the gate downloads the champion to score it)
+        with (run.failed_on_error(), artifact_progress_bars(config.train.progress),
+              cpu_threads(config.train.num_threads)):
+            result = train(data, config, run)
+            ev, _ = evaluate_model(result, data, table, config, run)
+            bundle = save_model(result, data, config)
+            registration = register_model(bundle, ev, data, run)
+        run.finish()
+        discard_checkpoint(result, config)
     return {**summary(result, ev, registration), "data_steps_s": round(data_steps_s, 3)}
 

@@ -371,6 +371,45 @@ def test_run_identity_ignores_where_and_how_fast(small_data, tmp_path):
     assert a != run_key(small_data, TINY, tiny_train(tmp_path, epochs=5))
 
 
+_HOLD_THE_SLOT = """
+import sys, time
+import filelock
+with filelock.FileLock(sys.argv[1]):
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_trainings_of_the_same_data_and_settings_take_turns(small_data, tmp_path):
+    """They share a checkpoint and a model folder: the first to end deleted the checkpoint another kept
+    for --resume. A second one (here: another process holding the slot) waits, and says so."""
+    import subprocess
+    import sys
+    import time
+    import warnings
+
+    from pipeline import workflow
+    from pipeline.config import PipelineConfig
+    from pipeline.errors import NamelangWarning
+
+    config = PipelineConfig(data=DataConfig(source=str(tmp_path), models_dir=tmp_path / "models"), model=TINY,
+                            train=tiny_train(tmp_path))
+    other = config.model_copy(update={"train": tiny_train(tmp_path, num_threads=1, max_seconds=60)})  # same key
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # free: no wait, no word
+        with workflow.training_slot(config, small_data):
+            pass
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_SLOT, f"{workflow.model_dir(other, small_data)}.lock",
+                               "3"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    started = time.monotonic()
+    with pytest.warns(NamelangWarning, match="another training of the same data with the same settings is running"), \
+            workflow.training_slot(config, small_data):
+        waited = time.monotonic() - started
+    holder.wait(timeout=30)
+    assert waited >= 1.5  # it waited for the other to end (3 s, less its start)
+
+
 def test_length_batches_cover_every_row_once_with_similar_lengths():
     lengths = torch.randint(1, 20, (1000,))
     batches = length_batches(lengths, 64, torch.Generator().manual_seed(0))
