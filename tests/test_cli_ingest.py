@@ -214,7 +214,7 @@ def test_help_shows_no_value_for_a_flag():
     then predict the name "true"); options that take one keep their type."""
     commands = [[], *([command.name or command.callback.__name__] for command in app.registered_commands
                       if not command.hidden)]
-    assert len(commands) == 7
+    assert len(commands) == 8
     for command in commands:
         result = runner.invoke(app, [*command, "--help"], terminal_width=120)
         assert result.exit_code == 0, result.output
