@@ -429,7 +429,8 @@ def prune(
         return
     verb = "would delete" if dry_run else "deleted"
     freed = f"; {done.freed_bytes / 2**20:.1f} MB freed" if done.freed_bytes is not None else (
-        "" if dry_run else "; run `mlflow gc` where the tracking server's store is to remove their files")
+        "" if dry_run else "; their files stay in the tracking server's store until its `mlflow gc` (which also "
+        "removes every deleted run and experiment there)")
     typer.echo(f"{verb} {counted(len(done.deleted), 'version')} ({', '.join(done.deleted)}), "
                f"{counted(len(done.runs), 'run')} and {counted(len(done.logged_models), 'logged model')}{freed}; "
                f"kept {', '.join(done.kept)}")

@@ -2,26 +2,27 @@
 
 Each registered version keeps its logged model (about 20 MB: the weights and the n-gram tables) and
 its run's artifacts in the store for good, so a weekly retraining grows `mlruns/` by about 1 GB a
-year. Pruning keeps the newest versions and every version an alias names (the champion, a
-challenger, one set by hand), and deletes the rest through MLflow: the versions, their logged models
-and runs, then, on the embedded SQLite store, `mlflow gc` for those runs and models, which removes
-their files. A tracking server's files are removed where its store is (`mlflow gc` there).
+year. Pruning keeps the newest versions, every version an alias names (the champion, a challenger,
+one set by hand) and any the gate has not judged yet, and deletes the rest through MLflow: each
+one's logged model and run first, the version last (so that a prune cut short is finished by the
+next), then, on the embedded SQLite store, the files of exactly those runs and logged models.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import contextlib
+import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from pipeline.errors import MLFLOW_NOT_THERE, NamelangError, TrackingError, first_line
+from pipeline.errors import NamelangError, TrackingError, first_line
 from pipeline.registry import gate_lock
 from pipeline.tracking import MODEL_NAME, sqlite_file
 
@@ -32,17 +33,19 @@ class Pruning:
 
     kept: list[str]                   # versions, newest first
     deleted: list[str]                # versions, newest first
-    runs: list[str]                   # the deleted versions' runs
+    runs: list[str]                   # the deleted versions' runs (not those another version uses)
     logged_models: list[str]          # and their logged models
-    freed_bytes: int | None = None    # on the embedded store, after `mlflow gc`; None otherwise
+    freed_bytes: int | None = None    # their files removed from the embedded store; None otherwise
 
 
 def plan(versions: list[ModelVersion], aliased: set[str], keep: int) -> tuple[list[ModelVersion], list[ModelVersion]]:
-    """(kept, to delete), newest first: the `keep` newest versions and those in `aliased` stay."""
+    """(kept, to delete), newest first: the `keep` newest versions stay, and so do those in `aliased`
+    and those the gate has not judged yet (no `gate.alias` tag: a training registering it now)."""
     if keep < 1:
         raise NamelangError(f"keep at least one version, got {keep}")
     newest_first = sorted(versions, key=lambda v: int(v.version), reverse=True)
-    kept = {str(v.version) for i, v in enumerate(newest_first) if i < keep or str(v.version) in aliased}
+    kept = {str(v.version) for i, v in enumerate(newest_first)
+            if i < keep or str(v.version) in aliased or "gate.alias" not in (v.tags or {})}
     return ([v for v in newest_first if str(v.version) in kept],
             [v for v in newest_first if str(v.version) not in kept])
 
@@ -62,54 +65,89 @@ def prune(keep: int = 5, name: str = MODEL_NAME, dry_run: bool = False) -> Pruni
     client = MlflowClient()
     with gate_lock(name):
         try:
-            # the versions as searched carry no aliases: the registered model lists them
-            aliased = {str(v) for v in client.get_registered_model(name).aliases.values()}
-            kept, doomed = plan(client.search_model_versions(f"name='{name}'"), aliased, keep)
-            kept_runs = {v.run_id for v in kept}
-            runs = [v.run_id for v in doomed if v.run_id and v.run_id not in kept_runs]
-            kept_models = {logged_model_id(v) for v in kept}
-            models = [m for v in doomed if (m := logged_model_id(v)) and m not in kept_models]
-            result = Pruning([str(v.version) for v in kept], [str(v.version) for v in doomed], runs, models)
+            found = _versions(client, name)
+            if found is None:
+                return Pruning([], [], [], [])
+            versions, aliased = found
+            kept, doomed = plan(versions, aliased, keep)
+            own = {(name, str(v.version)) for v in doomed}
+            runs = [r for r in dict.fromkeys(v.run_id for v in doomed if v.run_id)
+                    if not _used_elsewhere(client, r, own)]
+            models = [m for v in doomed if v.run_id in runs and (m := logged_model_id(v))]
+            result = Pruning([str(v.version) for v in kept], [str(v.version) for v in doomed], runs,
+                             list(dict.fromkeys(models)))
             if dry_run or not doomed:
                 return result
-            for version in doomed:
-                client.delete_model_version(name, str(version.version))
-            for model_id in models:
+            db = sqlite_file(mlflow.get_tracking_uri())
+            freed = _local_bytes(client, result) if db is not None else None
+            for model_id in result.logged_models:
                 _unless_gone(client.delete_logged_model, model_id)
             for run_id in runs:
                 _unless_gone(client.delete_run, run_id)
+            if db is not None:
+                _remove_for_good(result)
+            for version in doomed:  # last: a prune cut short before this is finished by the next one
+                _unless_gone(lambda v: client.delete_model_version(name, v), str(version.version))
         except MlflowException as exc:
-            raise TrackingError(f"the model store failed while pruning ({first_line(exc)})",
+            raise TrackingError(f"the model store failed while pruning ({first_line(exc)}); run it again to finish",
                                 mlflow.get_registry_uri()) from exc
-    db = sqlite_file(mlflow.get_tracking_uri())
-    if db is None:
-        return result
-    before = _folder_bytes(db.parent)
-    _collect_garbage(mlflow.get_tracking_uri(), runs, models)
-    return Pruning(result.kept, result.deleted, runs, models, max(before - _folder_bytes(db.parent), 0))
+    return Pruning(result.kept, result.deleted, result.runs, result.logged_models, freed)
 
 
-def _unless_gone(delete, identifier: str) -> None:
+def _versions(client: MlflowClient, name: str) -> tuple[list[ModelVersion], set[str]] | None:
+    """The model's versions and those its aliases name (versions as searched carry no aliases: the
+    registered model lists them); None when no such model is registered."""
+    try:
+        aliased = {str(v) for v in client.get_registered_model(name).aliases.values()}
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return client.search_model_versions(f"name='{name}'"), aliased
+
+
+def _used_elsewhere(client: MlflowClient, run_id: str, doomed: set[tuple[str, str]]) -> bool:
+    """Whether a version that stays (of this model or another name: a copied version) comes from the run."""
+    return any((v.name, str(v.version)) not in doomed for v in client.search_model_versions(f"run_id='{run_id}'"))
+
+
+def _unless_gone(delete: Callable[[str], None], identifier: str) -> None:
+    """Delete, unless it is gone already (deleted in the UI, or by a prune cut short)."""
     try:
         delete(identifier)
     except MlflowException as exc:
-        if exc.error_code not in MLFLOW_NOT_THERE:  # deleted already (in the UI, say): nothing to do
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
 
 
-def _collect_garbage(uri: str, runs: list[str], models: list[str]) -> None:
-    """MLflow's own `mlflow gc`: removes the deleted runs' and logged models' rows and files."""
-    command = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri]
-    if runs:
-        command += ["--run-ids", ",".join(runs)]
-    if models:
-        command += ["--logged-model-ids", ",".join(models)]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TrackingError(f"the versions are deleted, but `mlflow gc` did not remove their files ({last}); run "
-                            f"it again: {' '.join(command[2:])}", uri)
+def _remove_for_good(pruning: Pruning) -> None:
+    """The deleted runs' and logged models' rows and files, as `mlflow gc` removes them, for exactly
+    these ids. Its command line cannot be used: it also hard-deletes every deleted experiment (one a
+    user may still restore) and, given no ids, every deleted run. So its implementation is called with
+    experiments skipped (private to MLflow, pinned in constraints.txt; the prune test fails if it changes)."""
+    from mlflow.cli import _gc_tracking_resources
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    if not (pruning.runs or pruning.logged_models):
+        return
+    with contextlib.redirect_stdout(io.StringIO()):  # a line per id, printed by the command's code
+        _gc_tracking_resources(_get_store(), run_ids=pruning.runs, experiment_ids=None,
+                               logged_model_ids=pruning.logged_models, older_than=None, time_delta=0,
+                               skip_experiments=True, skip_logged_models=False, ignore_not_found=True)
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+def _local_bytes(client: MlflowClient, pruning: Pruning) -> int:
+    """The size of the files behind these runs and logged models, where they are local folders."""
+    locations = []
+    for read in [*(lambda r=r: client.get_run(r).info.artifact_uri for r in pruning.runs),
+                 *(lambda m=m: client.get_logged_model(m).artifact_location for m in pruning.logged_models)]:
+        with contextlib.suppress(MlflowException):  # removed already by a prune cut short
+            locations.append(read())
+    total = 0
+    for uri in locations:
+        parts = urlsplit(uri)
+        if parts.scheme not in ("", "file"):
+            continue
+        with contextlib.suppress(OSError):  # a file gone meanwhile counts for nothing
+            total += sum(p.stat().st_size for p in Path(unquote(parts.path)).rglob("*") if p.is_file())
+    return total
