@@ -17,6 +17,7 @@ import subprocess
 import warnings
 from collections.abc import Iterator
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
@@ -66,11 +67,15 @@ def start_temporary_api() -> None:
     timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), TEMPORARY_API_STARTUP_S)
     try:
         server.start(timeout=timeout)  # registers its own stop with atexit: after Prefect's log workers have drained
-    except RuntimeError as exc:  # Prefect's: "Timed out while attempting to connect to ephemeral ...", and its output
+    # Prefect's "Timed out while attempting to connect to ephemeral ...", "Unable to find an available
+    # port", or its health check's error status
+    except (RuntimeError, httpx.HTTPError) as exc:
         process = getattr(server, "server_process", None)
         exited = None if process is None else process.poll()
         server.stop()  # not left starting up behind the error (a notebook's kernel lives on)
-        raise TransientError(f"the temporary Prefect API did not start within {timeout:.0f} s"
+        problem = (f"did not start within {timeout:.0f} s" if "Timed out" in str(exc)
+                   else f"could not start ({typed_first_line(exc)})")
+        raise TransientError(f"the temporary Prefect API {problem}"
                              + (f" (its process exited with code {exited})" if exited is not None else "")
                              + ": try again, or start a server (prefect server start) and set PREFECT_API_URL"
                              ) from exc

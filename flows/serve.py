@@ -168,10 +168,10 @@ def main(argv: list[str] | None = None) -> None:
                     f"delete them first: {deletes}\n")
     if on_a_server:  # a temporary API ends with this process, and its runs with it
         ensure_crash_automation()
-    try:
-        serve(*served, pause_on_shutdown=False)  # paused below: Prefect's runner tried for over a minute on an
-    finally:                                     # API stopped first, then left a traceback (and its runs)
-        pause_served(served)
+    # paused here, not by Prefect's runner: it tried for over a minute on an API stopped first, then left a
+    # traceback; serve returns on Ctrl-C and SIGTERM, and a failure before serving leaves others' deployments
+    serve(*served, pause_on_shutdown=False)
+    pause_served(served)
 
 
 def pause_served(served: list[RunnerDeployment]) -> None:

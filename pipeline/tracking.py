@@ -201,12 +201,14 @@ def _set_up_sqlite_store(uri: str, db: Path) -> None:
     except filelock.Timeout as exc:
         raise TrackingError(f"another process held the MLflow store's set-up lock for over "
                             f"{STORE_SETUP_LOCK_TIMEOUT_S:.0f} s", lock.lock_file) from exc
-    except Exception as exc:
-        if "alembic" not in f"{type(exc).__module__} {exc}".lower():
+    except Exception as exc:  # sqlalchemy's, alembic's or MLflow's: a store that will not open is one line
+        if is_programming_error(exc):
             raise
-        raise NamelangError(f"MLflow could not set up its tables in this store ({first_line(exc)}); one left "
-                            "half-made by a first set-up that failed holds no runs: move it aside and run again",
-                            db) from exc
+        half_made = "alembic" in f"{type(exc).__module__} {exc}".lower()
+        raise NamelangError(f"MLflow could not {'set up its tables in' if half_made else 'open'} this store "
+                            f"({first_line(exc)})" + ("; one left half-made by a first set-up that failed: if it "
+                                                      "holds no runs yet, move it aside and run again"
+                                                      if half_made else ""), db) from exc
 
 
 def experiment_name() -> str:

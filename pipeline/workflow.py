@@ -78,8 +78,8 @@ def write_table(table: NamesTable, config: DataConfig) -> dict[str, Path]:
 
 def build_tensors(table: NamesTable, split: SplitConfig) -> TensorData:
     absent = ([f"{language}, every line rejected (see rejected.parquet)"
-               for language in table.quality["languages_all_rejected"]]
-              + [f"{path}, an empty file" for path in table.quality["empty_files"]])
+               for language in table.quality.get("languages_all_rejected", [])]
+              + [f"{path}, an empty file" for path in table.quality.get("empty_files", [])])
     return features.build_tensors(table.names, table.sha256, split, absent=tuple(absent))
 
 
@@ -145,24 +145,28 @@ def training_slot(config: PipelineConfig, data: TensorData,
     """One training at a time of the same data with the same settings (those the run key leaves out,
     such as threads or a time budget, may differ): they share a checkpoint and a model folder, so the
     first to end deleted the checkpoint another kept for `--resume`, and one's weights could go into
-    the other's upload. A second one waits, said through `on_wait` (a warning by default)."""
-    folder = model_dir(config, data)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(f"{folder}.lock")
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        message = (f"another training of the same data with the same settings is running (they share {folder} "
-                   "and its checkpoint): waiting for it to end")
-        if on_wait is None:
-            warnings.warn(message, NamelangWarning, stacklevel=3)
-        else:
-            on_wait(message)
-        lock.acquire()
-    try:
+    the other's upload. A second one waits, said through `on_wait` (a warning by default). Both the
+    model folder and the checkpoint are locked (in that order): either may be shared on its own."""
+    key = run_key(data, config.model, config.train)
+    shared = [model_dir(config, data)]
+    if config.train.checkpoint_dir is not None:
+        shared.append(Path(config.train.checkpoint_dir) / f"train-{key}.pt")
+    with contextlib.ExitStack() as held:
+        for path in shared:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = filelock.FileLock(f"{path}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                message = (f"another training of the same data with the same settings is running (they share "
+                           f"{path}): waiting for it to end")
+                if on_wait is None:
+                    warnings.warn(message, NamelangWarning, stacklevel=3)
+                else:
+                    on_wait(message)
+                lock.acquire()
+            held.callback(lock.release)
         yield
-    finally:
-        lock.release()
 
 
 def models_root(data: DataConfig) -> Path:

@@ -406,8 +406,16 @@ def test_first_trainings_at_once_set_up_a_new_store_one_at_a_time(tmp_path):
                             timeout=300)
     assert broken.returncode == 1 and broken.stderr.strip().splitlines()[-1].endswith(
         "mlflow.db: MLflow could not set up its tables in this store ((sqlite3.OperationalError) table "
-        "_alembic_tmp_params already exists); one left half-made by a first set-up that failed holds no runs: move "
-        "it aside and run again"), broken.stderr[-2000:]
+        "_alembic_tmp_params already exists); one left half-made by a first set-up that failed: if it holds no runs "
+        "yet, move it aside and run again"), broken.stderr[-2000:]
+    not_a_store = tmp_path / "other" / "mlflow.db"  # a file of something else where the store should be
+    not_a_store.parent.mkdir()
+    not_a_store.write_text("name,language\nSmith,English\n" * 10)
+    refused = subprocess.run([sys.executable, "-c", _OPEN_A_NEW_STORE, f"sqlite:///{not_a_store}"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and refused.stderr.strip().splitlines()[-1].endswith(
+        "mlflow.db: MLflow could not open this store ((sqlite3.DatabaseError) file is not a database)"), \
+        refused.stderr[-2000:]
 
 
 def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):

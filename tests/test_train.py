@@ -399,15 +399,20 @@ def test_trainings_of_the_same_data_and_settings_take_turns(small_data, tmp_path
         warnings.simplefilter("error")  # free: no wait, no word
         with workflow.training_slot(config, small_data):
             pass
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_SLOT, f"{workflow.model_dir(other, small_data)}.lock",
-                               "3"], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "holding"
-    started = time.monotonic()
-    with pytest.warns(NamelangWarning, match="another training of the same data with the same settings is running"), \
-            workflow.training_slot(config, small_data):
-        waited = time.monotonic() - started
-    holder.wait(timeout=30)
-    assert waited >= 1.5  # it waited for the other to end (3 s, less its start)
+    # the other holds the model folder; then another, with a models folder of its own, the checkpoint only
+    elsewhere = config.model_copy(update={"data": config.data.model_copy(update={"models_dir": tmp_path / "other"})})
+    checkpoint = Path(config.train.checkpoint_dir) / f"train-{run_key(small_data, TINY, config.train)}.pt"
+    for held, shared in ((workflow.model_dir(other, small_data), config), (checkpoint, elsewhere)):
+        holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_SLOT, f"{held}.lock", "3"], stdout=subprocess.PIPE,
+                                  text=True)
+        assert holder.stdout.readline().strip() == "holding"
+        started = time.monotonic()
+        with pytest.warns(NamelangWarning, match=f"another training of the same data with the same settings is "
+                                                 f"running \\(they share {held}\\)"), \
+                workflow.training_slot(shared, small_data):
+            waited = time.monotonic() - started
+        holder.wait(timeout=30)
+        assert waited >= 1.5  # it waited for the other to end (3 s, less its start)
 
 
 def test_length_batches_cover_every_row_once_with_similar_lengths():
