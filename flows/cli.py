@@ -458,17 +458,19 @@ def serving_environment(model: str) -> dict:
     """The model server's MLflow settings (`environment`), and the `model` URI to serve with its
     `version`: an alias resolved once, here, so that the version checked is the one served and the
     start-up line can name it. A missing model fails here, in one line, rather than in the server's log."""
-    from pipeline.registry import configure_store_for, load_model, pin_model_uri
+    import mlflow
+
+    from pipeline.registry import load_model, needs_tracking_store, pin_model_uri
     from pipeline.tracking import ARTIFACTS_PROGRESS_BAR, HTTP_RETRY_SETTINGS
 
     # a server's log is no terminal: no artifact-download progress bars in it
     env = {ARTIFACTS_PROGRESS_BAR: "false"}
-    store = configure_store_for(model)
+    pinned, version = pin_model_uri(model)  # points MLflow at the store, when the model is in one
+    store = mlflow.get_tracking_uri() if needs_tracking_store(model) else None
     if store is not None:  # registry too, as configure() set it here: not a MLFLOW_REGISTRY_URI of the shell's
         env["MLFLOW_TRACKING_URI"] = env["MLFLOW_REGISTRY_URI"] = store
         # the bounded retries configure() set here, in this child, for the server too
         env.update({key: os.environ[key] for key in HTTP_RETRY_SETTINGS if key in os.environ})
-    pinned, version = pin_model_uri(model)
     load_model(pinned, download_bars=False)
     return {"environment": env, "model": pinned, "version": version}
 

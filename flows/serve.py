@@ -17,11 +17,14 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 from prefect import get_client, serve
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.client.schemas.responses import DeploymentResponse
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
 from prefect.schedules import Cron
@@ -69,17 +72,19 @@ def bound_to_work_pools(served: list[RunnerDeployment]) -> dict[str, str]:
     """The deployments among `served` that already exist in a work pool (`prefect deploy` made them), by
     full name. Serving them again would keep their pool but drop their pull steps: a worker would then
     take their runs and crash them, looking for the flow's file in a temp folder."""
-    bound: dict[str, str] = {}
     with get_client(sync_client=True) as client:
-        for deployment in served:
-            full_name = f"{deployment.flow_name}/{deployment.name}"
-            try:
-                existing = client.read_deployment_by_name(full_name)
-            except ObjectNotFound:
-                continue
-            if existing.work_pool_name:
-                bound[full_name] = existing.work_pool_name
-    return bound
+        return {full_name: existing.work_pool_name for full_name, existing in _existing(client, served)
+                if existing.work_pool_name}
+
+
+def _existing(client: SyncPrefectClient, served: list[RunnerDeployment]) -> Iterator[tuple[str, DeploymentResponse]]:
+    """The deployments among `served` that the API knows, by full name, as it has them now."""
+    for deployment in served:
+        full_name = f"{deployment.flow_name}/{deployment.name}"
+        try:
+            yield full_name, client.read_deployment_by_name(full_name)
+        except ObjectNotFound:  # not (or no longer) there
+            continue
 
 
 def schedule_problem(cron: str, timezone: str) -> str | None:
@@ -149,14 +154,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("no data source given (--source): a folder of <Language>.txt files, a .zip, or a URL")
     try:
         on_a_server = configured_api()
-    except NamelangError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    run_logs.warnings_in_one_line()
-    try:
         if not on_a_server:  # Prefect's own would share the terminal's Ctrl-C: stopped first, it made the
             start_temporary_api()  # runner retry pausing the deployments for a minute, with tracebacks
     except NamelangError as exc:
         parser.exit(2, f"error: {exc}\n")
+    run_logs.warnings_in_one_line()
     if (missing := source_missing(args.source)) is not None:
         warnings.warn(missing, NamelangWarning, stacklevel=1)
     served = deployments(None if args.no_schedule else args.cron, args.source, args.timezone)
@@ -185,12 +187,7 @@ def pause_served(served: list[RunnerDeployment]) -> None:
               get_client(sync_client=True) as client):
             if (problem := client.api_healthcheck()) is not None:
                 raise problem
-            for deployment in served:
-                full_name = f"{deployment.flow_name}/{deployment.name}"
-                try:
-                    existing = client.read_deployment_by_name(full_name)
-                except ObjectNotFound:  # deleted meanwhile
-                    continue
+            for full_name, existing in _existing(client, served):
                 if not existing.work_pool_name:
                     client.pause_deployment(existing.id)
                     paused.append(full_name)

@@ -259,8 +259,7 @@ def _train(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig, dev
     setup = _setup(model_cfg, train_cfg, data, train_idx, data.class_counts(TRAIN), device)
     model = setup.model
     has_validation = len(data.indices(VALIDATION)) > 0
-    checkpoint = (None if train_cfg.checkpoint_dir is None
-                  else Path(train_cfg.checkpoint_dir) / f"train-{run_key(data, model_cfg, train_cfg)}.pt")
+    checkpoint = checkpoint_path(data, model_cfg, train_cfg)
     state = _fresh_state(elapsed=time.perf_counter() - t_setup)
     best_state = copy.deepcopy(model.state_dict())
     refit_state = resumed_from = None
@@ -334,6 +333,13 @@ def _resume(checkpoint: Path | None, setup: _Setup, device: torch.device, train_
         for record in state["history"]:
             on_epoch(record)
     return state, best_state, refit_state
+
+
+def checkpoint_path(data: TensorData, model_cfg: ModelConfig, train_cfg: TrainConfig) -> Path | None:
+    """Where a run of this data and these settings keeps its per-epoch checkpoint; None when off."""
+    if train_cfg.checkpoint_dir is None:
+        return None
+    return Path(train_cfg.checkpoint_dir) / f"train-{run_key(data, model_cfg, train_cfg)}.pt"
 
 
 def _fresh_state(elapsed: float) -> dict:

@@ -32,7 +32,7 @@ from pipeline.normalize import NamesTable
 from pipeline.pyfunc import save_bundle
 from pipeline.registry import LEARNT_NAMES_ARTIFACT, PromotionDecision, describe, promote_if_better, register
 from pipeline.tracking import MODEL_NAME, TrackedRun, artifact_progress_bars, configure
-from pipeline.train import TrainResult, cpu_threads, resolve_device, run_key, train_model
+from pipeline.train import TrainResult, checkpoint_path, cpu_threads, resolve_device, run_key, train_model
 
 
 @functools.cache
@@ -147,10 +147,8 @@ def training_slot(config: PipelineConfig, data: TensorData,
     first to end deleted the checkpoint another kept for `--resume`, and one's weights could go into
     the other's upload. A second one waits, said through `on_wait` (a warning by default). Both the
     model folder and the checkpoint are locked (in that order): either may be shared on its own."""
-    key = run_key(data, config.model, config.train)
-    shared = [model_dir(config, data)]
-    if config.train.checkpoint_dir is not None:
-        shared.append(Path(config.train.checkpoint_dir) / f"train-{key}.pt")
+    checkpoint = checkpoint_path(data, config.model, config.train)
+    shared = [model_dir(config, data), *([checkpoint] if checkpoint is not None else [])]
     with contextlib.ExitStack() as held:
         for path in shared:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,14 +189,15 @@ def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, con
                                      "ngram_models_counted": result.ngram_models_counted,
                                      "train_seconds": round(result.train_seconds, 1),
                                      "refit_on_train_and_validation_epochs": result.refit_epochs})
-    paths = write_reports(ev, model_dir(config, data) / "reports", card)
+    reports = model_dir(config, data) / "reports"
+    paths = write_reports(ev, reports, card)
     if run is not None:
         run.send_kept()  # what the store did not take during training
         run.log_metrics(ev.metrics, prefix="test_")
         run.log_artifacts(paths, "evaluation")
         if table.quality:  # the report of the table trained on, not what the processed folder holds now
-            run.log_artifacts(write_quality_reports(table, model_dir(config, data) / "reports"), "data")
-        run.log_artifacts({"learnt_names": write_learnt_names(data, model_dir(config, data) / "reports")}, "data")
+            run.log_artifacts(write_quality_reports(table, reports), "data")
+        run.log_artifacts({"learnt_names": write_learnt_names(data, reports)}, "data")
     return ev, paths
 
 
