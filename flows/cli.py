@@ -1,4 +1,4 @@
-"""The `namelang` command line: ingest, train, predict, batch, serve, promote.
+"""The `namelang` command line: ingest, train, predict, batch, serve, promote, prune.
 
 Lives beside the flows (not in `pipeline/`) because `train` and `batch` run Prefect flows; the other
 commands call `pipeline` directly and never import Prefect, so they start fast.
@@ -60,8 +60,30 @@ _INGEST_OPTIONS = {"source": "--source", "processed_dir": "--out", "raw_dir": "-
 SourceOption = Annotated[str, typer.Option("--source", "-s", help="Folder of <Language>.txt, a .zip, or a URL")]
 
 
+def _print_version(asked: bool) -> None:
+    """What a bug report needs: namelang's version and those of the libraries that shape its results
+    (read from the installed packages' metadata: importing them would take seconds)."""
+    if not asked:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{package} {installed(package)}" for package in ("torch", "mlflow", "prefect"))
+    typer.echo(f"namelang {installed('namelang')} ({libraries}; Python {sys.version.split()[0]})")
+    raise typer.Exit()
+
+
 @app.callback()
-def _main() -> None:
+def _main(
+    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the versions of namelang and its libraries, and exit")
+                            ] = False,
+) -> None:
     """namelang: ingest names, train and register models, predict languages."""
 
 
@@ -414,8 +436,9 @@ def prune(
     keep: Annotated[int, typer.Option(min=1, help="How many of the newest versions to keep")] = 5,
     dry_run: Annotated[bool, typer.Option(help="Say what would be deleted, and delete nothing")] = False,
 ) -> None:
-    """Delete old model versions with their runs and logged models (about 20 MB each): the newest
-    --keep and every version an alias names (@champion, @challenger) stay."""
+    """Delete old model versions, with their runs and logged models, to free disk (about 20 MB each).
+
+    The newest --keep versions and every version an alias names (@champion, @challenger) stay."""
     from pipeline.prune import prune as prune_versions
     from pipeline.tracking import configure
 

@@ -224,6 +224,17 @@ def test_help_shows_no_value_for_a_flag():
     assert re.search(r"--json\s+Machine-readable output", predict_help) and "<int range>" in predict_help
 
 
+def test_version_names_namelang_and_the_libraries_that_shape_its_results():
+    """What a bug report needs, from the installed packages, without a command's work (or a traceback)."""
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == (f"namelang {version('namelang')} (torch {version('torch')}, mlflow {version('mlflow')}, "
+                             f"prefect {version('prefect')}; Python {sys.version.split()[0]})\n")
+    assert runner.invoke(app, ["--version", "predict", "Hinton"]).output == result.output  # eager: nothing runs
+    assert re.search(r"--version\s+Print the versions", runner.invoke(app, ["--help"], terminal_width=120).output)
+
 def test_a_configuration_file_saved_with_a_bom_is_read(tmp_path):
     from flows.cli import _training_config
 
