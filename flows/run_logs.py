@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import uuid
 import warnings
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -51,8 +52,36 @@ class ParameterErrorsInTheRunLog(logging.Filter):
         run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
         if not (run_id and record.getMessage().startswith(_BAD_PARAMETERS)):
             return True
-        logging.getLogger("prefect.flow_runs").error("%s", record.getMessage(), extra={"flow_run_id": run_id})
+        # the run logger's terminal format names the run: without its name, logging printed three chained
+        # tracebacks ("Formatting field not found in record: 'flow_run_name'") in the serving terminal
+        logging.getLogger("prefect.flow_runs").error("%s", record.getMessage(), extra={
+            "flow_run_id": run_id, "flow_run_name": _flow_run_name(run_id)})
         return False
+
+
+# Prefect's flow logs this just before the engine's line, with pydantic's raw errors and every
+# parameter (the whole configuration): a deployment's run says it again in the engine's one line
+_PREFECT_PARAMETER_DUMP = "Parameter validation failed for flow "
+
+
+class NoParameterDump(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (os.environ.get("PREFECT__FLOW_RUN_ID") and record.getMessage().startswith(_PREFECT_PARAMETER_DUMP))
+
+
+def _flow_run_name(run_id: str) -> str:
+    """The run's name, as its log lines show it; its id when the API cannot say (a deployment's run
+    always has an API: without one, asking would start a temporary server)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        return run_id
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(uuid.UUID(run_id)).name
+    except Exception:  # noqa: BLE001 - a name for a log line: the message matters, not how the run is called
+        return run_id
 
 
 class NoCredentials(logging.Filter):
@@ -119,9 +148,10 @@ def install() -> None:
         for kind in (UserErrorsInOneLine, NoCredentials):  # in this order: the first may drop the traceback
             if not any(isinstance(f, kind) for f in logger.filters):
                 logger.addFilter(kind())
-    engine = logging.getLogger("prefect.engine")
-    if not any(isinstance(f, ParameterErrorsInTheRunLog) for f in engine.filters):
-        engine.addFilter(ParameterErrorsInTheRunLog())
+    for name, kind in (("prefect.engine", ParameterErrorsInTheRunLog), ("prefect.flows", NoParameterDump)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
     if warnings.showwarning is not _into_run_log:
         global _shown_before
         _shown_before = warnings.showwarning

@@ -96,6 +96,33 @@ def test_parameters_the_server_let_through_fail_the_run_in_lines_without_a_trace
     assert UserErrorsInOneLine().filter(bug) and bug.exc_info is not None  # a bug keeps its traceback
 
 
+def test_a_deployment_runs_refused_parameters_are_one_line_in_the_serving_terminal(tmp_path):
+    """In a deployment's run process (the runner gives it its run id), Prefect's flow logged pydantic's
+    raw errors and the whole configuration, and our re-sent engine line lacked the run's name that the
+    terminal format shows: logging printed three chained tracebacks there. Now one line, as in the UI."""
+    script = textwrap.dedent("""
+        import logging, sys
+        from flows.training import train_name_classifier
+        try:
+            train_name_classifier.validate_parameters({"config": {"split": {"train": 0.5}}})
+        except Exception as exc:  # as Prefect's flow engine logs it, on its own logger
+            logging.getLogger("prefect.engine").error("%s %s", "Validation of flow parameters failed with error:", exc)
+        sys.stderr.flush()
+    """)
+    run_id = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update(PREFECT__FLOW_RUN_ID=run_id, PREFECT_LOGGING_TO_API_ENABLED="false",
+               PREFECT_HOME=str(tmp_path / "prefect-home"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 2, output[-3000:]  # the record, and a line for each refused setting (Prefect's form)
+    assert re.search(rf"ERROR +\| Flow run '{run_id}' - Validation of flow parameters failed with error: Flow "
+                     "run received invalid parameters:$", lines[0]), output[-3000:]
+    assert lines[1] == " - config.split: Value error, split fractions must sum to 1, got 0.8000", output[-3000:]
+
 def test_mlflow_download_bars_are_off_for_a_quiet_run_only(monkeypatch):
     """Set within the run, as MLflow reads it when it downloads; restored after, an error too."""
     from pipeline.tracking import artifact_progress_bars as _artifact_progress_bars
@@ -615,6 +642,9 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         failed_log = subprocess.run([PREFECT, "flow-run", "logs", re.search(r"UUID: ([0-9a-f-]{36})", failed.stdout)
                                      .group(1)], env=env, capture_output=True, text=True, timeout=60).stdout
         assert "split fractions must sum to 1, got 1.1000" in failed_log, failed_log[-3000:]
+        serving = (tmp_path / "serve.log").read_text()  # and one line in the serving terminal, by the run's name
+        assert "Logging error" not in serving and "\nParameters: " not in serving, serving[-3000:]
+        assert re.search(r"Flow run '[a-z-]+' - Validation of flow parameters failed", serving), serving[-3000:]
         refused = subprocess.run([PREFECT, "deployment", "run", name, "--params",  # a pattern in the schema
                                   json.dumps({"config": {"data": {"source_sha256": "ab"}}})], env=env,
                                  capture_output=True, text=True, timeout=120)
