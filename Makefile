@@ -31,13 +31,17 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # Re-resolve pyproject.toml's ranges in a scratch environment (the same set-up, without the pins)
 # and pin the result: run it after changing a dependency, then the tests, then commit constraints.txt.
+# torch is pinned without its build label (2.13.0, not 2.13.0+cpu): the CPU build here and PyPI's
+# CUDA build of a GPU machine both satisfy it, where +cpu would refuse the CUDA one.
 LOCK_VENV := .lock-venv
 lock:
 	rm -rf $(LOCK_VENV)
 	$(MAKE) --no-print-directory setup VENV=$(LOCK_VENV) PIN=
+	$(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable > constraints.txt.frozen
 	{ echo "# Every package namelang installs, pinned (make lock writes this; make setup installs with it)."; \
-	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable; } > constraints.txt.tmp
+	  sed -E 's/^(torch==[^+]+)[+].*/\1/' constraints.txt.frozen; } > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
+	rm -f constraints.txt.frozen
 	rm -rf $(LOCK_VENV)
 
 run: setup

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,4 +53,14 @@ def test_every_package_namelang_needs_is_pinned_and_installed_at_its_pin():
     assert {"torch", "prefect", "mlflow", "pandas", "pyarrow", "pytest", "sqlalchemy"} <= needed
     assert sorted(needed - pins.keys()) == [], "not in constraints.txt: run `make lock`"
     installed = {name: distribution(name).version for name in needed}
-    assert {n: v for n, v in installed.items() if v != pins[n]} == {}, "installed versions differ from the pins"
+    # as pip reads a pin: torch==2.13.0 holds for the build 2.13.0+cpu (a local label), not for 2.13.1
+    differ = {n: v for n, v in installed.items() if not SpecifierSet(f"=={pins[n]}").contains(v, prereleases=True)}
+    assert differ == {}, "installed versions differ from the pins"
+
+
+def test_torch_is_pinned_so_that_a_cuda_build_satisfies_it_too():
+    """`make setup` installs torch==2.13.0 first: the CPU build here (2.13.0+cpu), PyPI's CUDA build on
+    a GPU machine (2.13.0). A pin of 2.13.0+cpu refused the second, and the install stopped there."""
+    pin = SpecifierSet(f"=={pinned_versions()['torch']}")
+    assert pin.contains("2.13.0") and pin.contains("2.13.0+cpu") and pin.contains("2.13.0+cu128")
+    assert not pin.contains("2.13.1")
