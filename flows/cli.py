@@ -240,7 +240,7 @@ def _print_training_summary(summary: dict) -> None:
     typer.echo(f"  browse runs and models:  {_browse_command(summary['mlflow_tracking_uri'])}")
     typer.echo(f"  predict:                 {_command('namelang')} predict Hinton Nakamura Schmidt")
     typer.echo(f"  serve over REST:         {_command('namelang')} serve   "
-               f"(mlflow models serve -m {CHAMPION_URI})")
+               "(mlflow models serve on the champion's version at start: restart it after a promotion)")
 
 
 def _browse_command(uri: str) -> str:
