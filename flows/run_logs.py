@@ -65,8 +65,12 @@ _PREFECT_PARAMETER_DUMP = "Parameter validation failed for flow "
 
 
 class NoParameterDump(logging.Filter):
+    """Leaves out that dump in a deployment's run process (reads the record's text unformatted: a filter
+    that formats a bad log call raises into the caller, and Prefect's line is an f-string)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (os.environ.get("PREFECT__FLOW_RUN_ID") and record.getMessage().startswith(_PREFECT_PARAMETER_DUMP))
+        dump = isinstance(record.msg, str) and record.msg.startswith(_PREFECT_PARAMETER_DUMP)
+        return not (dump and os.environ.get("PREFECT__FLOW_RUN_ID"))
 
 
 def _flow_run_name(run_id: str) -> str:

@@ -96,7 +96,7 @@ def test_parameters_the_server_let_through_fail_the_run_in_lines_without_a_trace
     assert UserErrorsInOneLine().filter(bug) and bug.exc_info is not None  # a bug keeps its traceback
 
 
-def test_a_deployment_runs_refused_parameters_are_one_line_in_the_serving_terminal(tmp_path):
+def test_a_deployment_runs_refused_parameters_are_one_line_in_the_serving_terminal(tmp_path, monkeypatch):
     """In a deployment's run process (the runner gives it its run id), Prefect's flow logged pydantic's
     raw errors and the whole configuration, and our re-sent engine line lacked the run's name that the
     terminal format shows: logging printed three chained tracebacks there. Now one line, as in the UI."""
@@ -122,6 +122,13 @@ def test_a_deployment_runs_refused_parameters_are_one_line_in_the_serving_termin
     assert re.search(rf"ERROR +\| Flow run '{run_id}' - Validation of flow parameters failed with error: Flow "
                      "run received invalid parameters:$", lines[0]), output[-3000:]
     assert lines[1] == " - config.split: Value error, split fractions must sum to 1, got 0.8000", output[-3000:]
+    import logging
+
+    from flows.run_logs import NoParameterDump
+
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", run_id)  # another line on that logger, a bad log call too, passes
+    assert NoParameterDump().filter(logging.LogRecord("prefect.flows", logging.ERROR, __file__, 1, "%d items",
+                                                      ("not a number",), None))
 
 def test_mlflow_download_bars_are_off_for_a_quiet_run_only(monkeypatch):
     """Set within the run, as MLflow reads it when it downloads; restored after, an error too."""
