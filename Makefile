@@ -37,11 +37,10 @@ LOCK_VENV := .lock-venv
 lock:
 	rm -rf $(LOCK_VENV)
 	$(MAKE) --no-print-directory setup VENV=$(LOCK_VENV) PIN=
-	$(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable > constraints.txt.frozen
 	{ echo "# Every package namelang installs, pinned (make lock writes this; make setup installs with it)."; \
-	  sed -E 's/^(torch==[^+]+)[+].*/\1/' constraints.txt.frozen; } > constraints.txt.tmp
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable; } > constraints.txt.tmp
+	sed -i -E 's/^(torch==[^+]+)[+].*/\1/' constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
-	rm -f constraints.txt.frozen
 	rm -rf $(LOCK_VENV)
 
 run: setup

@@ -62,7 +62,7 @@ SourceOption = Annotated[str, typer.Option("--source", "-s", help="Folder of <La
 
 def _print_version(asked: bool) -> None:
     """What a bug report needs: namelang's version and those of the libraries that shape its results
-    (read from the installed packages' metadata: importing them would take seconds)."""
+    (theirs read from the installed packages' metadata: importing them would take seconds)."""
     if not asked:
         return
     from importlib.metadata import PackageNotFoundError, version
@@ -73,8 +73,10 @@ def _print_version(asked: bool) -> None:
         except PackageNotFoundError:
             return "not installed"
 
+    from pipeline import __version__  # as the runs' `namelang.version` tag and the table's provenance say it
+
     libraries = ", ".join(f"{package} {installed(package)}" for package in ("torch", "mlflow", "prefect"))
-    typer.echo(f"namelang {installed('namelang')} ({libraries}; Python {sys.version.split()[0]})")
+    typer.echo(f"namelang {__version__} ({libraries}; Python {sys.version.split()[0]})")
     raise typer.Exit()
 
 
