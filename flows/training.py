@@ -395,5 +395,13 @@ def _train_name_classifier(config: PipelineConfig, resume: bool) -> dict:
     return out
 
 
-if __name__ == "__main__":  # pragma: no cover
-    print(train_name_classifier())
+if __name__ == "__main__":  # pragma: no cover - run in a subprocess by the tests
+    # `python -m flows.training [OPTIONS]` is `namelang train [OPTIONS]`: called bare, the flow ignored its
+    # options, started Prefect's temporary API in the terminal's process group with Prefect's 20 s to start
+    # (too short on a busy 2-core machine) and printed a traceback for a bad input; the command does neither
+    import sys
+
+    from flows.cli import main
+
+    sys.argv[1:1] = ["train"]
+    main()
