@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import unicodedata
 from pathlib import Path
@@ -409,7 +410,11 @@ def serve(
     typer.echo(f"serving {model}{which} on http://{host}:{port}/invocations (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", pinned, "--env-manager", "local",
            "-h", host, "-p", str(port)]
-    raise typer.Exit(code=run_forwarding_signals(cmd, env))
+    # the server's temporary folder, removed when it stops: MLflow downloads the model from a tracking server
+    # into a folder of its own that it never removes (20 MB at each start)
+    with tempfile.TemporaryDirectory(prefix="namelang-serve-") as scratch:
+        code = run_forwarding_signals(cmd, {**env, "TMPDIR": scratch})
+    raise typer.Exit(code=code)
 
 
 @app.command(cls=_Command)

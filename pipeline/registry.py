@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import re
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -32,6 +33,8 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
 from pipeline.config import CHALLENGER, CHAMPION
 from pipeline.errors import MLFLOW_NOT_THERE, NamelangError, NamelangWarning, TrackingError, first_line
@@ -111,14 +114,27 @@ def load_model(uri: str = model_uri(), download_bars: bool = True) -> PyFuncMode
     `download_bars=False`: none of MLflow's progress bars (an answer or a log, not a terminal's wait)."""
     _check_model_uri(uri)  # a malformed URI is the user's to mend, not a store failure to retry
     try:
-        with artifact_progress_bars(download_bars):
-            return mlflow.pyfunc.load_model(uri)
+        with artifact_progress_bars(download_bars), contextlib.ExitStack() as scratch:
+            # a download (a tracking server's model) into a folder of ours, removed once loaded (the model holds
+            # its weights in memory): MLflow never removes its own, 20 MB per command that loads a model
+            folder = None if _read_in_place(uri) else scratch.enter_context(
+                tempfile.TemporaryDirectory(prefix="namelang-model-"))
+            return mlflow.pyfunc.load_model(uri, dst_path=folder)
     except MlflowException as exc:
         if exc.error_code not in MLFLOW_NOT_THERE:
             raise TrackingError(f"the model store failed while loading the model ({first_line(exc)})", uri) from exc
         ref = parse_model_uri(uri)
         problem = missing_model_problem(ref) if ref is not None else None
         raise NamelangError(problem or f"cannot load model: {first_line(exc)}", None if problem else uri) from exc
+
+
+def _read_in_place(uri: str) -> bool:
+    """Whether MLflow reads the model where its files lie (a local store, a model folder) rather than
+    downloading a copy: given a folder to copy into, it would copy, and name that folder when the files are gone."""
+    repository = get_artifact_repository(uri)
+    while hasattr(repository, "repo"):  # models:/ and runs:/ wrap the repository that holds the files
+        repository = repository.repo
+    return isinstance(repository, LocalArtifactRepository)
 
 
 _TRAIN_ONE = "train one with `make run` or `namelang train --source DATA`"
@@ -429,13 +445,14 @@ def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
     try:
         if not run_id or LEARNT_NAMES_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
             return None
-        path = client.download_artifacts(run_id, LEARNT_NAMES_ARTIFACT)
+        with tempfile.TemporaryDirectory(prefix="namelang-learnt-") as folder:  # MLflow's own would stay
+            path = client.download_artifacts(run_id, LEARNT_NAMES_ARTIFACT, dst_path=folder)
+            return set(Path(path).read_text(encoding="utf-8").splitlines())
     except (MlflowException, OSError) as exc:  # OSError: requests' connection errors, a local store's files
         if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # the run itself is gone
             return None
         raise TrackingError(f"could not read the names run {run_id} learnt from ({first_line(exc)})",
                             mlflow.get_tracking_uri()) from exc
-    return set(Path(path).read_text(encoding="utf-8").splitlines())
 
 
 @contextlib.contextmanager

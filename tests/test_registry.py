@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -376,6 +377,7 @@ def test_a_run_records_the_quality_report_of_the_table_it_trained_on(store, tmp_
 
 _OPEN_A_NEW_STORE = """
 import sys
+import tempfile
 from mlflow import MlflowClient
 from pipeline.tracking import configure, experiment_id
 print(experiment_id(MlflowClient(configure(sys.argv[1]))))
@@ -602,7 +604,8 @@ def test_cli_predict_loads_the_model_without_download_bars(store, monkeypatch):
     """From a tracking server MLflow drew some 28 progress-bar updates on stderr before the answer."""
     name, seen, real = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", [], mlflow.pyfunc.load_model
     monkeypatch.delenv(name, raising=False)  # as MLflow's loader reads it while it downloads
-    monkeypatch.setattr(mlflow.pyfunc, "load_model", lambda uri: seen.append(os.environ.get(name)) or real(uri))
+    monkeypatch.setattr(mlflow.pyfunc, "load_model",
+                        lambda uri, **kw: seen.append(os.environ.get(name)) or real(uri, **kw))
     result = CliRunner().invoke(app, ["predict", "Nakamura"])
     assert result.exit_code == 0, result.output
     assert seen == ["false"] and name not in os.environ  # off while it loads, the process's own after
@@ -669,6 +672,9 @@ def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_pat
         work = tmp_path / "work"
         work.mkdir()
         monkeypatch.chdir(work)
+        scratch = tmp_path / "scratch"  # where MLflow downloads what it reads back (tempfile.mkdtemp)
+        scratch.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(scratch))
         # with a password, as a team's server behind a proxy may take: MLflow's "View run at" lines printed it
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{port}")
         config = tiny_config(work, small_names_folder(work), epochs=3)
@@ -700,6 +706,20 @@ def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_pat
         assert third["alias"] == CHALLENGER
         decision = client.get_model_version(MODEL_NAME, third["version"]).tags["gate.decision"]
         assert f"not compared: champion version {crowned.version} cannot be loaded" in decision, decision
+        # every model and list of learnt names read back from the server was downloaded to a temporary folder: all
+        # gone (MLflow leaves its own downloads for good: 20 MB per prediction command, with a team's server)
+        assert not [p for p in scratch.iterdir() if p.name != "torchinductor_root"]  # (PyTorch's kept cache)
+        # and a model server's: its copy of the model goes when it stops
+        served = tmp_path / "served-scratch"
+        served.mkdir()
+        with namelang_serve({"uri": f"http://127.0.0.1:{port}"}, model=f"models:/{MODEL_NAME}/{third['version']}",
+                            tmpdir=served) as (proc, serve_port):
+            answer = httpx.post(f"http://127.0.0.1:{serve_port}/invocations", timeout=30,
+                                json={"dataframe_split": {"columns": ["name"], "data": [["Nakamura"]]}})
+            assert answer.status_code == 200 and answer.json()["predictions"][0]["language"] in SMALL_LANGUAGES
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        assert not [p for p in served.iterdir() if p.name != "torchinductor_root"]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -1166,16 +1186,20 @@ def _server_group(proc: subprocess.Popen) -> int | None:
 
 
 @contextlib.contextmanager
-def namelang_serve(store, log: Path | None = None) -> Iterator[tuple[subprocess.Popen, int]]:
-    """The real `namelang serve` on a free port, answering, its output in `log` if given; whatever the
-    test does to it, nothing of it (namelang, mlflow, uvicorn) outlives the test."""
+def namelang_serve(store, log: Path | None = None, model: str | None = None,
+                   tmpdir: Path | None = None) -> Iterator[tuple[subprocess.Popen, int]]:
+    """The real `namelang serve` on a free port, answering, its output in `log` if given (`model`: its
+    --model; `tmpdir`: its TMPDIR); whatever the test does to it, nothing of it (namelang, mlflow, uvicorn)
+    outlives the test."""
     port = free_port()
     # no bin folder on PATH: `namelang serve` must put the virtualenv's there for mlflow to find uvicorn
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below, after the server
     # a registry URI left in the shell (another project's): the server checks and serves the model from one store
     elsewhere = f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port)],
-                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"], "MLFLOW_REGISTRY_URI": elsewhere},
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(port),
+                             *(["--model", model] if model else [])],
+                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"], "MLFLOW_REGISTRY_URI": elsewhere,
+                                 **({"TMPDIR": str(tmpdir)} if tmpdir else {})},
                             stdout=out, stderr=out)
     group = None
     try:
