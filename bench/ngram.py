@@ -4,19 +4,25 @@ TF-IDF over character 1-4 grams within word boundaries (`char_wb`) and a logisti
 with a small fair grid (C x class_weight) chosen on the VALIDATION split's macro-F1, then refit on
 train + validation: the default model's n-gram language models count the validation names too, so
 both end up having learnt from the same rows (the train-only fit is kept for reference).
-Run alone: `python bench/ngram.py` prints the grid and the chosen model's test figures.
+Run alone: `python bench/ngram.py` prints the grid and the chosen model's test figures; last line:
+{"C", "class_weight", "val_macro_f1", "test": {"acc", "macro_f1"}, "test_train_only": {"acc", "macro_f1"}}.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import Pipeline, make_pipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: this checkout's packages
 
 from pipeline.features import TEST, TRAIN, VALIDATION, TensorData
 
@@ -98,10 +104,7 @@ def benchmark_row(model: Pipeline, train_s: float, data: TensorData, spelt: bool
 
 def main() -> None:
     import argparse
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: `bench` from the repo root
     from bench.train import load_data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -112,10 +115,15 @@ def main() -> None:
     for row in result.grid:
         print(f"C={row['C']:<5g} class_weight={row['class_weight']!s:<9} fit {row['fit_s']:5.1f}s  "
               f"val acc {row['val_acc']:.3f}  val macro-F1 {row['val_macro_f1']:.3f}")
-    for label, model in (("refit on train + validation", result.model), ("fitted on train", result.train_only)):
+    tests = {}
+    for key, label, model in (("test", "refit on train + validation", result.model),
+                              ("test_train_only", "fitted on train", result.train_only)):
         test = evaluate(model, data)
+        tests[key] = {"acc": round(test["acc"], 4), "macro_f1": round(test["macro_f1"], 4)}
         print(f"chosen C={result.C:g} class_weight={result.class_weight}, {label}: test acc {test['acc']:.3f} "
               f"macro-F1 {test['macro_f1']:.3f}")
+    print(json.dumps({"C": result.C, "class_weight": result.class_weight,
+                      "val_macro_f1": round(result.val_macro_f1, 4), **tests}))
 
 
 if __name__ == "__main__":

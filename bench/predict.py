@@ -13,8 +13,10 @@ Last line: {"pyfunc_names_per_s", "torch_names_per_s", "p50_ms", "p99_ms"}.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -54,7 +56,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="namelang-bench-predict-"))
+    work = Path(tempfile.mkdtemp(prefix="namelang-bench-predict-"))  # 110 MB: a checkpoint, a store, the model
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     config = PipelineConfig(data=DataConfig(source=args.source, raw_dir=work / "raw", processed_dir=work / "processed",
                                             models_dir=work / "models"),

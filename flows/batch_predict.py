@@ -42,7 +42,15 @@ def predict(uri: str, version: str, input_path: Path, output_path: Path, column:
 @flow(name="batch-predict", log_prints=True)
 def batch_predict(input_path: str, output_path: str | None = None, model: str = model_uri(),
                   column: str = NAME_COLUMN, chunk_size: Annotated[int, Field(ge=1)] = BATCH_CHUNK_NAMES) -> dict:
-    """Read names from Parquet, CSV or text; write Parquet with top-3 languages and the model version."""
+    """Read names from Parquet, CSV or text; write Parquet with top-3 languages and the model version.
+
+    Args:
+        input_path: The names: a Parquet or CSV file with a column of them, or a text file of one per line.
+        output_path: The Parquet file to write; default: the input's name with `.predictions.parquet` added.
+        model: The model's URI; default: the champion, its version fixed when the run starts.
+        column: The column of names in a Parquet or CSV input.
+        chunk_size: Names read, predicted and written at a time (bounds the run's memory).
+    """
     source = Path(input_path)
     target = check_paths(source, output_path)
     pinned, version = resolve_version(model)

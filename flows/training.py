@@ -365,7 +365,13 @@ def _run(step, *args):
 
 @flow(name="train-name-classifier", log_prints=True)
 def train_name_classifier(config: PipelineConfig = DEFAULT_CONFIG, resume: bool = False) -> dict:
-    """Train, evaluate and register a surname-language classifier; returns a summary."""
+    """Train, evaluate and register a surname-language classifier; returns a summary.
+
+    Args:
+        config: Every setting (data, split, model, training). Given in a run's parameters, it replaces the
+            deployment's whole configuration: settings left out take the code's defaults, not the deployment's.
+        resume: Continue an interrupted training of the same data and settings from its last checkpoint.
+    """
     # a deployment's logs, not a terminal: MLflow's download bars off too, for this run only
     with artifact_progress_bars(config.train.progress), cpu_threads(config.train.num_threads):
         return _train_name_classifier(config, resume)

@@ -66,18 +66,18 @@ class DataConfig(_Strict):
         None, description="Expected SHA-256 (64 hex digits) of the source archive",
         json_schema_extra={"pattern": SHA256_PATTERN},  # for a Prefect server to check; `_sha256_hex` words it
     )
-    raw_dir: Path = Path("data/raw")
-    processed_dir: Path = Path("data/processed")
+    raw_dir: Path = Field(Path("data/raw"), description="Where a downloaded or unpacked source is kept")
+    processed_dir: Path = Field(Path("data/processed"), description="Where the Parquet table and the tensors go")
     models_dir: Path | None = Field(
         None, description="Each trained model and its reports, saved before MLflow sees them (one folder per "
         "data and settings); default: `models` beside processed_dir (data/models)"
     )
     cache_dir: Path = Field(Path("data/cache"), description="Where the flow persists cached step results")
     max_name_chars: int = Field(MAX_NAME_CHARS, ge=1, description="Longer names are rejected")
-    download_timeout_s: float = Field(60.0, gt=0)
+    download_timeout_s: float = Field(60.0, gt=0, description="Seconds a download may wait for the server")
     download_retries: int = Field(3, ge=0, description="Retries of a failed download (flow only)")
     retry_backoff_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each retry")
-    max_download_bytes: int = Field(512 * MIB, gt=0)
+    max_download_bytes: int = Field(512 * MIB, gt=0, description="Largest source archive accepted (bytes)")
     max_member_bytes: int = Field(64 * MIB, gt=0, description="Largest file accepted inside an archive")
 
     @field_validator("source", mode="before")
@@ -102,9 +102,9 @@ class SplitConfig(_Strict):
         "by_name",
         description="by_name: every copy of a name on one side (honest); random_lines: the notebook's split",
     )
-    train: float = Field(0.70, gt=0, lt=1)
-    validation: float = Field(0.15, ge=0, lt=1)
-    test: float = Field(0.15, gt=0, lt=1)
+    train: float = Field(0.70, gt=0, lt=1, description="Share of the names the model learns from")
+    validation: float = Field(0.15, ge=0, lt=1, description="Share that picks the epoch (early stopping)")
+    test: float = Field(0.15, gt=0, lt=1, description="Share held out for the reported figures and the gate")
     seed: int = Field(2024, ge=0, description="the split's random seed")
 
     @model_validator(mode="after")
@@ -118,13 +118,14 @@ class SplitConfig(_Strict):
 class ModelConfig(_Strict):
     """The character-level classifier; the notebook's CharRNN is `ModelConfig.notebook()`."""
 
-    cell: Literal["rnn", "lstm", "gru"] = "gru"
-    input: Literal["embedding", "onehot"] = "embedding"
-    embedding_dim: int = Field(64, ge=1)
-    hidden_size: int = Field(128, ge=1)
-    num_layers: int = Field(1, ge=1)
-    bidirectional: bool = True
-    dropout: float = Field(0.4, ge=0, lt=1)
+    cell: Literal["rnn", "lstm", "gru"] = Field("gru", description="The recurrent cell")
+    input: Literal["embedding", "onehot"] = Field(
+        "embedding", description="Characters as learnt vectors, or one-hot as in the notebook")
+    embedding_dim: int = Field(64, ge=1, description="Width of a character's vector (embedding input)")
+    hidden_size: int = Field(128, ge=1, description="Units of the recurrent layer, per direction")
+    num_layers: int = Field(1, ge=1, description="Stacked recurrent layers")
+    bidirectional: bool = Field(True, description="Read names in both directions")
+    dropout: float = Field(0.4, ge=0, lt=1, description="Dropout before the output layer (and between layers)")
     pooling: Literal["last", "mean_max"] = Field(
         "mean_max", description="last: final hidden state (notebook); mean_max: pooled over all steps"
     )
@@ -164,18 +165,19 @@ class ModelConfig(_Strict):
 class TrainConfig(_Strict):
     """The optimisation loop."""
 
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(256, ge=1)
-    learning_rate: float = Field(5e-3, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    lr_schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    epochs: int = Field(20, ge=1, description="Most epochs (early stopping may end sooner)")
+    batch_size: int = Field(256, ge=1, description="Names per optimisation step")
+    learning_rate: float = Field(5e-3, gt=0, description="AdamW's (peak) learning rate")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW's weight decay")
+    lr_schedule: Literal["onecycle", "cosine", "constant"] = Field(
+        "onecycle", description="How the learning rate moves over the epochs")
     patience: int = Field(4, ge=1, description="Epochs without a better validation macro-F1 before stopping")
     class_weighting: bool = Field(True, description="Weight the loss by inverse class frequency")
     class_weight_power: float = Field(
         0.5, ge=0, le=1, description="Class weight = frequency^-power (1: balanced, 0.5: inverse square root)"
     )
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    clip_grad_norm: float = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Share of each label's weight spread over the others")
+    clip_grad_norm: float = Field(1.0, gt=0, description="Largest gradient norm of a step (clipped above it)")
     refit_on_train_and_validation: bool = Field(
         False, description="After early stopping picks the best epoch E on validation, retrain from scratch on "
         "train + validation for E epochs (same seed and LR schedule) and return that model; the refit phase is "
@@ -188,7 +190,8 @@ class TrainConfig(_Strict):
         "refit_on_train_and_validation, whose refit counts both splits anyway"
     )
     seed: int = Field(2024, ge=0, le=2**64 - 1, description="torch's random seed: weights and batch order")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: a CUDA GPU when there is one (bf16 autocast), else the CPU")
     num_threads: int | None = Field(None, ge=1, description="CPU threads; default: all cores")
     max_seconds: float | None = Field(
         None, gt=0, description="Stop the first phase after this much training time (a refit comes on top)"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,7 +20,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     # Prefect keeps its database and cached results in PREFECT_HOME: one fresh home per session,
     # and never a developer's running server.
-    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="namelang-prefect-home-")
+    os.environ["PREFECT_HOME"] = home = tempfile.mkdtemp(prefix="namelang-prefect-home-")
+    # removed at exit, after the temporary Prefect APIs this process started (their stops registered later)
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
     os.environ.pop("PREFECT_API_URL", None)
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):  # the tests' own stores
         os.environ.pop(name, None)

@@ -1533,3 +1533,16 @@ def test_serving_without_a_schedule_removes_the_one_served_before(harness):
     names, schedules = served("0 3 * * 1")
     assert schedules == ["0 3 * * 1"]
     assert served(None) == (names, [])
+
+
+def test_every_parameter_and_setting_says_what_it_is_in_the_deployments_form():
+    """The Prefect UI's run form shows each field's description: 22 settings and every flow parameter had none."""
+    from prefect.utilities.callables import parameter_schema
+
+    for entry in (train_name_classifier, batch_predict):
+        schema = parameter_schema(entry).model_dump()
+        undescribed = [name for name, field in schema["properties"].items() if not field.get("description")]
+        for section, definition in schema.get("definitions", {}).items():
+            undescribed += [f"{section}.{name}" for name, field in definition["properties"].items()
+                            if "$ref" not in field and not field.get("description")]  # a section: its own fields
+        assert not undescribed, (entry.name, undescribed)
