@@ -170,10 +170,13 @@ def train(
     from flows.local_api import prefect_api
     from flows.training import TAGS, train_name_classifier
     from pipeline.ingest import check_source
+    from pipeline.train import resolve_device
 
     started = time.time()
     try:  # tagged as the deployments' runs: on a server, the crash automation watches it too
-        check_source(config.data)  # a path not there, at once: Prefect's temporary API takes some 20 s to start
+        # a path not there or a GPU missing, at once: Prefect's temporary API takes some 20 s to start
+        check_source(config.data)
+        resolve_device(config.train.device)
         with stop_signals_interrupt(), prefect_api(), tags(*TAGS):
             summary = train_name_classifier(config, resume=resume)
     except NamelangError as exc:

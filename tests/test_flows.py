@@ -883,6 +883,18 @@ def test_a_missing_gpu_fails_before_any_data_step_or_mlflow_run(harness, tmp_pat
     assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
 
 
+def test_the_cli_says_a_gpu_is_missing_before_starting_a_temporary_prefect_api(tmp_path):
+    """It waited for Prefect's temporary API to start (10 to 25 s) for the same one line."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), CUDA_VISIBLE_DEVICES="")  # no GPU, whatever the machine
+    done = subprocess.run([str(Path(sys.executable).parent / "namelang"), "train", "--device", "cuda", "--source",
+                           str(small_names_folder(tmp_path))], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == "error: device 'cuda' asked for, but no CUDA GPU is available"
+    assert "temporary server" not in done.stdout + done.stderr and not (tmp_path / "data").exists()
+
+
 def test_cli_train_on_bad_input_says_what_is_wrong_without_tracebacks(harness, tmp_path):
     """Prefect logged some 240 lines of chained tracebacks for one bad byte before the error line."""
     from prefect.settings import PREFECT_API_URL
