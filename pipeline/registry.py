@@ -445,8 +445,8 @@ def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
     try:
         if not run_id or LEARNT_NAMES_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
             return None
-        with tempfile.TemporaryDirectory(prefix="namelang-learnt-") as folder:  # MLflow's own would stay
-            path = client.download_artifacts(run_id, LEARNT_NAMES_ARTIFACT, dst_path=folder)
+        with tempfile.TemporaryDirectory(prefix="namelang-learnt-") as scratch:  # MLflow's own would stay
+            path = client.download_artifacts(run_id, LEARNT_NAMES_ARTIFACT, dst_path=scratch)
             return set(Path(path).read_text(encoding="utf-8").splitlines())
     except (MlflowException, OSError) as exc:  # OSError: requests' connection errors, a local store's files
         if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":  # the run itself is gone
