@@ -178,12 +178,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def pause_served(served: list[RunnerDeployment]) -> None:
     """Pause the deployments this process served, as Prefect's runner does when it stops (their
-    schedules would queue runs no process takes), in one short try: an API already gone is one
-    warning line, not a minute of retries. One that `prefect deploy` has moved to a work pool
-    meanwhile is a worker's now, and is left as it is."""
+    schedules would queue runs no process takes), briefly: an API already gone is one warning line at
+    once, not a minute of retries; a busy one's 503 is tried twice more (2 and 4 s later, as Prefect's
+    client backs off). One that `prefect deploy` has moved to a work pool meanwhile is a worker's now,
+    and is left as it is."""
     paused = []
     try:
-        with (temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 0, PREFECT_API_REQUEST_TIMEOUT: 10}),
+        with (temporary_settings({PREFECT_CLIENT_MAX_RETRIES: 2, PREFECT_API_REQUEST_TIMEOUT: 10}),
               get_client(sync_client=True) as client):
             if (problem := client.api_healthcheck()) is not None:
                 raise problem

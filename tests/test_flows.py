@@ -3,6 +3,7 @@ batch prediction, and deployments served against a real `prefect server` on 127.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import mlflow
 import pandas as pd
 import pytest
@@ -994,6 +996,41 @@ def test_a_server_out_of_reach_of_ctrl_c_is_told_apart():
             proc.wait()
 
 
+@contextlib.contextmanager
+def _answering_503_once(api: str, method: str):
+    """A proxy in front of the Prefect API at `api` that answers the first `method` request with 503 Service
+    Unavailable (as a busy server's database does), and passes everything else on: (its API URL, the paths
+    refused, without their ids)."""
+    refused: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.command == method and not refused:
+                refused.append(self.path.rsplit("/", 1)[0] + "/")
+                answer = httpx.Response(503, json={"exception_message": "Service Unavailable"})
+            else:
+                answer = httpx.request(self.command, api.removesuffix("/api") + self.path, content=body, timeout=30,
+                                       headers={"Content-Type": self.headers.get("Content-Type", "application/json")})
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _forward  # noqa: N815 - http.server's naming
+
+        def log_message(self, *args):
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{proxy.server_address[1]}/api", refused
+    finally:
+        proxy.shutdown()
+
+
 def test_serving_stops_pausing_only_its_own_deployments_and_at_once_if_the_server_went_first(tmp_path):
     """Stopping flows.serve paused, by name, a deployment `prefect deploy` had moved to a work pool
     meanwhile: its schedule never fired. And with the server stopped first (a reboot's order, a
@@ -1022,7 +1059,10 @@ def test_serving_stops_pausing_only_its_own_deployments_and_at_once_if_the_serve
                 done = subprocess.run([PREFECT, *command], cwd=Path(__file__).parents[1], env=env,
                                       capture_output=True, text=True, timeout=120)
                 assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-            pause_served(served)
+            with _answering_503_once(api, "PATCH") as (flaky_api, refused):
+                with temporary_settings({PREFECT_API_URL: flaky_api}):  # a busy server's one 503 is tried again
+                    pause_served(served)
+                assert refused == ["/api/deployments/"], refused
             with get_client(sync_client=True) as client:
                 retrain = client.read_deployment_by_name(f"train-name-classifier/{RETRAIN}")
                 assert retrain.work_pool_name == "namelang" and not retrain.paused  # the worker's: left alone
