@@ -66,7 +66,7 @@ def store(tmp_path_factory):
         yield {"root": root, "uri": uri, "config": config, "summary": summary, "labels": labels, "top": top}
 
 
-def test_run_logs_params_curves_dataset_and_artifacts(store):
+def test_run_logs_params_curves_dataset_and_artifacts(store, tmp_path):
     client = MlflowClient()
     run = client.get_run(store["summary"]["run_id"])
     assert run.data.params["train.epochs"] == "6"
@@ -89,14 +89,15 @@ def test_run_logs_params_curves_dataset_and_artifacts(store):
     for name in ("evaluation/confusion_matrix.png", "evaluation/model_card.md", "evaluation/per_language.csv",
                  "evaluation/misclassified.csv", "data/provenance.json", "data/quality.md"):
         assert name in artifacts
-    card = Path(client.download_artifacts(run.info.run_id, "evaluation/model_card.md")).read_text()
+    card = Path(client.download_artifacts(run.info.run_id, "evaluation/model_card.md", str(tmp_path))).read_text()
     assert run.data.tags["namelang.data_sha256"] in card
     assert "| language" in card and "| Japanese" in card  # the per-language table, as Markdown
     assert f"macro-F1 {run.data.metrics['test_macro_f1']:.4f}" in card
     assert re.search(r"## Metrics \(test split, \d+ rows: distinct \(name, language\) pairs\)", card), card[:2000]
     assert "ngram_models_counted: train + validation" in card
     # the model's pins install from PyPI: torch's local label (+cpu) exists only on PyTorch's index
-    requirements = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1/requirements.txt")).read_text()
+    requirements = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/1/requirements.txt",
+                                                            dst_path=str(tmp_path))).read_text()
     pins = dict(line.split("==") for line in requirements.split() if "==" in line)
     assert pins.keys() >= {"torch", "mlflow"} and not any("+" in v for v in pins.values()), requirements
 
@@ -328,7 +329,7 @@ def test_a_champion_that_cannot_be_loaded_or_whose_learnt_names_are_gone_is_not_
     judge = functools.partial(promote_if_better, str(candidate.version), names, ["Japanese"] * 10,
                               ["Japanese"] * 10, languages=store["labels"])
     files = tmp_path / "model"
-    shutil.copytree(mlflow.artifacts.download_artifacts(champion.source), files)
+    shutil.copytree(mlflow.artifacts.download_artifacts(champion.source, dst_path=str(tmp_path / "download")), files)
     gone = mlflow.register_model(str(files), MODEL_NAME, tags={"gone": "files"})
     shutil.rmtree(files)
     # a run that kept no record of learnt names (an older namelang's)
@@ -370,9 +371,10 @@ def test_a_run_records_the_quality_report_of_the_table_it_trained_on(store, tmp_
                          other_config.data)
     workflow.evaluate_model(result, data, table, config, run)
     run.finish()
-    logged = json.loads(Path(MlflowClient().download_artifacts(run.run_id, "data/quality.json")).read_text())
+    read = functools.partial(MlflowClient().download_artifacts, run.run_id, dst_path=str(tmp_path))
+    logged = json.loads(Path(read("data/quality.json")).read_text())
     assert logged == table.quality and logged["languages"] == 6
-    assert "- languages: 6," in Path(MlflowClient().download_artifacts(run.run_id, "data/quality.md")).read_text()
+    assert "- languages: 6," in Path(read("data/quality.md")).read_text()
 
 
 _OPEN_A_NEW_STORE = """
