@@ -654,6 +654,11 @@ def test_a_model_folder_needs_no_tracking_store(store, tmp_path, monkeypatch):
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "mlruns").exists()
 
 
+def _left_in(folder: Path) -> list[Path]:
+    """What is left in a temporary folder, but PyTorch's compile cache (made there once, kept on purpose)."""
+    return [p for p in folder.iterdir() if p.name != "torchinductor_root"]
+
+
 def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_path, monkeypatch, capfd):
     """`MLFLOW_TRACKING_URI=http://...`: a real `mlflow server` on 127.0.0.1. Artifacts go through it
     to its own store (nothing under the working directory), the gate runs without a lock file (a
@@ -710,7 +715,7 @@ def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_pat
         assert f"not compared: champion version {crowned.version} cannot be loaded" in decision, decision
         # every model and list of learnt names read back from the server was downloaded to a temporary folder: all
         # gone (MLflow leaves its own downloads for good: 20 MB per prediction command, with a team's server)
-        assert not [p for p in scratch.iterdir() if p.name != "torchinductor_root"]  # (PyTorch's kept cache)
+        assert not _left_in(scratch)
         # and a model server's: its copy of the model goes when it stops
         served = tmp_path / "served-scratch"
         served.mkdir()
@@ -721,7 +726,7 @@ def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_pat
             assert answer.status_code == 200 and answer.json()["predictions"][0]["language"] in SMALL_LANGUAGES
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0
-        assert not [p for p in served.iterdir() if p.name != "torchinductor_root"]
+        assert not _left_in(served)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
