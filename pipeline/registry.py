@@ -35,6 +35,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
 from pipeline.config import CHALLENGER, CHAMPION
 from pipeline.errors import MLFLOW_NOT_THERE, NamelangError, NamelangWarning, TrackingError, first_line
@@ -133,6 +134,8 @@ def _read_in_place(uri: str) -> bool:
     downloading a copy: given a folder to copy into, it would copy, and name that folder when the files are gone."""
     repository = get_artifact_repository(uri)
     while hasattr(repository, "repo"):  # models:/ and runs:/ wrap the repository that holds the files
+        if isinstance(repository, RunsArtifactRepository):  # a runs:/ model is copied even off a local store
+            return False
         repository = repository.repo
     return isinstance(repository, LocalArtifactRepository)
 

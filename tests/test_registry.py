@@ -522,9 +522,11 @@ def test_pyfunc_bad_input_gives_per_row_errors(store):
     assert frame["language"].notna().tolist() == [True, False, True]
 
 
-def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(store):
+def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(store, tmp_path, monkeypatch):
     """They read "the model store failed while loading the model" (a retry would not help), or a bare
-    "not enough values to unpack"."""
+    "not enough values to unpack". A runs:/ model, which MLflow copies even off a local store, leaves
+    no copy behind."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     run_id = store["summary"]["run_id"]
     for uri, said in ((f"runs:/{run_id}", "a runs:/ URI names the model's path in the run too"),
                       ("models:/namelang/Production", "model 'namelang' in the registry at"),
@@ -533,6 +535,7 @@ def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(sto
         result = CliRunner().invoke(app, ["predict", "Tanaka", "--model", uri])
         assert result.exit_code == 2 and said in result.output and "store failed" not in result.output, result.output
     assert CliRunner().invoke(app, ["predict", "Tanaka", "--model", f"runs:/{run_id}/model"]).exit_code == 0
+    assert not _left_in(tmp_path)
 
 
 def test_batch_file_whose_first_chunk_has_no_errors(store, tmp_path):
@@ -1273,8 +1276,9 @@ def test_namelang_serve_stops_with_whatever_stops_it(store, stop, tmp_path):
     """Ctrl-C exits 0; a closed terminal (SIGHUP) exits 0; even a SIGKILL, which namelang cannot
     forward, takes the server down with it: nothing keeps serving. A stop it asked for is no
     failure: mlflow's own CLI, handed the Ctrl-C, ended the log with "Aborted!"."""
-    log = tmp_path / "serve.log"
-    with namelang_serve(store, log) as (proc, port):
+    log, scratch = tmp_path / "serve.log", tmp_path / "tmp"
+    scratch.mkdir()
+    with namelang_serve(store, log, tmpdir=scratch) as (proc, port):
         proc.send_signal(stop)
         assert proc.wait(timeout=60) == (-signal.SIGKILL if stop == signal.SIGKILL else 0)
         assert stops_answering(f"http://127.0.0.1:{port}/ping"), \
@@ -1284,6 +1288,8 @@ def test_namelang_serve_stops_with_whatever_stops_it(store, stop, tmp_path):
     champion = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION).version
     assert f"serving models:/namelang@champion (version {champion}, until restarted) on http" in log.read_text()
     assert "Aborted" not in log.read_text()
+    # its scratch folder goes with a stop it hears (after a SIGKILL nothing of namelang's runs to remove it)
+    assert stop == signal.SIGKILL or not _left_in(scratch), _left_in(scratch)
 
 
 def test_a_second_ctrl_c_reaches_the_server_as_ctrl_c(tmp_path):
