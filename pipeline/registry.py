@@ -115,11 +115,11 @@ def load_model(uri: str = model_uri(), download_bars: bool = True) -> PyFuncMode
     `download_bars=False`: none of MLflow's progress bars (an answer or a log, not a terminal's wait)."""
     _check_model_uri(uri)  # a malformed URI is the user's to mend, not a store failure to retry
     try:
-        with artifact_progress_bars(download_bars), contextlib.ExitStack() as scratch:
-            # a download (a tracking server's model) into a folder of ours, removed once loaded (the model holds
-            # its weights in memory): MLflow never removes its own, 20 MB per command that loads a model
-            folder = None if _read_in_place(uri) else scratch.enter_context(
-                tempfile.TemporaryDirectory(prefix="namelang-model-"))
+        # a download (a tracking server's model) into a folder of ours, removed once loaded (the model holds
+        # its weights in memory): MLflow never removes its own, 20 MB per command that loads a model
+        scratch = contextlib.nullcontext() if _read_in_place(uri) else tempfile.TemporaryDirectory(
+            prefix="namelang-model-")
+        with artifact_progress_bars(download_bars), scratch as folder:
             return mlflow.pyfunc.load_model(uri, dst_path=folder)
     except MlflowException as exc:
         if exc.error_code not in MLFLOW_NOT_THERE:

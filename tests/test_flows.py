@@ -36,6 +36,7 @@ from tests.support import free_port, small_names_folder, stops_answering, tiny_c
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).parent / "prefect")
+NAMELANG = str(Path(sys.executable).parent / "namelang")
 HEARTBEAT_S = 30  # Prefect's least: the real-server test's runs beat this often, and are Crashed 90 s after the last
 
 
@@ -889,7 +890,7 @@ def test_the_cli_says_a_gpu_is_missing_before_starting_a_temporary_prefect_api(t
     """It waited for Prefect's temporary API to start (10 to 25 s) for the same one line."""
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), CUDA_VISIBLE_DEVICES="")  # no GPU, whatever the machine
-    done = subprocess.run([str(Path(sys.executable).parent / "namelang"), "train", "--device", "cuda", "--source",
+    done = subprocess.run([NAMELANG, "train", "--device", "cuda", "--source",
                            str(small_names_folder(tmp_path))], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 2, done.stdout + done.stderr[-3000:]
@@ -911,7 +912,7 @@ def test_cli_train_on_bad_input_says_what_is_wrong_without_tracebacks(harness, t
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"}
     problem = f"{source / 'German.txt'}:2: not valid UTF-8 (byte 0xff: invalid start byte)"
     # `python -m flows.training` is the same command (it ran the flow bare: options ignored, Prefect's traceback)
-    for command in ([str(Path(sys.executable).parent / "namelang"), "train"], [sys.executable, "-m", "flows.training"]):
+    for command in ([NAMELANG, "train"], [sys.executable, "-m", "flows.training"]):
         proc = subprocess.run([*command, "--config", str(config_file)], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
         output = proc.stdout + proc.stderr
@@ -956,7 +957,7 @@ def _ctrl_c(args: list[str], cwd: Path, env: dict, ready, sig: int = signal.SIGI
     namelang alone): (exit code, seconds it took to stop, output)."""
     # a shell gives its foreground job the default Ctrl-C; a test session started in the background
     # (`nohup ... &`) ignores SIGINT, and a child would inherit that and never see the Ctrl-C
-    program = program or [str(Path(sys.executable).parent / "namelang")]
+    program = program or [NAMELANG]
     proc = subprocess.Popen([*program, *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -1354,7 +1355,7 @@ def test_a_training_killed_hard_is_found_dead_and_closed_by_the_next_one(first_r
     config_file = tmp_path / "settings.json"
     config_file.write_text(settings.model_dump_json())
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    killed = subprocess.Popen([str(Path(sys.executable).parent / "namelang"), "train", "--config", str(config_file)],
+    killed = subprocess.Popen([NAMELANG, "train", "--config", str(config_file)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = MlflowClient()
     try:
@@ -1524,7 +1525,7 @@ def test_a_prefect_api_that_does_not_answer_is_one_line_not_a_traceback(tmp_path
     names = tmp_path / "names.txt"
     names.write_text("Rossi\n", encoding="utf-8")
     env = {**os.environ, "PREFECT_API_URL": url}
-    commands = {"batch": [str(Path(sys.executable).parent / "namelang"), "batch", str(names)],
+    commands = {"batch": [NAMELANG, "batch", str(names)],
                 "serve": [sys.executable, "-m", "flows.serve", "--source", str(names.parent)]}
     for command in commands.values():
         proc = subprocess.run(command, env=env, cwd=Path(__file__).parents[1], capture_output=True, text=True,

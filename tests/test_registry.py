@@ -66,6 +66,21 @@ def store(tmp_path_factory):
         yield {"root": root, "uri": uri, "config": config, "summary": summary, "labels": labels, "top": top}
 
 
+@pytest.fixture
+def own_tempdir(tmp_path, monkeypatch) -> Path:
+    """This process's temporary folder for one test (tempfile's, where MLflow downloads what it reads
+    back), so that the test can see what was left in it (`_left_in`)."""
+    folder = tmp_path / "tempdir"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def _left_in(folder: Path) -> list[Path]:
+    """What is left in a temporary folder, but PyTorch's compile cache (made there once, kept on purpose)."""
+    return [p for p in folder.iterdir() if p.name != "torchinductor_root"]
+
+
 def test_run_logs_params_curves_dataset_and_artifacts(store, tmp_path):
     client = MlflowClient()
     run = client.get_run(store["summary"]["run_id"])
@@ -379,7 +394,6 @@ def test_a_run_records_the_quality_report_of_the_table_it_trained_on(store, tmp_
 
 _OPEN_A_NEW_STORE = """
 import sys
-import tempfile
 from mlflow import MlflowClient
 from pipeline.tracking import configure, experiment_id
 print(experiment_id(MlflowClient(configure(sys.argv[1]))))
@@ -522,11 +536,10 @@ def test_pyfunc_bad_input_gives_per_row_errors(store):
     assert frame["language"].notna().tolist() == [True, False, True]
 
 
-def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(store, tmp_path, monkeypatch):
+def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(store, own_tempdir):
     """They read "the model store failed while loading the model" (a retry would not help), or a bare
     "not enough values to unpack". A runs:/ model, which MLflow copies even off a local store, leaves
     no copy behind."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     run_id = store["summary"]["run_id"]
     for uri, said in ((f"runs:/{run_id}", "a runs:/ URI names the model's path in the run too"),
                       ("models:/namelang/Production", "model 'namelang' in the registry at"),
@@ -535,7 +548,7 @@ def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(sto
         result = CliRunner().invoke(app, ["predict", "Tanaka", "--model", uri])
         assert result.exit_code == 2 and said in result.output and "store failed" not in result.output, result.output
     assert CliRunner().invoke(app, ["predict", "Tanaka", "--model", f"runs:/{run_id}/model"]).exit_code == 0
-    assert not _left_in(tmp_path)
+    assert not _left_in(own_tempdir)
 
 
 def test_batch_file_whose_first_chunk_has_no_errors(store, tmp_path):
@@ -657,12 +670,9 @@ def test_a_model_folder_needs_no_tracking_store(store, tmp_path, monkeypatch):
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "mlruns").exists()
 
 
-def _left_in(folder: Path) -> list[Path]:
-    """What is left in a temporary folder, but PyTorch's compile cache (made there once, kept on purpose)."""
-    return [p for p in folder.iterdir() if p.name != "torchinductor_root"]
 
 
-def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_path, monkeypatch, capfd):
+def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_path, monkeypatch, capfd, own_tempdir):
     """`MLFLOW_TRACKING_URI=http://...`: a real `mlflow server` on 127.0.0.1. Artifacts go through it
     to its own store (nothing under the working directory), the gate runs without a lock file (a
     server store has none) and judges the second version, and the champion loads back through it."""
@@ -682,9 +692,6 @@ def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_pat
         work = tmp_path / "work"
         work.mkdir()
         monkeypatch.chdir(work)
-        scratch = tmp_path / "scratch"  # where MLflow downloads what it reads back (tempfile.mkdtemp)
-        scratch.mkdir()
-        monkeypatch.setattr(tempfile, "tempdir", str(scratch))
         # with a password, as a team's server behind a proxy may take: MLflow's "View run at" lines printed it
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{port}")
         config = tiny_config(work, small_names_folder(work), epochs=3)
@@ -718,7 +725,7 @@ def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_pat
         assert f"not compared: champion version {crowned.version} cannot be loaded" in decision, decision
         # every model and list of learnt names read back from the server was downloaded to a temporary folder: all
         # gone (MLflow leaves its own downloads for good: 20 MB per prediction command, with a team's server)
-        assert not _left_in(scratch)
+        assert not _left_in(own_tempdir)
         # and a model server's: its copy of the model goes when it stops
         served = tmp_path / "served-scratch"
         served.mkdir()
