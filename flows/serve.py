@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
@@ -172,8 +175,40 @@ def main(argv: list[str] | None = None) -> None:
         ensure_crash_automation()
     # paused here, not by Prefect's runner: it tried for over a minute on an API stopped first, then left a
     # traceback; serve returns on Ctrl-C and SIGTERM, and a failure before serving leaves others' deployments
-    serve(*served, pause_on_shutdown=False)
+    with ctrl_c_stops_as_sigterm_does():
+        serve(*served, pause_on_shutdown=False)
     pause_served(served)
+
+
+@contextlib.contextmanager
+def ctrl_c_stops_as_sigterm_does() -> Iterator[None]:
+    """Within the block, Ctrl-C (SIGINT) goes to the SIGTERM handler Prefect's runner sets once it
+    serves: that one cancels the runs in progress (flow run Cancelled, the training's MLflow run FAILED,
+    its checkpoint kept) before `serve` returns. On Ctrl-C Prefect's runner itself just unwinds, killing
+    a training's process without a word: its flow run stayed Running, holding the one training slot
+    until Prefect's lease lapsed, and its MLflow run stayed RUNNING. A second Ctrl-C stops at once (the
+    runner's handler exits when it is already stopping); before the runner serves, Ctrl-C is Python's."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    pressed = []
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        graceful = signal.getsignal(signal.SIGTERM)
+        if not callable(graceful):  # not serving yet: Ctrl-C as ever
+            signal.default_int_handler(signum, frame)
+        if not pressed:
+            print("Ctrl-C: stopping; runs in progress are cancelled (Ctrl-C again to stop at once)", file=sys.stderr,
+                  flush=True)
+        pressed.append(signum)
+        graceful(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def pause_served(served: list[RunnerDeployment]) -> None:

@@ -1069,6 +1069,7 @@ def test_serving_stops_pausing_only_its_own_deployments_and_at_once_if_the_serve
                 assert retrain.work_pool_name == "namelang" and not retrain.paused  # the worker's: left alone
                 assert client.read_deployment_by_name("batch-predict/on-demand").paused
                 client.delete_deployment(retrain.id)  # flows.serve may serve it again
+        _ctrl_c_of_serving_cancels_its_training(tmp_path, env, api)
 
         def server_gone_once_serving(line: str) -> bool:
             if "prefect.runner - Discovered" not in line:
@@ -1086,6 +1087,44 @@ def test_serving_stops_pausing_only_its_own_deployments_and_at_once_if_the_serve
     _, stopping = output.split("SIGTERM received", 1)
     assert "Traceback" not in stopping, output[-3000:]
     assert "warning: could not pause the served deployments (ConnectError: " in stopping, output[-3000:]
+
+
+def _ctrl_c_of_serving_cancels_its_training(tmp_path: Path, env: dict, api: str) -> None:
+    """Ctrl-C of flows.serve during a training: Prefect's runner unwound and killed the run's process
+    without a word, so the flow run stayed Running (holding the one training slot until Prefect's lease
+    lapsed, minutes later) and its MLflow run RUNNING. Now it stops as on SIGTERM: the run Cancelled."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.serve import RETRAIN
+
+    source = small_names_folder(tmp_path / "ctrl-c")
+    config = tiny_config(tmp_path / "ctrl-c", source, epochs=1000, patience=1000)
+    store = f"sqlite:///{tmp_path / 'ctrl-c' / 'mlruns' / 'mlflow.db'}"
+    started = []
+
+    def training_under_way(line: str) -> bool:
+        if not started and "prefect.runner - Discovered" in line:  # served: start a long training
+            with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+                deployment = client.read_deployment_by_name(f"train-name-classifier/{RETRAIN}")
+                started.append(client.create_flow_run_from_deployment(
+                    deployment.id, parameters={"config": config.model_dump(mode="json")}).id)
+        return "epoch 2/1000" in line  # a checkpoint is written: there is something to resume
+
+    returncode, took, output = _ctrl_c(["--source", str(source), "--no-schedule"], tmp_path,
+                                       {**env, "MLFLOW_TRACKING_URI": store}, ready=training_under_way,
+                                       program=[sys.executable, "-m", "flows.serve"])
+    assert returncode in (0, 128 + signal.SIGINT) and took < 60, output[-3000:]
+    assert "Ctrl-C: stopping; runs in progress are cancelled" in output, output[-3000:]
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        assert client.read_flow_run(started[0]).state.is_cancelled(), output[-3000:]
+        assert client.read_deployment_by_name(f"train-name-classifier/{RETRAIN}").global_concurrency_limit \
+            .active_slots == 0  # the next training may start
+    # FAILED by the run's own process; a terminal's Ctrl-C reaches that process too, and the runner's SIGTERM may
+    # cut its clean-up short: RUNNING then, which the next training marks KILLED since the flow run is Cancelled
+    [run] = MlflowClient(store).search_runs([experiment_id(MlflowClient(store))])
+    assert run.info.status in ("FAILED", "RUNNING"), output[-3000:]
+    assert list(config.train.checkpoint_dir.glob("train-*.pt"))  # kept, for "resume": true
 
 
 def test_a_temporary_api_that_does_not_start_in_time_is_one_line_and_is_stopped(tmp_path):
