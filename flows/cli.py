@@ -214,7 +214,9 @@ def _training_config(config_file: Path | None, overrides: dict[tuple[str, str, s
                                                if config_file else {})
     except ValidationError as exc:
         fail(NamelangError(f"bad configuration: {validation_problems(exc)}", config_file))
-    except (OSError, ValueError) as exc:  # unreadable, not UTF-8 (UnicodeDecodeError), not JSON (JSONDecodeError)
+    except OSError as exc:  # not there, a folder, not readable: the file, not its settings, is the problem
+        fail(NamelangError(f"cannot read the configuration file: {exc.strerror or exc}", config_file))
+    except ValueError as exc:  # not UTF-8 (UnicodeDecodeError), not JSON (JSONDecodeError)
         fail(NamelangError(f"bad configuration: {exc}", config_file))
     for (option, section, key), value in overrides.items():
         if value is not None:

@@ -867,6 +867,10 @@ def test_cli_train_runs_the_flow_and_prints_next_steps(harness, tmp_path):
     result = CliRunner().invoke(app, ["train", "--config", str(latin1)])
     assert result.exit_code == 2 and result.output.startswith(f"error: {latin1}: bad configuration: 'utf-8' codec")
     assert len(result.output.strip().splitlines()) == 1
+    missing = tmp_path / "missing.json"  # the file is the problem, not its settings
+    result = CliRunner().invoke(app, ["train", "--config", str(missing)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {missing}: cannot read the configuration file: No such file or directory"
 
 
 def test_a_missing_gpu_fails_before_any_data_step_or_mlflow_run(harness, tmp_path, monkeypatch):
