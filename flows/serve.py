@@ -30,6 +30,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.client.schemas.responses import DeploymentResponse
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectNotFound
+from prefect.runner import Runner
 from prefect.schedules import Cron
 from prefect.server.schemas.schedules import CronSchedule  # the server's own: it computes the run times
 from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
@@ -192,16 +193,17 @@ def ctrl_c_stops_as_sigterm_does() -> Iterator[None]:
         yield
         return
 
-    pressed = []
+    said = False
 
     def on_ctrl_c(signum: int, frame: object) -> None:
+        nonlocal said
         graceful = signal.getsignal(signal.SIGTERM)
-        if not callable(graceful):  # not serving yet: Ctrl-C as ever
-            signal.default_int_handler(signum, frame)
-        if not pressed:
+        if not isinstance(getattr(graceful, "__self__", None), Runner):  # not serving yet: Ctrl-C as ever
+            raise KeyboardInterrupt
+        if not said:
             print("Ctrl-C: stopping; runs in progress are cancelled (Ctrl-C again to stop at once)", file=sys.stderr,
                   flush=True)
-        pressed.append(signum)
+            said = True
         graceful(signum, frame)
 
     previous = signal.signal(signal.SIGINT, on_ctrl_c)

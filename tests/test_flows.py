@@ -1105,12 +1105,12 @@ def _ctrl_c_of_serving_cancels_its_training(tmp_path: Path, env: dict, api: str)
     source = small_names_folder(tmp_path / "ctrl-c")
     config = tiny_config(tmp_path / "ctrl-c", source, epochs=1000, patience=1000)
     store = f"sqlite:///{tmp_path / 'ctrl-c' / 'mlruns' / 'mlflow.db'}"
-    started = []
+    retrain, started = f"train-name-classifier/{RETRAIN}", []
 
     def training_under_way(line: str) -> bool:
         if not started and "prefect.runner - Discovered" in line:  # served: start a long training
             with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-                deployment = client.read_deployment_by_name(f"train-name-classifier/{RETRAIN}")
+                deployment = client.read_deployment_by_name(retrain)
                 started.append(client.create_flow_run_from_deployment(
                     deployment.id, parameters={"config": config.model_dump(mode="json")}).id)
         return "epoch 2/1000" in line  # a checkpoint is written: there is something to resume
@@ -1122,8 +1122,7 @@ def _ctrl_c_of_serving_cancels_its_training(tmp_path: Path, env: dict, api: str)
     assert "Ctrl-C: stopping; runs in progress are cancelled" in output, output[-3000:]
     with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
         assert client.read_flow_run(started[0]).state.is_cancelled(), output[-3000:]
-        assert client.read_deployment_by_name(f"train-name-classifier/{RETRAIN}").global_concurrency_limit \
-            .active_slots == 0  # the next training may start
+        assert client.read_deployment_by_name(retrain).global_concurrency_limit.active_slots == 0  # the next may start
     # FAILED by the run's own process; a terminal's Ctrl-C reaches that process too, and the runner's SIGTERM may
     # cut its clean-up short: RUNNING then, which the next training marks KILLED since the flow run is Cancelled
     [run] = MlflowClient(store).search_runs([experiment_id(MlflowClient(store))])

@@ -670,8 +670,6 @@ def test_a_model_folder_needs_no_tracking_store(store, tmp_path, monkeypatch):
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "mlruns").exists()
 
 
-
-
 def test_a_team_tracking_server_takes_runs_artifacts_models_and_the_gate(tmp_path, monkeypatch, capfd, own_tempdir):
     """`MLFLOW_TRACKING_URI=http://...`: a real `mlflow server` on 127.0.0.1. Artifacts go through it
     to its own store (nothing under the working directory), the gate runs without a lock file (a
