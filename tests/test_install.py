@@ -4,6 +4,7 @@ later on a fresh machine that resolved something newer."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import distribution
 from pathlib import Path
 
@@ -25,8 +26,13 @@ def pinned_versions() -> dict[str, str]:
     return pins
 
 
-def required_distributions(root: str = "namelang", extras: frozenset[str] = frozenset({"dev"})) -> set[str]:
-    """What `pip install -e '.[dev]'` needs, recursively, for this interpreter and platform."""
+def required_distributions(pins: dict[str, str], root: str = "namelang",
+                           extras: frozenset[str] = frozenset({"dev"}),
+                           requires_of: Callable[[str], list[str] | None] = lambda name: distribution(name).requires
+                           ) -> set[str]:
+    """What `pip install -e '.[dev]'` needs, recursively, for this interpreter and platform. Of torch's
+    own requirements, only the pinned: PyPI's CUDA build (a GPU machine's) adds its CUDA libraries,
+    which `make setup` installs with torch==2.13.0, first, alone and outside the pins."""
     environment = default_environment()
     needed: set[str] = set()
     seen: set[tuple[str, frozenset[str]]] = set()
@@ -36,12 +42,14 @@ def required_distributions(root: str = "namelang", extras: frozenset[str] = froz
         if (name, wanted) in seen:
             continue
         seen.add((name, wanted))
-        for text in distribution(name).requires or []:
+        for text in requires_of(name) or []:
             requirement = Requirement(text)
             if requirement.marker is not None and not any(
                     requirement.marker.evaluate({**environment, "extra": extra}) for extra in (wanted or {""})):
                 continue
             key = canonicalize_name(requirement.name)
+            if name == "torch" and key not in pins:
+                continue
             needed.add(key)
             todo.append((key, frozenset(requirement.extras)))
     return needed
@@ -49,7 +57,7 @@ def required_distributions(root: str = "namelang", extras: frozenset[str] = froz
 
 def test_every_package_namelang_needs_is_pinned_and_installed_at_its_pin():
     pins = pinned_versions()
-    needed = required_distributions()
+    needed = required_distributions(pins)
     assert {"torch", "prefect", "mlflow", "pandas", "pyarrow", "pytest", "sqlalchemy"} <= needed
     assert sorted(needed - pins.keys()) == [], "not in constraints.txt: run `make lock`"
     installed = {name: distribution(name).version for name in needed}
@@ -64,3 +72,33 @@ def test_torch_is_pinned_so_that_a_cuda_build_satisfies_it_too():
     pin = SpecifierSet(f"=={pinned_versions()['torch']}")
     assert pin.contains("2.13.0") and pin.contains("2.13.0+cpu") and pin.contains("2.13.0+cu128")
     assert not pin.contains("2.13.1")
+
+
+# torch 2.13.0's requirements as PyPI's CUDA build for Linux x86_64 states them (pip install --dry-run --report)
+CUDA_TORCH_REQUIRES = [
+    "filelock", "typing-extensions>=4.10.0", "setuptools>=77.0.3", "sympy>=1.13.3", "networkx>=2.5.1", "jinja2",
+    "fsspec>=0.8.5",
+    'cuda-toolkit[cublas,cudart,cufft,cufile,cupti,curand,cusolver,cusparse,nvjitlink,nvrtc,nvtx]==13.0.3; '
+    'platform_system == "Linux"',
+    'cuda-bindings<14,>=13.0.3; platform_system == "Linux" and python_version < "3.15"',
+    'nvidia-cudnn-cu13==9.20.0.48; platform_system == "Linux"',
+    'nvidia-cusparselt-cu13==0.8.1; platform_system == "Linux"',
+    'nvidia-nccl-cu13==2.29.7; platform_system == "Linux"',
+    'nvidia-nvshmem-cu13==3.4.5; platform_system == "Linux"',
+    'triton==3.7.1; platform_system == "Linux" and python_version < "3.15"',
+    'optree>=0.13.0; extra == "optree"', 'opt-einsum>=3.3; extra == "opt-einsum"', 'pyyaml; extra == "pyyaml"',
+]
+
+
+def test_a_gpu_machines_torch_needs_no_other_pins():
+    """On a GPU machine `make setup` installs PyPI's CUDA build of torch, whose CUDA libraries no
+    constraints.txt made on a CPU machine pins: the test above failed there, on `make test`."""
+    pins = pinned_versions()
+
+    def on_a_gpu_machine(name: str) -> list[str] | None:
+        return CUDA_TORCH_REQUIRES if name == "torch" else distribution(name).requires
+
+    assert required_distributions(pins, requires_of=on_a_gpu_machine) == required_distributions(pins)
+    cpu_torch = {canonicalize_name(Requirement(text).name) for text in distribution("torch").requires or []
+                 if Requirement(text).marker is None}
+    assert cpu_torch <= pins.keys()  # what both builds need is pinned, and checked, as ever
