@@ -388,8 +388,8 @@ def _train_name_classifier(config: PipelineConfig, resume: bool) -> dict:
         with run.failed_on_error():
             _close_abandoned_runs()
             result = train(data, config, run, resume)
+            bundle = workflow.save_model(result, data, config)  # first: kept whatever the store does next
             ev = evaluate(result, data, table, config, run)
-            bundle = workflow.save_model(result, data, config)
             registration = register(bundle, ev, data, run)
         run.finish()
         workflow.discard_checkpoint(result, config)

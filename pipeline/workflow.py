@@ -189,15 +189,25 @@ def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, con
                                      "ngram_models_counted": result.ngram_models_counted,
                                      "train_seconds": round(result.train_seconds, 1),
                                      "refit_on_train_and_validation_epochs": result.refit_epochs})
-    reports = model_dir(config, data) / "reports"
+    folder = model_dir(config, data)
+    reports = folder / "reports"
     paths = write_reports(ev, reports, card)
-    if run is not None:
+    if run is None:
+        return ev, paths
+    try:
         run.send_kept()  # what the store did not take during training
         run.log_metrics(ev.metrics, prefix="test_")
         run.log_artifacts(paths, "evaluation")
         if table.quality:  # the report of the table trained on, not what the processed folder holds now
             run.log_artifacts(write_quality_reports(table, reports), "data")
         run.log_artifacts({"learnt_names": write_learnt_names(data, reports)}, "data")
+    except NamelangError:
+        raise
+    except Exception as exc:
+        if is_programming_error(exc):
+            raise
+        raise TrackingError(f"could not send the evaluation to MLflow ({typed_first_line(exc)}); the trained model "
+                            "and its reports are kept on disk", folder) from exc
     return ev, paths
 
 
@@ -319,8 +329,8 @@ def run_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None) -> 
         with (run.failed_on_error(), artifact_progress_bars(config.train.progress),
               cpu_threads(config.train.num_threads)):
             result = train(data, config, run)
+            bundle = save_model(result, data, config)  # before the store is needed again: its failure loses nothing
             ev, _ = evaluate_model(result, data, table, config, run)
-            bundle = save_model(result, data, config)
             registration = register_model(bundle, ev, data, run)
         run.finish()
         discard_checkpoint(result, config)

@@ -859,6 +859,35 @@ def test_unreachable_tracking_server_fails_clearly_and_keeps_model(store, monkey
     assert bundle.exists() and bundle.stat().st_size > 0
 
 
+def test_a_store_that_fails_after_training_loses_no_model(store, tmp_path, monkeypatch):
+    """Evaluation is the first step after training to need the store, and the weights were saved only
+    after it: a store failure there left no model on disk, and MLflow's traceback, not a line saying so."""
+    from pipeline.errors import NamelangWarning
+    from pipeline.pyfunc import load_bundle
+    from pipeline.tracking import experiment_id
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    config = tiny_config(tmp_path, small_names_folder(tmp_path), epochs=2)
+    trained = workflow.train
+
+    def train_then_store_away(data, config, run=None, **options):
+        result = trained(data, config, run, **options)
+        run.client = MlflowClient(tracking_uri=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+        return result
+
+    monkeypatch.setattr(workflow, "train", train_then_store_away)
+    with (pytest.raises(TrackingError, match=r"could not send the evaluation to MLflow \(.*\); the trained model and "
+                                             "its reports are kept on disk") as info,
+          pytest.warns(NamelangWarning, match="could not mark MLflow run")):  # the store is away for that too
+        workflow.run_pipeline(config)
+    [bundle] = Path(config.data.models_dir).glob("*/model.pt")
+    assert info.value.file == str(bundle.parent)
+    assert load_bundle(bundle).label_names == store["labels"]  # whole: it loads
+    client = MlflowClient()
+    for run in client.search_runs([experiment_id(client)], "attributes.status = 'RUNNING'"):
+        client.set_terminated(run.info.run_id, "FAILED")  # as the next training would find it
+
+
 def test_a_deleted_experiment_is_one_clear_error_not_retried(tmp_path):
     """Deleted in the MLflow UI, the experiment refused every run: the flow retried three times, then
     printed three tracebacks of MLflow's "must be in the 'active' state"."""
