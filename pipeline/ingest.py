@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import lzma
 import os
+import re
 import stat
 import subprocess
 import unicodedata
@@ -75,7 +76,19 @@ _WORTH_ANOTHER_TRY = {408, 425, 429, 500, 502, 503, 504}
 
 
 def is_url(source: str) -> bool:
-    return urlparse(str(source)).scheme in ("http", "https")
+    """http:// or https://, in any case; a malformed one too (`check_source` says what is wrong with
+    it): urlparse raised ValueError on an unclosed bracket, a traceback wherever a source was looked at."""
+    return re.match(r"\s*https?://", str(source), re.IGNORECASE) is not None
+
+
+def _check_url(url: str) -> None:
+    """A URL that cannot be fetched as written, said in one line before any download."""
+    try:
+        host = httpx.URL(url).host
+    except httpx.InvalidURL as exc:  # an unclosed IPv6 bracket, a control character, a bad port
+        raise NamelangError(f"not a valid URL: {exc}", url) from None
+    if not host:
+        raise NamelangError("not a valid URL: it names no host", url)
 
 
 def download(url: str, raw_dir: Path, expected_sha256: str | None, timeout_s: float, max_bytes: int) -> Path:
@@ -134,6 +147,7 @@ def check_source(config: DataConfig) -> Path | None:
     if not str(config.source).strip():
         raise NamelangError("no source given: pass a folder of <Language>.txt files, a .zip or a URL")
     if is_url(config.source):
+        _check_url(config.source)
         return None
     if "://" in str(config.source):  # a URL, not http(s); a Windows drive or a folder "names:v2" has no "//"
         scheme = str(config.source).split("://", 1)[0]
@@ -164,7 +178,7 @@ def resolve_source(config: DataConfig) -> Path:
 def language_files(folder: Path) -> list[Path]:
     """The folder's `<Language>.txt` files, in name order (a folder named `X.txt` is not one; the
     extension in any case: `Greek.TXT` is Greek); one that cannot be read as a file is an error."""
-    named = sorted(p for p in folder.iterdir() if _is_language_file(p.name) and not p.is_dir())
+    named = sorted(p for p in _entries(folder) if _is_language_file(p.name) and not p.is_dir())
     for p in named:
         try:
             p.name.encode("utf-8")
@@ -177,6 +191,14 @@ def language_files(folder: Path) -> list[Path]:
             kind = "a broken link" if p.is_symlink() and not p.exists() else "not a regular file"
             raise NamelangError(f"cannot read this file: {kind}", p)
     return named
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What a source folder holds; one this user may not list is an error in one line."""
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise NamelangError(f"cannot list this folder: {exc.strerror or exc}", folder) from exc
 
 
 def language_of(file_name: str) -> str:
@@ -197,7 +219,7 @@ def _subfolders_with_language_files(folder: Path) -> list[str]:
     """The folder's sub-folders (one level down) that hold `<Language>.txt` files: not read, and said;
     hidden ones (Jupyter's `.ipynb_checkpoints`) and macOS's `__MACOSX` are no one's names."""
     found = []
-    for sub in sorted(folder.iterdir()):
+    for sub in sorted(_entries(folder)):
         if sub.name.startswith((".", "__MACOSX")):
             continue
         try:
@@ -211,7 +233,7 @@ def _subfolders_with_language_files(folder: Path) -> list[str]:
 def _folders_named_as_language_files(folder: Path) -> list[str]:
     """Folders named `<Language>.txt` (an unpacked archive's, a mistaken `mkdir`): a language that
     would otherwise go missing from the table without a word."""
-    return sorted(p.name for p in folder.iterdir() if _is_language_file(p.name) and p.is_dir())
+    return sorted(p.name for p in _entries(folder) if _is_language_file(p.name) and p.is_dir())
 
 
 def read_folder(folder: Path) -> list[SourceFile]:

@@ -88,6 +88,9 @@ def test_ingest_missing_source_and_empty_folder(tmp_path):
     assert result.exit_code != 0
     assert result.stderr.startswith(f"error: {empty}: no <Language>.txt files")
     assert len(result.stderr.splitlines()) == 1
+    result = runner.invoke(app, ["ingest", "--source", "http://[::1/data.zip", "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0
+    assert result.stderr == "error: http://[::1/data.zip: not a valid URL: Invalid port: ':1'\n"  # was a traceback
 
 
 def test_a_malformed_sha256_is_refused_before_reading_and_named_by_its_option(tmp_path):

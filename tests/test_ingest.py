@@ -552,6 +552,33 @@ def test_missing_source(tmp_path, monkeypatch):
     assert run("names:v2", tmp_path).quality["languages"] == 1
 
 
+def test_a_malformed_url_or_a_folder_that_cannot_be_listed_is_one_error(tmp_path, monkeypatch):
+    """urlparse's ValueError (a bracket left open), httpx's InvalidURL (a control character) and a source
+    folder this user may not list escaped as tracebacks from `namelang ingest`, `train` and `flows.serve`."""
+    from pipeline.ingest import is_url, source_fingerprint
+
+    for url, problem in (("http://[::1/data.zip", "not a valid URL: Invalid port: ':1'"),
+                         ("https://a\x00b/x.zip", "not a valid URL: Invalid non-printable ASCII character in URL"),
+                         ("HTTPS:///data.zip", "not a valid URL: it names no host")):
+        assert is_url(url)
+        with pytest.raises(NamelangError, match=re.escape(problem)) as info:
+            run(url, tmp_path)
+        assert info.value.file == url and info.value.__cause__ is None
+    folder = make_source(tmp_path / "locked", {"English": "Smith\n"})
+    listing = Path.iterdir
+
+    def refused_for(path: Path):  # as for a folder of another user's without read permission (tests run as root)
+        if path == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(Path, "iterdir", refused_for)
+    for step in (lambda: run(folder, tmp_path), lambda: source_fingerprint(folder)):
+        with pytest.raises(NamelangError, match="^.*: cannot list this folder: Permission denied$") as info:
+            step()
+        assert info.value.file == str(folder)
+
+
 def test_empty_folder_and_folder_without_txt_files(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
