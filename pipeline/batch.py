@@ -68,7 +68,7 @@ def iter_names(path: Path, column: str = NAME_COLUMN, chunk_size: int = BATCH_CH
                 raise NamelangError(f"a text file holds one name per line, no columns: column {column!r} applies "
                                     "to Parquet and CSV only", path)
             yield from text_lines(path, chunk_size)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowKeyError, OSError) as exc:
         located = _first_bad_csv_line(path, column) if suffix == ".csv" and isinstance(exc, pa.ArrowInvalid) else None
         if located is not None:
             raise NamelangError(located[1], path, located[0]) from exc
@@ -127,10 +127,12 @@ def _csv_header(path: Path) -> list[str]:
 
 
 def _blank_lines_first(path: Path) -> int:
-    """Blank lines before a CSV's header: skipped as no record, since the header is not a name."""
-    with open(path, "rb") as fh:
-        for count, raw in enumerate(fh):
-            if raw.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n"):
+    """Blank lines before a CSV's header: skipped as no record, since the header is not a name. Lines
+    end as Arrow's do, at a lone \\r too (an old Mac's files): counted by \\n alone, a blank line
+    there was taken for the header."""
+    with open(path, encoding="latin-1", newline=None) as fh:  # any bytes; universal newlines
+        for count, line in enumerate(fh):
+            if line.removeprefix("\xef\xbb\xbf").rstrip("\n"):
                 return count
     return 0
 

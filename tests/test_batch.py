@@ -53,6 +53,9 @@ def test_a_blank_line_is_an_empty_name_in_a_one_column_csv_as_in_text(tmp_path):
                     "two.csv": ["Hinton", "Nakamura"]}
     (tmp_path / "late.csv").write_bytes(b"\xef\xbb\xbf\r\n\nname\r\nHinton\r\n\r\nNakamura\r\n")  # blank lines first
     assert [n for chunk in iter_names(tmp_path / "late.csv") for n in chunk] == ["Hinton", "", "Nakamura"]
+    # an old Mac's lines, ended by a lone CR: its blank first line was taken for the header (a traceback)
+    (tmp_path / "mac.csv").write_bytes(b"\r\rname\rHinton\r\rNakamura\r")
+    assert [n for chunk in iter_names(tmp_path / "mac.csv") for n in chunk] == ["Hinton", "", "Nakamura"]
 
 
 @pytest.mark.parametrize(("body", "line", "problem"), [
