@@ -388,7 +388,9 @@ def _record_epoch(state: dict, record: dict, score: float, cfg: TrainConfig, has
     state["elapsed"] = record["elapsed_s"]
     if has_validation and state["bad_epochs"] >= cfg.patience:
         state["finished"], state["stopped_early"] = True, True
-    if cfg.max_seconds and state["elapsed"] >= cfg.max_seconds and not state["finished"]:
+    # a budget spent by the last epoch stopped nothing (it kept the checkpoint for a --resume with nothing to train)
+    if (cfg.max_seconds and state["elapsed"] >= cfg.max_seconds and not state["finished"]
+            and state["epoch"] < cfg.epochs):
         state["finished"], state["stopped_by_budget"] = True, True
     return improved
 

@@ -341,6 +341,10 @@ def test_a_time_budget_stop_is_not_taken_for_the_end_of_training(small_data, tmp
     # the budget is not part of the run's identity: resuming without it trains the rest
     resumed = train_model(small_data, TINY, config.model_copy(update={"max_seconds": None}), resume=True)
     assert resumed.resumed_from_epoch == 1 and len(resumed.history) == 4 and not resumed.stopped_by_budget
+    # spent by the last epoch, the budget stopped nothing: it was "time budget", and the checkpoint was kept for a
+    # --resume with no epoch left to train
+    last = train_model(small_data, TINY, tiny_train(tmp_path / "last", epochs=1, max_seconds=1e-3))
+    assert not last.stopped_by_budget and last.stopped_by == "epochs" and len(last.history) == 1
 
 
 def test_a_checkpoint_of_another_model_is_a_clear_error(small_data, tmp_path):
