@@ -38,7 +38,14 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
 from pipeline.config import CHALLENGER, CHAMPION
-from pipeline.errors import MLFLOW_NOT_THERE, NamelangError, NamelangWarning, TrackingError, first_line
+from pipeline.errors import (
+    MLFLOW_NOT_THERE,
+    NamelangError,
+    NamelangWarning,
+    TrackingError,
+    first_line,
+    typed_first_line,
+)
 from pipeline.tracking import MODEL_NAME, artifact_progress_bars, configure, sqlite_file
 
 if TYPE_CHECKING:  # annotations only: importing them would slow every command's start
@@ -121,6 +128,9 @@ def load_model(uri: str = model_uri(), download_bars: bool = True) -> PyFuncMode
             prefix="namelang-model-")
         with artifact_progress_bars(download_bars), scratch as folder:
             return mlflow.pyfunc.load_model(uri, dst_path=folder)
+    except ImportError as exc:  # s3://, gs://, wasbs://...: MLflow reaches such a store through a library of its own
+        raise NamelangError(f"cannot load model: {typed_first_line(exc)} (the library MLflow reads this store "
+                            "with is not installed)", uri) from exc
     except MlflowException as exc:
         if exc.error_code not in MLFLOW_NOT_THERE:
             raise TrackingError(f"the model store failed while loading the model ({first_line(exc)})", uri) from exc

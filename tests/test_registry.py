@@ -544,11 +544,18 @@ def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(sto
     for uri, said in ((f"runs:/{run_id}", "a runs:/ URI names the model's path in the run too"),
                       ("models:/namelang/Production", "model 'namelang' in the registry at"),
                       ("http://127.0.0.1:5000/invocations", "a web address is not a model URI"),
-                      ("", "no model URI given")):
+                      ("", "no model URI given"),
+                      # an object store whose client library is not installed: its traceback, through `namelang serve`
+                      ("s3://bucket/model", "s3://bucket/model: cannot load model: ModuleNotFoundError: No module "
+                                            "named 'botocore' (the library MLflow reads this store with is not "
+                                            "installed)")):
         result = CliRunner().invoke(app, ["predict", "Tanaka", "--model", uri])
         assert result.exit_code == 2 and said in result.output and "store failed" not in result.output, result.output
     assert CliRunner().invoke(app, ["predict", "Tanaka", "--model", f"runs:/{run_id}/model"]).exit_code == 0
     assert not _left_in(own_tempdir)
+    # `namelang serve` checks its model in a child running this command: it printed the child's traceback
+    checked = CliRunner().invoke(app, ["serving-environment", "s3://bucket/model"])
+    assert checked.exit_code == 2 and checked.output.startswith("error: s3://bucket/model: cannot load model: ")
 
 
 def test_batch_file_whose_first_chunk_has_no_errors(store, tmp_path):
