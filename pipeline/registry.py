@@ -256,8 +256,8 @@ def missing_model_problem(ref: ModelRef) -> str | None:
         return f"model {name!r} has no versions yet; {_TRAIN_ONE}"
     if alias is not None and alias in registered.aliases:
         return None
-    if version is not None and version.isdigit() and int(version) in versions:
-        return None
+    if version == "latest" or version is not None and version.isdigit() and int(version) in versions:
+        return None  # all there (`latest` is the newest version): its files are what failed to load
     wanted = f"alias @{alias}" if alias is not None else f"version {version}" if version else "version or alias"
     aliases = ", ".join(f"@{a} (version {v})" for a, v in sorted(registered.aliases.items())) or "none"
     listed = ", ".join(map(str, versions[-10:])) + (f" (and {len(versions) - 10} older)" if len(versions) > 10 else "")

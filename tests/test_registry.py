@@ -553,6 +553,12 @@ def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(sto
         assert result.exit_code == 2 and said in result.output and "store failed" not in result.output, result.output
     assert CliRunner().invoke(app, ["predict", "Tanaka", "--model", f"runs:/{run_id}/model"]).exit_code == 0
     assert not _left_in(own_tempdir)
+    # a registry that has versions has a latest: "no version latest ... e.g. models:/namelang/<that one>" was said
+    # when the newest version's files were gone from the store
+    from pipeline.registry import ModelRef, missing_model_problem
+
+    assert missing_model_problem(ModelRef("namelang", version="latest")) is None
+    assert "has no version 99" in missing_model_problem(ModelRef("namelang", version="99"))
     # `namelang serve` checks its model in a child running this command: it printed the child's traceback
     checked = CliRunner().invoke(app, ["serving-environment", "s3://bucket/model"])
     assert checked.exit_code == 2 and checked.output.startswith("error: s3://bucket/model: cannot load model: ")
