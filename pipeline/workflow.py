@@ -194,13 +194,16 @@ def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, con
     paths = write_reports(ev, reports, card)
     if run is None:
         return ev, paths
+    # the report of the table trained on, not what the processed folder holds now; written before the store is
+    # asked, so that only the store's failures read as such below
+    quality = write_quality_reports(table, reports) if table.quality else {}
+    learnt = {"learnt_names": write_learnt_names(data, reports)}
     try:
         run.send_kept()  # what the store did not take during training
         run.log_metrics(ev.metrics, prefix="test_")
         run.log_artifacts(paths, "evaluation")
-        if table.quality:  # the report of the table trained on, not what the processed folder holds now
-            run.log_artifacts(write_quality_reports(table, reports), "data")
-        run.log_artifacts({"learnt_names": write_learnt_names(data, reports)}, "data")
+        run.log_artifacts(quality, "data")
+        run.log_artifacts(learnt, "data")
     except NamelangError:
         raise
     except Exception as exc:
