@@ -198,20 +198,27 @@ def evaluate_model(result: TrainResult, data: TensorData, table: NamesTable, con
     # asked, so that only the store's failures read as such below
     quality = write_quality_reports(table, reports) if table.quality else {}
     learnt = {"learnt_names": write_learnt_names(data, reports)}
-    try:
+    with _store_failure("could not send the evaluation to MLflow", "the trained model and its reports are", folder):
         run.send_kept()  # what the store did not take during training
         run.log_metrics(ev.metrics, prefix="test_")
         run.log_artifacts(paths, "evaluation")
         run.log_artifacts(quality, "data")
         run.log_artifacts(learnt, "data")
+    return ev, paths
+
+
+@contextlib.contextmanager
+def _store_failure(problem: str, kept: str, where: Path) -> Iterator[None]:
+    """The tracking store failing in the block: a TrackingError (the flow retries it) that says what is
+    kept on disk and where. Our own errors and bugs (a TypeError, a KeyError) go on as they are."""
+    try:
+        yield
     except NamelangError:
         raise
     except Exception as exc:
         if is_programming_error(exc):
             raise
-        raise TrackingError(f"could not send the evaluation to MLflow ({typed_first_line(exc)}); the trained model "
-                            "and its reports are kept on disk", folder) from exc
-    return ev, paths
+        raise TrackingError(f"{problem} ({typed_first_line(exc)}); {kept} kept on disk", where) from exc
 
 
 def write_quality_reports(table: NamesTable, folder: Path) -> dict[str, Path]:
@@ -263,7 +270,7 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
     Safe to retry: a version already registered from this run is reused, not registered again. A
     store failure is a TrackingError, which the flow retries; a bug is raised as it is, not retried.
     """
-    try:
+    with _store_failure("could not log or register the model in MLflow", "the trained model is", bundle):
         restore = run.restore_command()
         if restore is not None:  # deleted in the UI since training: no retry brings it back
             raise NamelangError(f"MLflow run {run.run_id} was deleted, so the model cannot be logged to it "
@@ -283,13 +290,6 @@ def register_model(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedR
         # the alias it got then: it may move later (the registry holds the current one)
         run.set_tags({"namelang.model_version": str(version.version),
                       "namelang.alias_at_registration": decision.alias})
-    except NamelangError:
-        raise
-    except Exception as exc:
-        if is_programming_error(exc):
-            raise
-        raise TrackingError(f"could not log or register the model in MLflow ({typed_first_line(exc)}); "
-                            "the trained model is kept on disk", bundle) from exc
     return Registration(run.run_id, version.source, str(version.version), decision, str(bundle))
 
 
