@@ -45,7 +45,7 @@ from flows.training import train_name_classifier
 from flows.unresponsive import ensure_crash_automation
 from pipeline.config import DEFAULT_SOURCE, DataConfig, PipelineConfig
 from pipeline.errors import NamelangError, NamelangWarning, typed_first_line, validation_message
-from pipeline.ingest import is_url
+from pipeline.ingest import check_url, is_url
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00
 # A training takes minutes (hours on a large source), one at a time: a schedule that fires more often
@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"bad schedule ({origin} {args.cron!r}, --timezone {args.timezone!r}): {problem}")
     if not args.source.strip():
         parser.error("no data source given (--source): a folder of <Language>.txt files, a .zip, or a URL")
+    try:  # a URL no run can fetch, refused now as the empty one is: the weekly run failed on it days later
+        check_url(args.source)
+    except NamelangError as exc:
+        parser.error(f"bad data source (--source): {exc}")
     try:
         on_a_server = configured_api()
         if not on_a_server:  # Prefect's own would share the terminal's Ctrl-C: stopped first, it made the

@@ -81,14 +81,21 @@ def is_url(source: str) -> bool:
     return re.match(r"\s*https?://", str(source), re.IGNORECASE) is not None
 
 
-def _check_url(url: str) -> None:
-    """A URL that cannot be fetched as written, said in one line before any download."""
+def check_url(source: str) -> bool:
+    """Whether `source` is a URL (else a local path); a URL that cannot be fetched as written (not
+    http(s), malformed, no host) is an error in one line, before any download."""
+    if not is_url(source):
+        if "://" in str(source):  # a URL, not http(s); a Windows drive or a folder "names:v2" has no "//"
+            scheme = str(source).split("://", 1)[0]
+            raise NamelangError(f"unsupported URL scheme {scheme!r}: a source URL must be http or https", source)
+        return False
     try:
-        host = httpx.URL(url).host
+        host = httpx.URL(source).host
     except httpx.InvalidURL as exc:  # an unclosed IPv6 bracket, a control character, a bad port
-        raise NamelangError(f"not a valid URL: {exc}", url) from None
+        raise NamelangError(f"not a valid URL: {exc}", source) from None
     if not host:
-        raise NamelangError("not a valid URL: it names no host", url)
+        raise NamelangError("not a valid URL: it names no host", source)
+    return True
 
 
 def download(url: str, raw_dir: Path, expected_sha256: str | None, timeout_s: float, max_bytes: int) -> Path:
@@ -146,13 +153,8 @@ def check_source(config: DataConfig) -> Path | None:
     URL scheme other than http(s), a path that is not there. The local path; None for a URL."""
     if not str(config.source).strip():
         raise NamelangError("no source given: pass a folder of <Language>.txt files, a .zip or a URL")
-    if is_url(config.source):
-        _check_url(config.source)
+    if check_url(config.source):
         return None
-    if "://" in str(config.source):  # a URL, not http(s); a Windows drive or a folder "names:v2" has no "//"
-        scheme = str(config.source).split("://", 1)[0]
-        raise NamelangError(f"unsupported URL scheme {scheme!r}: a source URL must be http or https",
-                            config.source)
     path = Path(config.source).expanduser()
     if not path.exists():
         raise NamelangError("source does not exist", path)

@@ -1292,6 +1292,11 @@ def test_serving_says_at_once_that_its_default_source_is_empty_or_not_there(tmp_
     with pytest.raises(SystemExit) as stopped:
         main(["--source", " "])
     assert stopped.value.code == 2 and "no data source given (--source)" in capsys.readouterr().err
+    for url, problem in (("http://[::1/data.zip", "not a valid URL: Invalid port: ':1'"),
+                         ("ftp://example.org/data.zip", "unsupported URL scheme 'ftp'")):
+        with pytest.raises(SystemExit) as stopped:  # never fetchable: refused before any Prefect API starts
+            main(["--source", url])
+        assert stopped.value.code == 2 and f"bad data source (--source): {url}: {problem}" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
     (tmp_path / "names").mkdir()
     assert source_missing("names") is None and source_missing(DEFAULT_SOURCE) is None  # a URL: fetched when run
