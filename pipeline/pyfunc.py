@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
@@ -64,6 +65,7 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
             raise MlflowException("input needs a column 'name' of strings, e.g. "
                                   '{"dataframe_split": {"columns": ["name"], "data": [["Hinton"]]}}',
                                   error_code=INVALID_PARAMETER_VALUE)
+        model_input = _one_row_per_name(model_input)
         asked = (params or {}).get("top_k")
         top_k = TOP_K if asked is None else int(asked)  # a JSON null is no choice: the default
         if top_k < 1:
@@ -75,6 +77,14 @@ class NamelangModel(mlflow.pyfunc.PythonModel):
         # input's index, so that `frame["language"] = model.predict(frame)["language"]` lines up
         return pd.DataFrame({col: pd.Series(values, dtype=object, index=model_input.index)
                              for col, values in columns.items()}, index=model_input.index)
+
+
+def _one_row_per_name(frame: pd.DataFrame) -> pd.DataFrame:
+    """`{"name": ["Hinton", "Nakamura"]}`, MLflow's usual columns-of-lists input, reaches the model as one
+    row holding the list (MLflow keeps a dict of string lists whole, for chat models): one row per name."""
+    if len(frame) == 1 and isinstance(names := frame["name"].iloc[0], list | tuple | np.ndarray):
+        return pd.DataFrame({"name": pd.Series(list(names), dtype=object)})
+    return frame
 
 
 def signature() -> ModelSignature:

@@ -536,6 +536,17 @@ def test_pyfunc_bad_input_gives_per_row_errors(store):
     assert frame["language"].notna().tolist() == [True, False, True]
 
 
+def test_a_dict_of_names_is_one_row_per_name(store):
+    """MLflow hands `{"name": [...]}` to the model as one row holding the list: it was one row, the
+    list's text as its name, "name must be a string, got list"."""
+    model = load_model("models:/namelang@champion")
+    out = model.predict({"name": ["Nakamura", "Tanaka", ""]})
+    assert out["name"].tolist() == ["Nakamura", "Tanaka", ""]
+    assert out["language"][0] == store["top"]["Nakamura"] and out["error"].tolist() == [None, None, "empty name"]
+    assert out.equals(model.predict(pd.DataFrame({"name": ["Nakamura", "Tanaka", ""]})))
+    assert model.predict({"name": []}).empty and model.predict({"name": "Tanaka"})["language"][0]
+
+
 def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(store, own_tempdir):
     """They read "the model store failed while loading the model" (a retry would not help), or a bare
     "not enough values to unpack". A runs:/ model, which MLflow copies even off a local store, leaves
