@@ -79,13 +79,15 @@ def prune(keep: int = 5, name: str = MODEL_NAME, dry_run: bool = False) -> Pruni
             if dry_run or not doomed:
                 return result
             db = sqlite_file(mlflow.get_tracking_uri())
-            freed = _local_bytes(client, result) if db is not None else None
+            folders = _local_folders(client, result) if db is not None else []
+            freed = _bytes_in(folders) if db is not None else None
             for model_id in result.logged_models:
                 _unless_gone(client.delete_logged_model, model_id)
             for run_id in runs:
                 _unless_gone(client.delete_run, run_id)
             if db is not None:
                 _remove_for_good(result)
+                _remove_emptied(folders)
             for version in doomed:  # last: a prune cut short before this is finished by the next one
                 _unless_gone(lambda v: client.delete_model_version(name, v), str(version.version))
         except MlflowException as exc:
@@ -136,18 +138,28 @@ def _remove_for_good(pruning: Pruning) -> None:
                                skip_experiments=True, skip_logged_models=False, ignore_not_found=True)
 
 
-def _local_bytes(client: MlflowClient, pruning: Pruning) -> int:
-    """The size of the files behind these runs and logged models, where they are local folders."""
+def _local_folders(client: MlflowClient, pruning: Pruning) -> list[Path]:
+    """The folders holding these runs' and logged models' files, where they are local."""
     locations = []
     for read in [*(lambda r=r: client.get_run(r).info.artifact_uri for r in pruning.runs),
                  *(lambda m=m: client.get_logged_model(m).artifact_location for m in pruning.logged_models)]:
         with contextlib.suppress(MlflowException):  # removed already by a prune cut short
             locations.append(read())
+    return [Path(unquote(parts.path)) for parts in map(urlsplit, locations) if parts.scheme in ("", "file")]
+
+
+def _bytes_in(folders: list[Path]) -> int:
     total = 0
-    for uri in locations:
-        parts = urlsplit(uri)
-        if parts.scheme not in ("", "file"):
-            continue
+    for folder in folders:
         with contextlib.suppress(OSError):  # a file gone meanwhile counts for nothing
-            total += sum(p.stat().st_size for p in Path(unquote(parts.path)).rglob("*") if p.is_file())
+            total += sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     return total
+
+
+def _remove_emptied(folders: list[Path]) -> None:
+    """`mlflow gc` removes the files and leaves their folders (`<run id>/artifacts`, `m-<id>/artifacts`),
+    one pair per version pruned: those two levels go too, when empty (rmdir removes nothing else)."""
+    for folder in folders:
+        for empty in (folder, folder.parent):
+            with contextlib.suppress(OSError):  # not empty, or gone
+                empty.rmdir()
