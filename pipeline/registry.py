@@ -198,7 +198,13 @@ def pin_model_uri(uri: str) -> tuple[str, str]:
     if ref is not None and ref.version is not None and ref.version.isdigit():
         return uri, ref.version
     if ref is not None and ref.version == "latest":  # pinned too: a version registered meanwhile is not used
-        numbers = [int(v.version) for v in MlflowClient().search_model_versions(f"name='{ref.name}'")]
+        try:
+            numbers = [int(v.version) for v in MlflowClient().search_model_versions(f"name='{ref.name}'")]
+        except MlflowException as exc:  # as for an alias: the user's to mend (a name MLflow cannot search), or the store's
+            if exc.error_code in MLFLOW_NOT_THERE:
+                raise NamelangError(f"cannot look up model {ref.name!r}: {first_line(exc)}", uri) from exc
+            raise TrackingError(f"the model store failed while looking up the latest version ({first_line(exc)})",
+                                mlflow.get_tracking_uri()) from exc
         if not numbers:
             raise NamelangError(missing_model_problem(ref) or f"model {ref.name!r} has no versions")
         return f"models:/{ref.name}/{max(numbers)}", str(max(numbers))

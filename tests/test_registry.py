@@ -573,6 +573,10 @@ def test_model_uris_of_the_wrong_shape_are_said_to_be_so_not_a_store_failure(sto
     # `namelang serve` checks its model in a child running this command: it printed the child's traceback
     checked = CliRunner().invoke(app, ["serving-environment", "s3://bucket/model"])
     assert checked.exit_code == 2 and checked.output.startswith("error: s3://bucket/model: cannot load model: ")
+    # `latest` of a name MLflow's search cannot take (batch and serve pin it first): MLflow's traceback
+    checked = CliRunner().invoke(app, ["serving-environment", "models:/a'b/latest"])
+    assert checked.exit_code == 2 and checked.output.startswith(
+        "error: models:/a'b/latest: cannot look up model \"a'b\": Invalid clause(s) in filter string"), checked.output
 
 
 def test_batch_file_whose_first_chunk_has_no_errors(store, tmp_path):
