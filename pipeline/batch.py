@@ -235,6 +235,8 @@ def check_paths(input_path: str | Path, output_path: str | Path | None = None) -
     source = Path(input_path)
     if not source.exists():
         raise NamelangError("input file not found", source)
+    if source.is_dir():  # read only after Prefect, the model and the output's checks: said first, as a missing one
+        raise NamelangError("the input is a folder: give a file of names", source)
     return check_output_path(source, output_path or source.with_name(f"{source.name}.predictions.parquet"))
 
 

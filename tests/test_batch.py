@@ -416,3 +416,8 @@ def test_an_output_not_named_parquet_is_refused_before_any_work(tmp_path):
         assert str(err.value).startswith(str(tmp_path / out))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "names.txt"]
     assert not list((tmp_path / "folder").iterdir())
+    from pipeline.batch import check_paths
+
+    with pytest.raises(NamelangError) as err:  # a folder given as the input: said after the slow work
+        check_paths(tmp_path / "folder")
+    assert str(err.value) == f"{tmp_path / 'folder'}: the input is a folder: give a file of names"
