@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -295,6 +296,11 @@ def _read_names(names: list[str], file: Path | None) -> list[str]:
     return collected
 
 
+def invocations_url(host: str, port: int) -> str:
+    """Where the server answers: an IPv6 address is bracketed in a URL (`http://::1:5001` is none)."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/invocations"
+
+
 @app.command(cls=_Command)
 def predict(
     names: Annotated[list[str] | None, typer.Argument(help="Surnames to classify")] = None,
@@ -403,6 +409,10 @@ def serve(
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP while the model was checked: nothing started
         typer.echo("\ninterrupted before the server started", err=True)
         raise typer.Exit(code=exit_code(exc)) from None
+    if check.returncode < 0:  # killed (the kernel's out-of-memory killer, loading the model): it said nothing
+        died = signal.Signals(-check.returncode).name
+        typer.echo(f"error: {model}: the model check was killed by {died} before the server started", err=True)
+        raise typer.Exit(code=128 - check.returncode)
     if check.returncode != 0:  # its one-line error, as the check would have printed it here
         typer.echo(check.stderr, err=True, nl=False)
         raise typer.Exit(code=check.returncode)
@@ -412,7 +422,7 @@ def serve(
     env = {**os.environ, **checked["environment"], "PATH": path}
     pinned = checked["model"]  # the version checked is the one served: an alias moved meanwhile is not followed
     which = f" (version {checked['version']}, until restarted)" if pinned != model else ""
-    typer.echo(f"serving {model}{which} on http://{host}:{port}/invocations (Ctrl-C to stop)")
+    typer.echo(f"serving {model}{which} on {invocations_url(host, port)} (Ctrl-C to stop)")
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", pinned, "--env-manager", "local",
            "-h", host, "-p", str(port)]
     # the server's temporary folder, removed when it stops: MLflow downloads the model from a tracking server

@@ -200,7 +200,7 @@ def pin_model_uri(uri: str) -> tuple[str, str]:
     if ref is not None and ref.version == "latest":  # pinned too: a version registered meanwhile is not used
         try:
             numbers = [int(v.version) for v in MlflowClient().search_model_versions(f"name='{ref.name}'")]
-        except MlflowException as exc:  # as for an alias: the user's to mend (a name MLflow cannot search), or the store's
+        except MlflowException as exc:  # as for an alias: the user's (a name MLflow cannot search), or the store's
             if exc.error_code in MLFLOW_NOT_THERE:
                 raise NamelangError(f"cannot look up model {ref.name!r}: {first_line(exc)}", uri) from exc
             raise TrackingError(f"the model store failed while looking up the latest version ({first_line(exc)})",

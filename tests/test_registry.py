@@ -1421,6 +1421,34 @@ def test_stopping_serve_while_it_checks_the_model_leaves_nothing(store, tmp_path
         proc.wait()
 
 
+def test_a_model_check_killed_by_the_system_is_said_not_silent(store):
+    """The checking child killed by a signal (the out-of-memory killer, loading the model) made `namelang
+    serve` exit 247 (typer's -9) without a word."""
+    model = "models:/namelang@champion"
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(free_port())],
+                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (checking := _children_running(proc.pid, "serving-environment")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checking, "no checking child appeared"
+        os.kill(checking[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGKILL, err
+        assert err == f"error: {model}: the model check was killed by SIGKILL before the server started\n", err
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_names_an_ipv6_address_as_a_url_does():
+    from flows.cli import invocations_url
+
+    assert invocations_url("::1", 5001) == "http://[::1]:5001/invocations"  # was http://::1:5001/...
+    assert invocations_url("127.0.0.1", 5001) == "http://127.0.0.1:5001/invocations"
+    assert invocations_url("localhost", 80) == "http://localhost:80/invocations"
+
+
 def test_serve_on_a_port_in_use_is_one_line(tmp_path, monkeypatch):
     import socket
 
