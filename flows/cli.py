@@ -288,7 +288,7 @@ def _read_names(names: list[str], file: Path | None) -> list[str]:
         if not from_file:  # not a cue to read standard input: in a loop that would swallow its input
             raise NamelangError("no names in this file", file)
         collected += from_file
-    if not collected and not sys.stdin.isatty():
+    if not collected and sys.stdin is not None and not sys.stdin.isatty():  # None: started with it closed
         collected = [line.strip() for chunk in stream_lines(sys.stdin.buffer, "<stdin>") for line in chunk
                      if line.strip()]
     if not collected:

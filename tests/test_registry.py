@@ -1441,6 +1441,13 @@ def test_a_model_check_killed_by_the_system_is_said_not_silent(store):
         proc.wait()
 
 
+def test_predict_with_standard_input_closed_says_no_names_were_given():
+    """`namelang predict <&-` said "'NoneType' object has no attribute 'isatty'"."""
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "predict"], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: os.close(0))
+    assert done.returncode == 2 and done.stderr.startswith("error: no names given: pass them as arguments"), done.stderr
+
+
 def test_serve_names_an_ipv6_address_as_a_url_does():
     from flows.cli import invocations_url
 
