@@ -38,6 +38,27 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+@contextlib.contextmanager
+def ctrl_c_noted() -> Iterator[list[KeyboardInterrupt]]:
+    """Within the block Ctrl-C raises KeyboardInterrupt, as ever, and is noted in the list yielded: a
+    library may turn it into an error of its own on the way up (pydantic's serialiser makes a
+    PydanticSerializationError of it, with no cause), and the caller still knows it was a Ctrl-C."""
+    noted: list[KeyboardInterrupt] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+
+    def on_ctrl_c(signum: int, frame: object) -> None:
+        noted.append(KeyboardInterrupt())
+        raise noted[-1]
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     """128 + the signal's number, as a shell reports a process a signal ended: 130 for Ctrl-C."""
     return 128 + getattr(interrupt, "signum", signal.SIGINT)

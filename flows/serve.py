@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import NoReturn
 
 from prefect import get_client, serve
 from prefect.client.orchestration import SyncPrefectClient
@@ -40,6 +41,7 @@ from flows import run_logs
 from flows.batch_predict import TAGS as PREDICTION_TAGS
 from flows.batch_predict import batch_predict
 from flows.local_api import configured_api, start_temporary_api
+from flows.processes import ctrl_c_noted, exit_code
 from flows.training import TAGS as TRAINING_TAGS
 from flows.training import train_name_classifier
 from flows.unresponsive import ensure_crash_automation
@@ -160,29 +162,50 @@ def main(argv: list[str] | None = None) -> None:
         check_url(args.source)
     except NamelangError as exc:
         parser.error(f"bad data source (--source): {exc}")
-    try:
-        on_a_server = configured_api()
-        if not on_a_server:  # Prefect's own would share the terminal's Ctrl-C: stopped first, it made the
-            start_temporary_api()  # runner retry pausing the deployments for a minute, with tracebacks
-    except NamelangError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    run_logs.warnings_in_one_line()
-    if (missing := source_missing(args.source)) is not None:
-        warnings.warn(missing, NamelangWarning, stacklevel=1)
-    served = deployments(None if args.no_schedule else args.cron, args.source, args.timezone)
-    bound = bound_to_work_pools(served)
-    if bound:
-        deletes = "; ".join(f"prefect deployment delete '{name}'" for name in bound)
-        parser.exit(2, "error: " + ", ".join(f"{name} belongs to work pool {pool!r}" for name, pool in bound.items())
-                    + f" (made by prefect deploy), which workers run; to serve them from this process instead, "
-                    f"delete them first: {deletes}\n")
-    if on_a_server:  # a temporary API ends with this process, and its runs with it
-        ensure_crash_automation()
-    # paused here, not by Prefect's runner: it tried for over a minute on an API stopped first, then left a
-    # traceback; serve returns on Ctrl-C and SIGTERM, and a failure before serving leaves others' deployments
-    with ctrl_c_stops_as_sigterm_does():
-        serve(*served, pause_on_shutdown=False)
+    served, applying = [], False
+    # starting takes a while (a temporary API alone up to 90 s): a Ctrl-C then is one line, not a traceback
+    with ctrl_c_noted() as interrupts:
+        try:
+            try:
+                on_a_server = configured_api()
+                if not on_a_server:  # Prefect's own would share the terminal's Ctrl-C: stopped first, it made the
+                    start_temporary_api()  # runner retry pausing the deployments for a minute, with tracebacks
+            except NamelangError as exc:
+                parser.exit(2, f"error: {exc}\n")
+            run_logs.warnings_in_one_line()
+            if (missing := source_missing(args.source)) is not None:
+                warnings.warn(missing, NamelangWarning, stacklevel=1)
+            served = deployments(None if args.no_schedule else args.cron, args.source, args.timezone)
+            bound = bound_to_work_pools(served)
+            if bound:
+                deletes = "; ".join(f"prefect deployment delete '{name}'" for name in bound)
+                parser.exit(2, "error: " + ", ".join(f"{name} belongs to work pool {pool!r}"
+                                                     for name, pool in bound.items())
+                            + f" (made by prefect deploy), which workers run; to serve them from this process instead, "
+                            f"delete them first: {deletes}\n")
+            if on_a_server:  # a temporary API ends with this process, and its runs with it
+                ensure_crash_automation()
+            # paused here, not by Prefect's runner: it tried for over a minute on an API stopped first, then left a
+            # traceback; serve returns on Ctrl-C and SIGTERM, and a failure before serving leaves others' deployments
+            with ctrl_c_stops_as_sigterm_does():
+                applying = True
+                serve(*served, pause_on_shutdown=False)
+        except KeyboardInterrupt as exc:  # before the runner served (then Ctrl-C stops it as SIGTERM does)
+            _stopped_before_serving(exc, served if applying else [])
+        except Exception:
+            if not interrupts:
+                raise
+            _stopped_before_serving(interrupts[0], served if applying else [])
     pause_served(served)
+
+
+def _stopped_before_serving(interrupt: KeyboardInterrupt, applied: list[RunnerDeployment]) -> NoReturn:
+    """One line and the shell's exit code; deployments perhaps up already are paused: their schedules
+    must not fire with no process to run them."""
+    print("\nCtrl-C: stopped before serving", file=sys.stderr, flush=True)
+    if applied:
+        pause_served(applied)
+    sys.exit(exit_code(interrupt))
 
 
 @contextlib.contextmanager
@@ -202,7 +225,9 @@ def ctrl_c_stops_as_sigterm_does() -> Iterator[None]:
     def on_ctrl_c(signum: int, frame: object) -> None:
         nonlocal said
         graceful = signal.getsignal(signal.SIGTERM)
-        if not isinstance(getattr(graceful, "__self__", None), Runner):  # not serving yet: Ctrl-C as ever
+        if not isinstance(getattr(graceful, "__self__", None), Runner):  # not serving yet: Ctrl-C as before
+            if callable(previous):
+                previous(signum, frame)
             raise KeyboardInterrupt
         if not said:
             print("Ctrl-C: stopping; runs in progress are cancelled (Ctrl-C again to stop at once)", file=sys.stderr,

@@ -1201,6 +1201,34 @@ def test_ctrl_c_of_serving_on_the_temporary_api_stops_at_once_without_tracebacks
     assert returncode in (0, 128 + signal.SIGINT), output[-3000:]
 
 
+def test_ctrl_c_while_serving_starts_is_one_line(tmp_path):
+    """Starting takes a while (the temporary API alone up to 90 s): a Ctrl-C then was a traceback."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONUNBUFFERED="1")
+    returncode, took, output = _ctrl_c(["--source", str(small_names_folder(tmp_path)), "--no-schedule"], tmp_path,
+                                       env, ready=lambda line: "Starting temporary server on" in line,
+                                       program=[sys.executable, "-m", "flows.serve"])
+    assert returncode == 128 + signal.SIGINT and took < 30, output[-3000:]
+    assert output.rstrip().endswith("Ctrl-C: stopped before serving") and "Traceback" not in output, output[-3000:]
+    assert _temporary_api_stopped(output), output[-3000:]
+
+
+def test_a_ctrl_c_a_library_turned_into_its_own_error_is_still_noted():
+    """Landing in pydantic's serialiser (building the temporary API's command), a Ctrl-C became a
+    PydanticSerializationError, with no cause, and ended flows.serve's start in a traceback."""
+    from flows.processes import ctrl_c_noted
+
+    before = signal.getsignal(signal.SIGINT)
+    with ctrl_c_noted() as interrupts, pytest.raises(RuntimeError):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(10)  # the handler raises in here
+        except KeyboardInterrupt:
+            raise RuntimeError("Error calling function `_ser_model`: KeyboardInterrupt") from None  # as pydantic's
+    assert len(interrupts) == 1 and isinstance(interrupts[0], KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_an_interrupted_training_offers_resume_only_with_a_checkpoint_to_resume(tmp_path):
     """Interrupted during the data steps or the first epoch, the CLI said every finished epoch was
     checkpointed and to use --resume: nothing was."""
