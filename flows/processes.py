@@ -40,23 +40,32 @@ class Stopped(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def ctrl_c_noted() -> Iterator[list[KeyboardInterrupt]]:
-    """Within the block Ctrl-C raises KeyboardInterrupt, as ever, and is noted in the list yielded: a
-    library may turn it into an error of its own on the way up (pydantic's serialiser makes a
-    PydanticSerializationError of it, with no cause), and the caller still knows it was a Ctrl-C."""
+    """Within the block, Ctrl-C (and SIGTERM or SIGHUP where a handler raises `Stopped`) raises as
+    before and is noted in the list yielded: a library may turn the exception into an error of its own
+    on the way up (pydantic's serialiser makes a PydanticSerializationError of it, with no cause), and
+    the caller still knows the user stopped it. Signals Python does not handle are left alone."""
     noted: list[KeyboardInterrupt] = []
     if threading.current_thread() is not threading.main_thread():
         yield noted
         return
 
-    def on_ctrl_c(signum: int, frame: object) -> None:
-        noted.append(KeyboardInterrupt())
-        raise noted[-1]
+    def noting(previous: Callable[[int, object], object]) -> Callable[[int, object], None]:
+        def handler(signum: int, frame: object) -> None:
+            try:
+                previous(signum, frame)
+            except KeyboardInterrupt as exc:
+                noted.append(exc)
+                raise
+        return handler
 
-    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    stops = [s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None))
+             if s is not None and callable(signal.getsignal(s))]
+    previous = {s: signal.signal(s, noting(signal.getsignal(s))) for s in stops}
     try:
         yield noted
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
 
 
 def exit_code(interrupt: KeyboardInterrupt) -> int:

@@ -1213,20 +1213,42 @@ def test_ctrl_c_while_serving_starts_is_one_line(tmp_path):
     assert _temporary_api_stopped(output), output[-3000:]
 
 
+def test_ctrl_c_while_the_temporary_api_starts_is_one_line(tmp_path):
+    """The temporary API's start takes some 20 s; a Ctrl-C in it, which Prefect's settings serialiser
+    often turns into an error of its own, ended `namelang train` in a traceback."""
+    config_file = tmp_path / "settings.json"
+    config_file.write_text(tiny_config(tmp_path, small_names_folder(tmp_path)).model_dump_json())
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONUNBUFFERED="1",
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    returncode, took, output = _ctrl_c(["train", "--config", str(config_file)], tmp_path, env,
+                                       ready=lambda line: "Starting temporary server on" in line)
+    assert returncode == 128 + signal.SIGINT and took < 30, output[-3000:]
+    assert "Traceback" not in output and "nothing is checkpointed: run the same command again" in output, output[-3000:]
+    assert _temporary_api_stopped(output), output[-3000:]
+
+
 def test_a_ctrl_c_a_library_turned_into_its_own_error_is_still_noted():
     """Landing in pydantic's serialiser (building the temporary API's command), a Ctrl-C became a
     PydanticSerializationError, with no cause, and ended flows.serve's start in a traceback."""
-    from flows.processes import ctrl_c_noted
+    from flows.processes import Stopped, ctrl_c_noted, stop_signals_interrupt
 
-    before = signal.getsignal(signal.SIGINT)
-    with ctrl_c_noted() as interrupts, pytest.raises(RuntimeError):
-        try:
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(10)  # the handler raises in here
-        except KeyboardInterrupt:
-            raise RuntimeError("Error calling function `_ser_model`: KeyboardInterrupt") from None  # as pydantic's
-    assert len(interrupts) == 1 and isinstance(interrupts[0], KeyboardInterrupt)
-    assert signal.getsignal(signal.SIGINT) is before
+    def stopped_by(sig: int) -> list[KeyboardInterrupt]:
+        with ctrl_c_noted() as interrupts, pytest.raises(RuntimeError):
+            try:
+                os.kill(os.getpid(), sig)
+                time.sleep(10)  # the handler raises in here
+            except KeyboardInterrupt:
+                raise RuntimeError("Error calling function `_ser_model`: KeyboardInterrupt") from None  # as pydantic's
+        return interrupts
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    [ctrl_c] = stopped_by(signal.SIGINT)
+    assert type(ctrl_c) is KeyboardInterrupt
+    with stop_signals_interrupt():  # as the CLI's commands: SIGTERM raises Stopped, noted as well
+        [term] = stopped_by(signal.SIGTERM)
+    assert isinstance(term, Stopped) and term.signum == signal.SIGTERM
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_an_interrupted_training_offers_resume_only_with_a_checkpoint_to_resume(tmp_path):
