@@ -374,18 +374,29 @@ def batch(
     from flows.local_api import prefect_api
     from pipeline.batch import check_paths
 
+    started, target = time.time(), None
     try:
-        check_paths(input_path, out)  # at once: Prefect's temporary API takes some 20 s to start
+        target = check_paths(input_path, out)  # at once: Prefect's temporary API takes some 20 s to start
         with stop_signals_interrupt(), prefect_api(), tags(*TAGS):
             stats = batch_predict(str(input_path), str(out) if out else None, model, column, chunk_size)
     except NamelangError as exc:
         fail(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP
-        typer.echo("\ninterrupted; the output is written only when every name is done, so nothing was written",
-                   err=True)
+        typer.echo(f"\ninterrupted; {_what_batch_left(target, started)}", err=True)
         raise typer.Exit(code=exit_code(exc)) from None
     typer.echo(f"{counted(stats['rows'], 'name')} -> {stats['output']} ({stats['errors']:,} could not be classified; "
                f"model version {stats['model_version']})")
+
+
+def _what_batch_left(target: Path | None, started: float) -> str:
+    """The output is written whole, once every name is done: after that, a Ctrl-C (during the run's
+    last reports) leaves it written, which "nothing was written" denied."""
+    try:
+        written = target is not None and target.stat().st_mtime >= started
+    except OSError:
+        written = False
+    return (f"the output was written before it: {target}" if written
+            else "the output is written only when every name is done, so nothing was written")
 
 
 @app.command(cls=_Command)

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -1267,6 +1268,22 @@ def test_an_interrupted_training_offers_resume_only_with_a_checkpoint_to_resume(
     (folder / "train-4567.pt").write_bytes(b"checkpoint")  # this run's first epoch
     assert "--resume" in _what_resumes(folder, started, resumed=False)
     assert "checkpoints are off" in _what_resumes(None, started, resumed=False)
+
+
+def test_an_interrupted_batch_says_nothing_was_written_only_when_nothing_was():
+    """A Ctrl-C after the output was renamed into place (during the run's last reports) was told
+    "nothing was written"."""
+    from flows.cli import _what_batch_left
+
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "names.csv.predictions.parquet"
+        started = time.time() - 60
+        assert _what_batch_left(target, started).endswith("so nothing was written")
+        assert _what_batch_left(None, started).endswith("so nothing was written")  # stopped before its check
+        target.write_bytes(b"PAR1")
+        assert _what_batch_left(target, started) == f"the output was written before it: {target}"
+        os.utime(target, (started - 3600, started - 3600))  # an earlier run's output, left as it was
+        assert _what_batch_left(target, started).endswith("so nothing was written")
 
 
 def test_cli_batch_predicts_a_file(first_run, tmp_path):
