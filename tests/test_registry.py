@@ -1398,47 +1398,46 @@ def _children_running(pid: int, word: str) -> list[int]:
     return found
 
 
+@contextlib.contextmanager
+def serve_checking_its_model(store) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`namelang serve` (stderr piped) and the pid of its child checking the model, once it runs."""
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(free_port())],
+                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (checking := _children_running(proc.pid, "serving-environment")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checking, "no checking child appeared"
+        yield proc, checking[0]
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_stopping_serve_while_it_checks_the_model_leaves_nothing(store, tmp_path):
     """A SIGTERM (or Ctrl-C) while the model is still being loaded in the checking child: one line, exit 143,
     and that child (PyTorch and the weights) does not outlive `namelang serve`."""
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(free_port())],
-                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (checking := _children_running(proc.pid, "serving-environment")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert checking, "no checking child appeared"
+    with serve_checking_its_model(store) as (proc, checking):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 143 and "interrupted before the server started" in err and "Traceback" not in err
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{checking[0]}").exists() and time.monotonic() < deadline:
+        while Path(f"/proc/{checking}").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not Path(f"/proc/{checking[0]}").exists(), "the checking child outlived namelang serve"
-    finally:
-        proc.kill()
-        proc.wait()
+        assert not Path(f"/proc/{checking}").exists(), "the checking child outlived namelang serve"
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_a_model_check_killed_by_the_system_is_said_not_silent(store):
     """The checking child killed by a signal (the out-of-memory killer, loading the model) made `namelang
     serve` exit 247 (typer's -9) without a word."""
-    model = "models:/namelang@champion"
-    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--port", str(free_port())],
-                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (checking := _children_running(proc.pid, "serving-environment")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert checking, "no checking child appeared"
-        os.kill(checking[0], signal.SIGKILL)
+    with serve_checking_its_model(store) as (proc, checking):
+        os.kill(checking, signal.SIGKILL)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 128 + signal.SIGKILL, err
-        assert err == f"error: {model}: the model check was killed by SIGKILL before the server started\n", err
-    finally:
-        proc.kill()
-        proc.wait()
+        assert err == "error: models:/namelang@champion: the model check was killed by SIGKILL before the server " \
+                      "started\n", err
 
 
 def test_predict_with_standard_input_closed_says_no_names_were_given():
