@@ -30,9 +30,10 @@ And (b) once more, grid and refit alike, on the names as spelt in their files ("
 (b) and (c)'s network read the ASCII names the notebook's normalization makes, while (c)'s letter
 model reads the accents too, so this row shows what the same information is worth to the baseline.
 
-speedup_to_seed_acc = seconds (a) trained to reach its final test accuracy / seconds (c) trained
-until its test accuracy (evaluated after every epoch through train_model's callback, off the clock)
-first reached that accuracy (the first phase's curve: the refit model exists only at the end).
+speedup_to_seed_acc = seconds (a) trained until its test accuracy first reached its final value /
+seconds (c) trained until its test accuracy first reached that value; both evaluated after every
+epoch, off the clock ((c) through train_model's callback, on the first phase's curve: the refit
+model exists only at the end). A budget that ends (a) mid-epoch counts that epoch's share.
 Targets: (c) >= (b) + 3 points accuracy and + 0.05 macro-F1; speedup >= 3. The margins over (b)
 come with 95% paired bootstrap intervals over the test rows (scipy.stats.bootstrap, BCa): how much
 one split's figure could move with the names it drew.
@@ -132,13 +133,15 @@ def run_seed(data: TensorData, budget_s: float, epochs: int, seed: int = 2024) -
     criterion = nn.NLLLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.15)
     n_batch_size = 64
-    trained, done_epochs, out_of_time = 0.0, 0, False
+    trained, done_epochs, out_of_time = 0.0, 0.0, False
+    curve: list[tuple[float, float]] = []  # (training seconds so far, test accuracy) per epoch, as for (c)
     for _ in range(epochs):
         model.train()
         t0 = time.perf_counter()
         batches = list(range(len(train_lines)))
         random.shuffle(batches)
         batches = np.array_split(batches, len(batches) // n_batch_size)
+        done = 0  # batches of this epoch trained
         for batch in batches:
             batch_loss = 0
             for i in batch:
@@ -148,19 +151,21 @@ def run_seed(data: TensorData, budget_s: float, epochs: int, seed: int = 2024) -
             nn.utils.clip_grad_norm_(model.parameters(), 3)
             optimizer.step()
             optimizer.zero_grad()
+            done += 1
             if trained + time.perf_counter() - t0 >= budget_s:
                 out_of_time = True
                 break
         trained += time.perf_counter() - t0
-        done_epochs += 1
-        print(f"  seed epoch {done_epochs}: {trained:.1f}s", flush=True)
+        done_epochs += done / len(batches)  # a budget's last epoch counts for the share of it trained
+        curve.append((trained, scores(test_y, seed_predict(model, test_lines))["acc"]))  # off the clock
+        print(f"  seed epoch {done_epochs:.2f}: {trained:.1f}s test acc {curve[-1][1]:.3f}", flush=True)
         if out_of_time:
             break
     t0 = time.perf_counter()
     pred = seed_predict(model, test_lines)
     predict_s = time.perf_counter() - t0
-    return {"train_s": trained, "epochs": done_epochs, "s_per_epoch": trained / max(done_epochs, 1),
-            **scores(test_y, pred), "names_per_s": len(test_lines) / predict_s}
+    return {"train_s": trained, "epochs": round(done_epochs, 2), "s_per_epoch": trained / max(done_epochs, 1e-9),
+            **scores(test_y, pred), "names_per_s": len(test_lines) / predict_s, "curve": curve}
 
 
 # --- (c) the default model ----------------------------------------------------------------
@@ -255,7 +260,8 @@ def main() -> None:
         default = run_default(data, Path(tmp), args.train_seed)
 
     reach = first_reach(default["curve"], seed["acc"])
-    speedup = seed["train_s"] / reach if reach else 0.0
+    seed_reach = first_reach(seed["curve"], seed["acc"])  # at the latest its last epoch: its final accuracy
+    speedup = seed_reach / reach if reach else 0.0
     rows = (("seed (a)", seed), ("ngram (b)", ngram), ("ngram (b), train only", ngram_train_only),
             ("ngram, sklearn defaults", plain), ("ngram (b), names as spelt", ngram_spelt), ("default (c)", default))
     print()
@@ -270,9 +276,10 @@ def main() -> None:
               f"macro-F1 {default['macro_f1'] - base['macro_f1']:+.4f}  "
               f"train time x{default['train_s'] / base['train_s']:.2f}  "
               f"throughput x{default['names_per_s'] / base['names_per_s']:.1f}")
-    print(f"seed reached its final test acc {seed['acc']:.4f} after {seed['train_s']:.1f}s; default first "
-          f"reached it after {reach if reach is not None else float('nan'):.1f}s of training (per-epoch test "
-          f"accuracy via the on_epoch callback) -> speedup_to_seed_acc {speedup:.1f}x")
+    print(f"seed first reached its final test acc {seed['acc']:.4f} after {seed_reach:.1f}s of its "
+          f"{seed['train_s']:.1f}s of training; default first reached it after "
+          f"{reach if reach is not None else float('nan'):.1f}s (per-epoch test accuracy, off the clock) "
+          f"-> speedup_to_seed_acc {speedup:.1f}x")
     interval = margin_interval(data.labels[data.indices(TEST)].numpy(), default["pred"], ngram["pred"])
     print(f"default vs ngram (b), 95% paired bootstrap intervals over the {len(default['pred'])} test rows: "
           f"acc [{interval['acc'][0]:+.4f}, {interval['acc'][1]:+.4f}]  "
@@ -290,7 +297,8 @@ def main() -> None:
                       "ngram_plain": {k: round(plain[k], 4) for k in keep},
                       "ngram_spelt": {k: round(ngram_spelt[k], 4) for k in keep},
                       "default": {k: round(default[k], 4) for k in keep},
-                      "speedup_to_seed_acc": round(speedup, 2), "margin_over_ngram_ci95": interval,
+                      "speedup_to_seed_acc": round(speedup, 2), "seed_reach_s": round(seed_reach, 2),
+                      "default_reach_s": None if reach is None else round(reach, 2), "margin_over_ngram_ci95": interval,
                       "split_seed": args.split_seed, "train_seed": args.train_seed, "device": default["device"],
                       "cpu_threads": torch.get_num_threads()}))
 
