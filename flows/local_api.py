@@ -21,7 +21,7 @@ import httpx
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
 
-from flows.processes import ctrl_c_noted, stop_with_parent
+from flows.processes import ctrl_c_not_lost, stop_with_parent
 from pipeline.errors import NamelangWarning, TransientError, typed_first_line
 
 # Prefect waits 20 s for it; a fresh PREFECT_HOME (its database created) on a busy 2-core machine
@@ -66,13 +66,8 @@ def start_temporary_api() -> None:
     subprocess.Popen = functools.partial(popen, start_new_session=True, preexec_fn=stop_with_parent())
     timeout = max(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value(), TEMPORARY_API_STARTUP_S)
     try:
-        with ctrl_c_noted() as interrupts:
-            try:
-                server.start(timeout=timeout)  # registers its own stop with atexit: after Prefect's log workers drained
-            except Exception:
-                if interrupts:  # a Ctrl-C Prefect's settings serialiser turned into its own error: a Ctrl-C
-                    raise interrupts[0] from None
-                raise
+        with ctrl_c_not_lost():  # Prefect's settings serialiser makes an error of its own of a Ctrl-C
+            server.start(timeout=timeout)  # registers its own stop with atexit: after Prefect's log workers drained
     # Prefect's "Timed out while attempting to connect to ephemeral ...", "Unable to find an available
     # port", or its health check's error status
     except (RuntimeError, httpx.HTTPError) as exc:

@@ -39,15 +39,15 @@ class Stopped(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def ctrl_c_noted() -> Iterator[list[KeyboardInterrupt]]:
-    """Within the block, Ctrl-C (and SIGTERM or SIGHUP where a handler raises `Stopped`) raises as
-    before and is noted in the list yielded: a library may turn the exception into an error of its own
-    on the way up (pydantic's serialiser makes a PydanticSerializationError of it, with no cause), and
-    the caller still knows the user stopped it. Signals Python does not handle are left alone."""
-    noted: list[KeyboardInterrupt] = []
+def ctrl_c_not_lost() -> Iterator[None]:
+    """Within the block, Ctrl-C (and SIGTERM or SIGHUP where a handler raises `Stopped`) comes out as
+    its KeyboardInterrupt even when a library turned it into an error of its own on the way up
+    (pydantic's serialiser makes a PydanticSerializationError of it, with no cause): the stop
+    signals' handlers note what they raise. Signals Python does not handle are left alone."""
     if threading.current_thread() is not threading.main_thread():
-        yield noted
+        yield
         return
+    noted: list[KeyboardInterrupt] = []
 
     def noting(previous: Callable[[int, object], object]) -> Callable[[int, object], None]:
         def handler(signum: int, frame: object) -> None:
@@ -62,7 +62,11 @@ def ctrl_c_noted() -> Iterator[list[KeyboardInterrupt]]:
              if s is not None and callable(signal.getsignal(s))]
     previous = {s: signal.signal(s, noting(signal.getsignal(s))) for s in stops}
     try:
-        yield noted
+        yield
+    except Exception:
+        if noted:  # the error a stop became: the stop it was
+            raise noted[0] from None
+        raise
     finally:
         for stop, handler in previous.items():
             signal.signal(stop, handler)

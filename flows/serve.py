@@ -41,7 +41,7 @@ from flows import run_logs
 from flows.batch_predict import TAGS as PREDICTION_TAGS
 from flows.batch_predict import batch_predict
 from flows.local_api import configured_api, start_temporary_api
-from flows.processes import ctrl_c_noted, exit_code
+from flows.processes import ctrl_c_not_lost, exit_code
 from flows.training import TAGS as TRAINING_TAGS
 from flows.training import train_name_classifier
 from flows.unresponsive import ensure_crash_automation
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"bad data source (--source): {exc}")
     served, applying = [], False
     # starting takes a while (a temporary API alone up to 90 s): a Ctrl-C then is one line, not a traceback
-    with ctrl_c_noted() as interrupts:
-        try:
+    try:
+        with ctrl_c_not_lost():
             try:
                 on_a_server = configured_api()
                 if not on_a_server:  # Prefect's own would share the terminal's Ctrl-C: stopped first, it made the
@@ -190,12 +190,8 @@ def main(argv: list[str] | None = None) -> None:
             with ctrl_c_stops_as_sigterm_does():
                 applying = True
                 serve(*served, pause_on_shutdown=False)
-        except KeyboardInterrupt as exc:  # before the runner served (then Ctrl-C stops it as SIGTERM does)
-            _stopped_before_serving(exc, served if applying else [])
-        except Exception:
-            if not interrupts:
-                raise
-            _stopped_before_serving(interrupts[0], served if applying else [])
+    except KeyboardInterrupt as exc:  # before the runner served (then Ctrl-C stops it as SIGTERM does)
+        _stopped_before_serving(exc, served if applying else [])
     pause_served(served)
 
 

@@ -1232,24 +1232,26 @@ def test_ctrl_c_while_the_temporary_api_starts_is_one_line(tmp_path):
 def test_a_ctrl_c_a_library_turned_into_its_own_error_is_still_noted():
     """Landing in pydantic's serialiser (building the temporary API's command), a Ctrl-C became a
     PydanticSerializationError, with no cause, and ended flows.serve's start in a traceback."""
-    from flows.processes import Stopped, ctrl_c_noted, stop_signals_interrupt
+    from flows.processes import Stopped, ctrl_c_not_lost, stop_signals_interrupt
 
-    def stopped_by(sig: int) -> list[KeyboardInterrupt]:
-        with ctrl_c_noted() as interrupts, pytest.raises(RuntimeError):
+    def stopped_by(sig: int) -> KeyboardInterrupt:
+        with pytest.raises(KeyboardInterrupt) as stopped, ctrl_c_not_lost():
             try:
                 os.kill(os.getpid(), sig)
                 time.sleep(10)  # the handler raises in here
             except KeyboardInterrupt:
                 raise RuntimeError("Error calling function `_ser_model`: KeyboardInterrupt") from None  # as pydantic's
-        return interrupts
+        return stopped.value
 
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    [ctrl_c] = stopped_by(signal.SIGINT)
+    ctrl_c = stopped_by(signal.SIGINT)
     assert type(ctrl_c) is KeyboardInterrupt
     with stop_signals_interrupt():  # as the CLI's commands: SIGTERM raises Stopped, noted as well
-        [term] = stopped_by(signal.SIGTERM)
+        term = stopped_by(signal.SIGTERM)
     assert isinstance(term, Stopped) and term.signum == signal.SIGTERM
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    with pytest.raises(RuntimeError), ctrl_c_not_lost():  # an error no stop caused is left as it is
+        raise RuntimeError("no Ctrl-C")
 
 
 def test_an_interrupted_training_offers_resume_only_with_a_checkpoint_to_resume(tmp_path):
