@@ -33,6 +33,8 @@ from pipeline.errors import NamelangError, first_line, validation_message
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
+    from flows.training import Reached
+
 
 class _FlagsTakeNoValue:
     """typer 0.29's help shows a flag's type as if it took a value (`--json <bool>`, `--help <bool>`),
@@ -169,35 +171,45 @@ def train(
     from prefect import tags
 
     from flows.local_api import prefect_api
-    from flows.training import TAGS, train_name_classifier
+    from flows.training import TAGS, Reached, reporting_to, train_name_classifier
     from pipeline.ingest import check_source
     from pipeline.train import resolve_device
 
-    started = time.time()
+    started, progress = time.time(), Reached()
     try:  # tagged as the deployments' runs: on a server, the crash automation watches it too
         # a path not there or a GPU missing, at once: Prefect's temporary API takes some 20 s to start
         check_source(config.data)
         resolve_device(config.train.device)
-        with stop_signals_interrupt(), prefect_api(), tags(*TAGS):
+        with stop_signals_interrupt(), prefect_api(), tags(*TAGS), reporting_to(progress):
             summary = train_name_classifier(config, resume=resume)
     except NamelangError as exc:
         fail(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP
-        typer.echo(f"\ninterrupted; {_what_resumes(config.train.checkpoint_dir, started, resume)}", err=True)
+        typer.echo(f"\ninterrupted; {_what_resumes(progress, config.train.checkpoint_dir, started, resume)}",
+                   err=True)
         raise typer.Exit(code=exit_code(exc)) from None
     _print_training_summary(summary)
 
 
-def _what_resumes(checkpoint_dir: Path | None, started: float, resumed: bool) -> str:
-    """What an interrupted training leaves to resume: a checkpoint only once an epoch has finished
-    (an interrupt during the data steps or the first epoch was told to use --resume, for nothing)."""
+def _what_resumes(progress: Reached, checkpoint_dir: Path | None, started: float, resumed: bool) -> str:
+    """What an interrupted training leaves (`progress`: how far it got, a `flows.training.Reached`): a
+    registered version, or this run's checkpoint once an epoch has finished. Told from the folder alone,
+    an interrupt after registration (the checkpoint deleted) was "no epoch had finished", and with --resume
+    any settings' checkpoint there promised one."""
+    if progress.version is not None:
+        return (f"version {progress.version} was registered before it (alias '{progress.alias}'): the training is "
+                "done, nothing to resume")
     if checkpoint_dir is None:
         return "checkpoints are off (train.checkpoint_dir), so the next run starts over"
+    if progress.checkpoint is None:  # still in the data steps, which name the checkpoint
+        return "training had not started, so nothing is checkpointed: run the same command again" + (
+            " (with --resume: the checkpoint it resumes from, if there is one, is untouched)" if resumed else "")
     try:
-        saved = [p for p in Path(checkpoint_dir).glob("train-*.pt") if resumed or p.stat().st_mtime >= started]
-    except OSError:  # one deleted meanwhile, the folder unreadable: not known to be there
-        saved = []
-    if not saved:
+        written = progress.checkpoint.stat().st_mtime
+    except OSError:  # not there (deleted meanwhile), the folder unreadable: not known to be there
+        written = None
+    # with --resume, the checkpoint it resumed from, whenever written; else one this run wrote
+    if written is None or not (resumed or written >= started):
         return "no training epoch had finished, so nothing is checkpointed: run the same command again"
     return "every finished training epoch is checkpointed: run the same command with --resume to continue"
 

@@ -8,10 +8,13 @@ which a later training closes the MLflow runs of flow runs that died without clo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,11 +52,40 @@ from pipeline.tracking import (
     unfinished_runs_by_flow_run,
     without_credentials,
 )
-from pipeline.train import TrainResult, cpu_threads, resolve_device
+from pipeline.train import TrainResult, checkpoint_path, cpu_threads, resolve_device
 
 DEFAULT_CONFIG = PipelineConfig()
 TAGS = (RUN_TAG, "training")  # of its runs, deployed (flows.serve, prefect.yaml) or from the CLI
 FLOW_RUNS_PER_READ = 200  # the most a Prefect server returns for one read
+
+
+@dataclass
+class Reached:
+    """How far a training in this process got: what the words an interrupt ends it with may promise."""
+
+    checkpoint: Path | None = None  # its per-epoch checkpoint, once the data steps have named it
+    version: str | None = None      # the model version it registered, once it has
+    alias: str | None = None        # the alias that version got then
+
+
+_reached: ContextVar[Reached | None] = ContextVar("namelang_training_reached", default=None)
+
+
+@contextlib.contextmanager
+def reporting_to(progress: Reached) -> Iterator[Reached]:
+    """Trainings started inside the block record in `progress` how far they get (`namelang train` tells
+    an interrupted run's user from it whether a checkpoint or a registered version is left)."""
+    token = _reached.set(progress)
+    try:
+        yield progress
+    finally:
+        _reached.reset(token)
+
+
+def _reach(**milestones: Any) -> None:
+    if (progress := _reached.get()) is not None:
+        for name, value in milestones.items():
+            setattr(progress, name, value)
 
 
 def _key(*parts: Any) -> str:
@@ -248,7 +280,9 @@ def evaluate(result: TrainResult, data: TensorData, table: NamesTable, config: P
 @task(name="register", cache_policy=NO_CACHE, **RETRY_TRANSIENT)
 @credentials_hidden
 def register(bundle: Path, ev: Evaluation, data: TensorData, run: TrackedRun) -> workflow.Registration:
-    return workflow.register_model(bundle, ev, data, run)
+    registration = workflow.register_model(bundle, ev, data, run)
+    _reach(version=registration.version, alias=registration.decision.alias)  # before the task run ends
+    return registration
 
 
 def result_storage(path: Path) -> LocalFileSystem:
@@ -383,6 +417,7 @@ def _train_name_classifier(config: PipelineConfig, resume: bool) -> dict:
     table, data = prepared.table, prepared.data
     get_run_logger().info("data steps: %s (%.2f s)", prepared.steps, prepared.seconds)
     _report_data_quality(table)  # every run, cached or not, shows the report of the table it trained on
+    _reach(checkpoint=checkpoint_path(data, config.model, config.train))
     with workflow.training_slot(config, data, on_wait=get_run_logger().warning):
         run = start_run(config, table)
         with run.failed_on_error():

@@ -180,7 +180,12 @@ def test_rerun_on_unchanged_data_uses_cache(first_run):
     config, _ = first_run
     table = config.data.processed_dir / "names.parquet"
     written = table.stat().st_mtime_ns
-    summary = train_name_classifier(config)
+    from flows.training import Reached, reporting_to
+
+    with reporting_to(Reached()) as progress:  # as `namelang train` follows a run, for an interrupt's words
+        summary = train_name_classifier(config)
+    assert (progress.version, progress.alias) == (summary["version"], summary["alias"])
+    assert progress.checkpoint.parent == config.train.checkpoint_dir and progress.checkpoint.name.startswith("train-")
     assert table.stat().st_mtime_ns == written  # the same table is not written again
     assert summary["data_steps"] == {"ingest": "cached", "normalize": "cached", "build-tensors": "cached"}
     assert summary["version"] == "2"
@@ -1256,8 +1261,10 @@ def test_a_ctrl_c_a_library_turned_into_its_own_error_is_still_noted():
 
 def test_an_interrupted_training_offers_resume_only_with_a_checkpoint_to_resume(tmp_path):
     """Interrupted during the data steps or the first epoch, the CLI said every finished epoch was
-    checkpointed and to use --resume: nothing was."""
+    checkpointed and to use --resume: nothing was. With --resume, another settings' checkpoint in the
+    folder made it say so too; interrupted after registration, it said no epoch had finished."""
     from flows.cli import _what_resumes
+    from flows.training import Reached
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -1265,11 +1272,25 @@ def test_an_interrupted_training_offers_resume_only_with_a_checkpoint_to_resume(
     old.write_bytes(b"checkpoint")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     started = time.time() - 60
-    assert "nothing is checkpointed: run the same command again" in _what_resumes(folder, started, resumed=False)
-    assert "--resume" in _what_resumes(folder, started, resumed=True)  # the checkpoint it resumed from is still there
-    (folder / "train-4567.pt").write_bytes(b"checkpoint")  # this run's first epoch
-    assert "--resume" in _what_resumes(folder, started, resumed=False)
-    assert "checkpoints are off" in _what_resumes(None, started, resumed=False)
+    in_data_steps = Reached()
+    assert "nothing is checkpointed: run the same command again" in _what_resumes(in_data_steps, folder, started,
+                                                                                  resumed=False)
+    assert "(with --resume: the checkpoint it resumes from, if there is one, is untouched)" in _what_resumes(
+        in_data_steps, folder, started, resumed=True)
+    this_run = Reached(checkpoint=folder / "train-4567.pt")  # the data steps named it: no epoch yet
+    for resumed in (False, True):  # another settings' checkpoint is not this run's
+        assert "nothing is checkpointed: run the same command again" in _what_resumes(this_run, folder, started,
+                                                                                      resumed)
+    this_run.checkpoint.write_bytes(b"checkpoint")  # its first epoch
+    assert "--resume" in _what_resumes(this_run, folder, started, resumed=False)
+    os.utime(this_run.checkpoint, (time.time() - 3600, time.time() - 3600))
+    assert "nothing is checkpointed" in _what_resumes(this_run, folder, started, resumed=False)  # an earlier run's
+    assert "--resume" in _what_resumes(this_run, folder, started, resumed=True)  # the one it resumed from
+    assert "checkpoints are off" in _what_resumes(Reached(), None, started, resumed=False)
+    this_run.checkpoint.unlink()  # deleted once registered
+    registered = Reached(checkpoint=this_run.checkpoint, version="3", alias="challenger")
+    assert _what_resumes(registered, folder, started, resumed=False) == (
+        "version 3 was registered before it (alias 'challenger'): the training is done, nothing to resume")
 
 
 def test_an_interrupted_batch_says_nothing_was_written_only_when_nothing_was():
