@@ -121,6 +121,11 @@ def test_prediction_reads_the_accents_as_written_and_the_bundle_keeps_the_letter
     predictor = Predictor(model, ["German", "Other"])
     out = predictor.predict(["Jäger", "Jager", "  Bäcker "])
     assert out["language"][0] == "German" and out["language"][2] == "German"
+    # predict reads the accents (the network alone finds both about as German): each name as its letter model
+    # scores it, its spelling stripped of spaces
+    assert out["probability"][0] > out["probability"][1]
+    assert out["probability"][0] == pytest.approx(float(predictor.probabilities(["Jager"], ["Jäger"])[0, 0]))
+    assert out["probability"][2] == pytest.approx(float(predictor.probabilities(["Backer"], ["Bäcker"])[0, 0]))
     one = predictor.predict("Jäger")  # one string is one name, not its five letters
     assert one["name"] == ["Jäger"] and one["language"] == out["language"][:1]
     with pytest.raises(ValueError, match="top_k must be at least 1, got 0"):  # as the pyfunc refuses it

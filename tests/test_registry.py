@@ -25,6 +25,7 @@ import mlflow
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
@@ -260,7 +261,7 @@ def test_gate_leaves_out_test_names_the_new_version_learnt_from_too(store, tmp_p
                                                                                     len(test) - len(compared))
 
 
-def test_gate_keeps_champion_when_no_test_name_is_new_to_both_models(store, tmp_path, capsys):
+def test_gate_keeps_champion_when_no_test_name_is_new_to_both_models(store, tmp_path, capsys, monkeypatch):
     """Retrained on a subset of the champion's own training names (files lost in a partial sync, say),
     every new test name is one the champion learnt: there is no evidence either way, and the new
     version used to take the alias unjudged. The champion stays; the new version is challenger."""
@@ -280,7 +281,25 @@ def test_gate_keeps_champion_when_no_test_name_is_new_to_both_models(store, tmp_
         kept = [line for line, ascii in zip(lines, to_ascii(pa.array(lines)).to_pylist(), strict=True)
                 if ascii in learnt]
         (subset / file.name).write_text("\n".join(kept) + "\n", encoding="utf-8")
-    summary = workflow.run_pipeline(tiny_config(tmp_path, subset, epochs=2))
+    seen = []  # and `--threads 1` holds for the whole run: evaluation and the gate as well as training
+
+    def counted(step):
+        @functools.wraps(step)
+        def step_counting_threads(*args, **kwargs):
+            seen.append((step.__name__, torch.get_num_threads()))
+            return step(*args, **kwargs)
+        return step_counting_threads
+
+    monkeypatch.setattr(workflow, "evaluate_model", counted(workflow.evaluate_model))
+    monkeypatch.setattr(workflow, "promote_if_better", counted(workflow.promote_if_better))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        summary = workflow.run_pipeline(tiny_config(tmp_path, subset, epochs=2, num_threads=1))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [("evaluate_model", 1), ("promote_if_better", 1)]
     assert summary["alias"] == CHALLENGER
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
     tags = client.get_model_version(MODEL_NAME, summary["version"]).tags

@@ -358,10 +358,12 @@ def test_a_checkpoint_of_another_model_is_a_clear_error(small_data, tmp_path):
 def test_the_notebook_configuration_trains(small_data, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a notebook might; training uses its own setting and gives this one back
+    during = []
     try:
         result = train_model(small_data, ModelConfig.notebook(),
-                             tiny_train(tmp_path, epochs=3, class_weighting=False, num_threads=2))
-        assert torch.get_num_threads() == 1
+                             tiny_train(tmp_path, epochs=3, class_weighting=False, num_threads=2),
+                             on_epoch=lambda record: during.append(torch.get_num_threads()))
+        assert torch.get_num_threads() == 1 and during == [2, 2, 2]
     finally:
         torch.set_num_threads(threads)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
@@ -660,9 +662,9 @@ def test_models_are_saved_beside_the_processed_data_unless_told_where(small_data
     assert model_dir(config, small_data).parent == tmp_path / "elsewhere"
 
 
-def test_the_thread_setting_covers_a_whole_run_and_is_given_back():
-    """`--threads 1` holds for evaluation and the gate as well as training (run_pipeline and the flow run
-    inside `cpu_threads`); unset, the count is left alone."""
+def test_the_thread_setting_is_set_within_its_block_and_given_back():
+    """`cpu_threads` sets a count and gives the caller's back; unset, it leaves the count alone (neither every
+    core nor anything else). That a whole run keeps it: tests/test_registry.py."""
     from pipeline.train import cpu_threads
 
     before = torch.get_num_threads()
@@ -671,7 +673,9 @@ def test_the_thread_setting_covers_a_whole_run_and_is_given_back():
         with cpu_threads(TrainConfig(num_threads=1).num_threads):
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)  # not every core (which training's own default would set)
         with cpu_threads(TrainConfig().num_threads):
-            assert torch.get_num_threads() == 2
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
