@@ -40,7 +40,7 @@ from pipeline import workflow  # noqa: E402
 from pipeline.config import DataConfig, PipelineConfig, TrainConfig  # noqa: E402
 from pipeline.features import encode_marks, encode_names, letters_beyond_ascii  # noqa: E402
 from pipeline.model import predict_logits  # noqa: E402
-from pipeline.normalize import to_ascii  # noqa: E402
+from pipeline.normalize import folded_names  # noqa: E402
 from pipeline.tracking import TrackedRun, configure  # noqa: E402
 
 
@@ -77,7 +77,7 @@ def main() -> None:
     raw_names = table.names["name"].to_pylist()
     batch = [raw_names[i] for i in rng.integers(0, len(raw_names), args.names)]
     frame = pd.DataFrame({"name": batch})
-    ascii_batch = to_ascii(pa.array(batch)).to_pylist()
+    ascii_batch = folded_names(pa.array(batch)).to_pylist()
     tokens, lengths = encode_names(ascii_batch)
     marks = encode_marks(letters_beyond_ascii(batch))  # the letter model's input, as the pyfunc makes it
 
@@ -97,7 +97,7 @@ def main() -> None:
 
     singles = [[raw_names[i]] for i in rng.integers(0, len(raw_names), args.calls)]
     one_frames = [pd.DataFrame({"name": s}) for s in singles]
-    one_tensors = [(*encode_names(to_ascii(pa.array(s)).to_pylist()), encode_marks(letters_beyond_ascii(s)))
+    one_tensors = [(*encode_names(folded_names(pa.array(s)).to_pylist()), encode_marks(letters_beyond_ascii(s)))
                    for s in singles]
     for f in one_frames[:50]:  # warm-up
         pyfunc.predict(f)

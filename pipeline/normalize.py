@@ -38,7 +38,7 @@ APOSTROPHES = "\u2018\u2019\u201b\u02bb\u02bc\uff07"
 
 def normalization_spec(max_name_chars: int) -> dict:
     return {
-        "trim": "leading and trailing Unicode whitespace",
+        "trim": "leading and trailing Unicode whitespace, before folding and again after it",
         "unicode_form": "NFD",
         "drop_categories": ["Mn", "Cf"],
         "apostrophes": {"from": [f"U+{ord(c):04X}" for c in APOSTROPHES], "to": "'"},
@@ -113,6 +113,13 @@ def to_ascii(names: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     and typographic apostrophes (`APOSTROPHES`) become the alphabet's "'" (the notebook drops them:
     O’Neil -> ONeil)."""
     return _chunkwise(names, _to_ascii_array)
+
+
+def folded_names(names: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Names, trimmed as read, folded by `to_ascii` and trimmed again: an accent or an invisible character
+    dropped at a name's end would otherwise leave the space before it ("Anna \u200b" is "Anna", not a
+    second name "Anna ")."""
+    return pc.utf8_trim_whitespace(to_ascii(names))
 
 
 def _rows_with(arr: pa.Array, byte_set: np.ndarray) -> np.ndarray:
@@ -265,15 +272,15 @@ def normalize(result: IngestResult, max_name_chars: int = MAX_NAME_CHARS) -> Nam
                         f"not {type(result).__name__}")
     raw = result.table
     name = _as_strings(pc.utf8_trim_whitespace(raw["raw"]))
-    name_ascii = to_ascii(name)
-    codes = rejection_codes(name, name_ascii, max_name_chars)
+    folded = folded_names(name)
+    codes = rejection_codes(name, folded, max_name_chars)
     ok = codes == 0
     if len(ok) and not ok.any():
         raise NamelangError(f"no usable names: all {len(ok)} lines were rejected (this one: "
                             f"{REJECTION_REASONS[codes[0] - 1]})", raw["source_file"][0].as_py(),
                             raw["line_number"][0].as_py())
     keep = pa.table({
-        "name": name, "name_ascii": name_ascii, "language": raw["language"],
+        "name": name, "name_ascii": folded, "language": raw["language"],
         "source_file": raw["source_file"], "line_number": raw["line_number"],
     })
     if not ok.all():

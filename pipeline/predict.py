@@ -17,7 +17,7 @@ import torch
 from pipeline.config import MAX_NAME_CHARS, TOP_K
 from pipeline.features import encode_marks, encode_names, letters_beyond_ascii
 from pipeline.model import CharClassifier, predict_logits
-from pipeline.normalize import REJECTION_REASONS, rejection_codes, to_ascii
+from pipeline.normalize import REJECTION_REASONS, folded_names, rejection_codes
 
 # why a name cannot be classified: the same rules, in the same order, as rows rejected from the
 # training table (`normalize.REJECTION_REASONS`), worded for whoever sent the name
@@ -115,7 +115,7 @@ class Predictor:
         strings = [v.strip() if isinstance(v, str) and not bad else ""
                    for v, bad in zip(names, unreadable, strict=True)]
         short = [s if len(s) <= self.max_name_chars else "" for s in strings]  # too long: not worth folding
-        ascii_names = to_ascii(pa.array(short, type=pa.string())).to_pylist()
+        ascii_names = folded_names(pa.array(short, type=pa.string())).to_pylist()
         problems = _problems(names, unreadable, strings, ascii_names, self.max_name_chars)
         ok = np.flatnonzero(np.array([p is None for p in problems], dtype=bool))
         n = len(names)

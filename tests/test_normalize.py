@@ -80,6 +80,24 @@ def reasons(codes: np.ndarray) -> list[str | None]:
     return [REJECTION_REASONS[c - 1] if c else None for c in codes.tolist()]
 
 
+def test_a_mark_or_an_invisible_character_dropped_at_a_name_s_end_leaves_no_space(tmp_path):
+    """Trimmed before folding, "Anna \u200b" became "Anna ": a second name beside "Anna", counted apart
+    (n_languages), free to land on the other side of the split from it, and asked about with its space."""
+    source = tmp_path / "names"
+    source.mkdir()
+    (source / "English.txt").write_text("Anna\nAnna \u200b\n\ufeff Bell\nCox \u0301\n\u200b\n", encoding="utf-8")
+    (source / "German.txt").write_text("Anna\n", encoding="utf-8")
+    table = normalize(ingest(DataConfig(source=str(source)))).names.to_pandas()
+    assert table["name_ascii"].tolist() == ["Anna", "Anna", "Bell", "Cox", "Anna"]
+    assert table["n_languages"].tolist() == [2, 2, 1, 1, 2]
+    assert normalize(ingest(DataConfig(source=str(source)))).rejected["reason"].to_pylist() == [
+        "empty_after_normalization"]  # the line of a zero-width space alone
+    from pipeline.normalize import folded_names
+
+    assert folded_names(pa.array(["Anna \u200b", "Cox \u0301", "Le\u00a0Blanc"])).to_pylist() == [
+        "Anna", "Cox", "Le_Blanc"]
+
+
 def test_rejection_reasons_first_matching_reason_wins():
     names = ["Smith", "", "Ab\x07c", "\x85", "x" * 65, "\u0301", "Иванов", "---", "x" * 64, "A\x9fb",
              "Ab\tc", "é" * 65]
