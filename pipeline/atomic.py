@@ -35,6 +35,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 ABANDONED_AFTER_S = 60.0  # younger temp files are left alone whatever their writer's state
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # short: names have a length limit
+_NAME_IN_TEMP = 200  # bytes of a target's name in its temp files' names (the rest: at most 40)
 
 
 def refuse_folder(target: Path) -> None:
@@ -52,18 +53,20 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     target = Path(target)
     refuse_folder(target)
     created = _missing_folders(target.parent)  # removed again if nothing is written into them
-    with _cannot_write(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for left_over in remove_abandoned(target):
-            warnings.warn(f"deleted {left_over}: a temp file that a killed writer left", NamelangWarning,
-                          stacklevel=3)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{_HOST}.{os.getpid()}.", suffix=".tmp",
-                                        dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+    tmp: Path | None = None
     written = False
-    try:
+    try:  # from the first folder made: a failure anywhere (a name too long, a Ctrl-C) leaves nothing behind
+        with _cannot_write(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for left_over in remove_abandoned(target):
+                warnings.warn(f"deleted {left_over}: a temp file that a killed writer left", NamelangWarning,
+                              stacklevel=3)
+            fd, tmp_name = tempfile.mkstemp(prefix=f"{_temp_prefix(target)}{_HOST}.{os.getpid()}.", suffix=".tmp",
+                                            dir=target.parent)
+            tmp = Path(tmp_name)
+            os.close(fd)
+        with contextlib.suppress(OSError):  # a file system without modes (vfat, exFAT) refuses it: no matter
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with _cannot_write(target, only=_DEVICE_FULL):  # the caller's writes: not its other errors
             yield tmp
         with _cannot_write(target):
@@ -73,13 +76,21 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         _sync_folder(target.parent)
         written = True
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         if not written:  # a failed write leaves no trace, not even the folders made for it
             for folder in created:  # deepest first; one that another writer has filled meanwhile stays
                 try:
                     folder.rmdir()
                 except OSError:
                     break
+
+
+def _temp_prefix(target: Path) -> str:
+    """How a temp file of `target` starts: hidden, then its name, cut where a name of 255 bytes (the usual
+    limit) would leave no room for what follows (host, pid, mkstemp's letters, `.tmp`); a cut letter's
+    bytes stay bytes (os.fsdecode), which a file name may hold."""
+    return f".{os.fsdecode(os.fsencode(target.name)[:_NAME_IN_TEMP])}."
 
 
 @contextlib.contextmanager
@@ -117,7 +128,7 @@ def _set_aside(target: Path) -> Path | None:
     as a temp file so that, left by a killed writer, the next write deletes it; None if there is none."""
     if not target.is_file():  # none, or a folder in its place: replacing it fails, and says so
         return None
-    kept = target.with_name(f".{target.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}old.tmp")
+    kept = target.with_name(f"{_temp_prefix(target)}{_HOST}.{os.getpid()}.{secrets.token_hex(4)}old.tmp")
     with _cannot_write(target, what="cannot keep the old file aside"):
         try:
             os.link(target, kept)
@@ -179,7 +190,7 @@ def remove_abandoned(target: Path) -> list[Path]:
     removed: list[Path] = []
     if os.name != "posix":  # os.kill(pid, 0) would end a process on Windows, not probe it
         return removed
-    prefix = f".{target.name}."
+    prefix = _temp_prefix(target)
     for name in glob.glob(f"{glob.escape(prefix)}*.tmp", root_dir=target.parent):
         parts = name.removeprefix(prefix).removesuffix(".tmp").rsplit(".", 2)  # host, pid, mkstemp's letters
         if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit() or _alive(int(parts[1])):

@@ -183,6 +183,36 @@ def test_a_failed_write_leaves_no_folder_it_made(tmp_path):
     assert target.read_text() == "done"
 
 
+def test_a_long_file_name_is_written_and_a_failed_temp_file_leaves_nothing(tmp_path, monkeypatch):
+    """The temp file's name added some 30 bytes to the target's: a valid name of 230 bytes could not be
+    written at all, and the folders made for it stayed; a file system that keeps no modes (vfat) refused
+    the temp file's chmod with a traceback, and the temp file stayed."""
+    import os
+
+    from pipeline import atomic
+    from pipeline.atomic import atomic_paths, write_text_atomic
+
+    for name in ("x" * 250 + ".csv", "é" * 125 + ".csv"):  # 254 bytes: a cut letter stays its bytes
+        target = write_text_atomic(tmp_path / "new" / "deeper" / name, "whole")
+        assert target.read_text() == "whole" and name in os.listdir(target.parent)
+        with atomic_paths({"a": target}) as temps:  # and the old file kept aside meanwhile
+            temps["a"].write_text("again")
+        assert target.read_text() == "again"
+    assert sorted(os.listdir(target.parent)) == ["x" * 250 + ".csv", "é" * 125 + ".csv"]  # no temp file left
+    fails_made = tmp_path / "fails"
+    fails_made.mkdir()
+    with pytest.raises(NamelangError, match="cannot write this file"):  # 256 bytes: too long for any file
+        write_text_atomic(fails_made / "new" / "deeper" / ("x" * 256), "whole")
+    assert not list(fails_made.iterdir())
+
+    def no_modes(path, mode):
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(atomic.os, "chmod", no_modes)  # as a vfat mount without `quiet` answers
+    write_text_atomic(fails_made / "out.txt", "written all the same")
+    assert [p.name for p in fails_made.iterdir()] == ["out.txt"]
+
+
 def test_files_written_together_replace_theirs_together_or_not_at_all(tmp_path):
     """The names table and its reports: one that could not replace its old file (made read-only, a
     folder put there) left the reports already replaced new and the table old."""
