@@ -49,9 +49,10 @@ class CheckpointWriter:
         if self.path is None:
             return
         payload = {"format": CHECKPOINT_FORMAT, **copy.deepcopy(state), "best_state": best_state}
-        self._written = threading.Event()
+        written = threading.Event()
         # not a daemon: an interpreter that exits (after Ctrl-C, say) still finishes the file first
-        threading.Thread(target=self._write, args=(payload, self._written), name="namelang-checkpoint").start()
+        threading.Thread(target=self._write, args=(payload, written), name="namelang-checkpoint").start()
+        self._written = written  # only once a thread will set it: a Ctrl-C before left `wait` waiting for ever
 
     def _write(self, payload: dict, written: threading.Event) -> None:
         assert self.path is not None

@@ -479,13 +479,21 @@ def quality_texts(quality: dict) -> dict[str, str]:
 
 def read_provenance(path: str | Path) -> dict:
     """The provenance a names table carries in its Parquet metadata."""
+    if Path(path).is_dir():
+        raise NamelangError("a folder, not a names table", path)
     try:
         metadata = pq.read_schema(path).metadata or {}
-    except pa.ArrowInvalid as exc:  # "Parquet magic bytes not found", a cut-off file
-        raise NamelangError(f"not a Parquet file ({first_line(exc)})", path) from exc
+    except (OSError, pa.ArrowException) as exc:  # "Parquet magic bytes not found" (cut off), a damaged footer
+        raise NamelangError(f"not a Parquet file, or a damaged one ({first_line(exc)})", path) from exc
     if PROVENANCE_KEY not in metadata:
         raise NamelangError("not a namelang names table (no provenance in its metadata)", path)
-    return json.loads(metadata[PROVENANCE_KEY])
+    try:
+        provenance = json.loads(metadata[PROVENANCE_KEY])
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise NamelangError(f"is damaged: its provenance is not JSON ({first_line(exc)})", path) from exc
+    if not isinstance(provenance, dict):
+        raise NamelangError("is damaged: its provenance is not a JSON object", path)
+    return provenance
 
 
 def read_names_table(path: str | Path) -> tuple[pa.Table, dict]:

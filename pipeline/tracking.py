@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import filelock
 import mlflow
@@ -90,12 +90,20 @@ def _on_a_terminal() -> bool:
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{(DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
+    """The embedded store's URI, its path quoted: SQLAlchemy reads a URL, where `?` starts options and
+    `%41` is an A (a checkout under `/srv/p%41q` opened `/srv/pAq`'s store, or none)."""
+    return f"sqlite:///{quote(str((DEFAULT_STORE_DIR / 'mlflow.db').resolve()), safe='/')}"
 
 
 def sqlite_file(uri: str) -> Path | None:
-    """The database file of an embedded `sqlite:///` store; None for a tracking server."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    """The database file of an embedded `sqlite:///` store, read as SQLAlchemy reads it (`?timeout=30`
+    is an option, not part of the name); None for a tracking server."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    from sqlalchemy.engine import make_url  # here: a tracking server's client never needs SQLAlchemy
+
+    database = make_url(uri).database
+    return Path(database) if database else None
 
 
 def tracking_uri() -> str:
@@ -171,7 +179,10 @@ def configure(uri: str | None = None, create: bool = True) -> str:
         if not create and not db.exists():
             raise NamelangError("no MLflow store here, so no model to use; train one with `make run` or "
                                 "`namelang train --source DATA` (or set MLFLOW_TRACKING_URI)", db)
-        db.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in its way, no permission: the store's to mend, not worth a retry
+            raise NamelangError(f"cannot make the MLflow store's folder ({exc.strerror or exc})", db.parent) from exc
     else:
         for key, value in HTTP_RETRY_SETTINGS.items():
             os.environ.setdefault(key, value)  # bounded retries against an unreachable server
@@ -227,7 +238,12 @@ def experiment_id(client: MlflowClient, name: str | None = None) -> str:
         return experiment.experiment_id
     db = sqlite_file(client.tracking_uri)  # embedded store: artifacts beside the database
     location = (db.parent / "artifacts").resolve().as_uri() if db is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException as exc:  # another process's first training made it first
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS" or (made := client.get_experiment_by_name(name)) is None:
+            raise
+        return made.experiment_id
 
 
 def _restore_experiment(experiment_id: str) -> str:

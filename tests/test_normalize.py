@@ -183,7 +183,7 @@ def test_read_names_table_round_trip_and_errors(tmp_path):
         read_names_table(foreign)
     not_parquet = tmp_path / "names.parquet"
     not_parquet.write_text("name,language\nSmith,English\n")  # a CSV given the table's name
-    with pytest.raises(NamelangError, match=r"names\.parquet: not a Parquet file \("):
+    with pytest.raises(NamelangError, match=r"names\.parquet: not a Parquet file, or a damaged one \("):
         read_names_table(not_parquet)
 
     # damaged inside, where the footer's check does not look: a value changed, the metadata kept...
@@ -197,3 +197,16 @@ def test_read_names_table_round_trip_and_errors(tmp_path):
     not_parquet.write_bytes(bytes(data))
     with pytest.raises(NamelangError, match=r"is damaged: its rows cannot be read \("):
         read_names_table(not_parquet)
+    # a damaged footer, provenance that is not JSON, a folder: each a traceback before
+    data = bytearray(paths["names"].read_bytes())
+    data[-40:-8] = b"\xff" * 32
+    not_parquet.write_bytes(bytes(data))
+    with pytest.raises(NamelangError, match=r"names\.parquet: not a Parquet file, or a damaged one \("):
+        read_names_table(not_parquet)
+    pq.write_table(names.replace_schema_metadata({**names.schema.metadata, b"namelang.provenance": b"{oops"}),
+                   not_parquet)
+    with pytest.raises(NamelangError, match=r"names\.parquet: is damaged: its provenance is not JSON \("):
+        read_names_table(not_parquet)
+    (tmp_path / "folder.parquet").mkdir()
+    with pytest.raises(NamelangError, match=r"folder\.parquet: a folder, not a names table"):
+        read_names_table(tmp_path / "folder.parquet")

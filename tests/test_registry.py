@@ -455,6 +455,41 @@ def test_first_trainings_at_once_set_up_a_new_store_one_at_a_time(tmp_path):
         refused.stderr[-2000:]
 
 
+def test_the_store_is_read_where_sqlalchemy_reads_it_and_a_folder_it_cannot_make_is_one_line(tmp_path, monkeypatch):
+    """A URI's `?timeout=30` was taken for part of the file's name ("no MLflow store here"); the default
+    store's path was not quoted, so a checkout under `p%41q` opened `pAq`'s store; a file where the
+    store's folder goes was a traceback, retried three times by the flow."""
+    from pipeline.tracking import configure, default_tracking_uri, sqlite_file
+
+    assert sqlite_file("sqlite:////srv/mlruns/mlflow.db?timeout=30") == Path("/srv/mlruns/mlflow.db")
+    assert sqlite_file("sqlite:///mlruns/mlflow.db") == Path("mlruns/mlflow.db")
+    assert sqlite_file("http://127.0.0.1:5000") is None
+    for odd in ("p%41q", "a?b", "a#b", "café"):
+        (tmp_path / odd).mkdir()
+        monkeypatch.chdir(tmp_path / odd)
+        assert sqlite_file(default_tracking_uri()) == tmp_path / odd / "mlruns" / "mlflow.db"
+    (tmp_path / "afile").write_text("not a folder")
+    with pytest.raises(NamelangError, match=r"afile: cannot make the MLflow store's folder \(File exists\)"):
+        configure(f"sqlite:///{tmp_path / 'afile' / 'mlflow.db'}")
+
+
+def test_an_experiment_another_process_made_first_is_used(tmp_path):
+    """Two first trainings at once: both found no experiment, and the second to create it failed
+    (RESOURCE_ALREADY_EXISTS), with a traceback and a retry in the flow."""
+    from pipeline.tracking import experiment_id
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    made = client.create_experiment("namelang-race")  # by the other process, after this one looked
+    looked, calls = client.get_experiment_by_name, []
+
+    def before_the_other_made_it(name):  # this process's first look came before the other's create
+        calls.append(name)
+        return None if len(calls) == 1 else looked(name)
+
+    client.get_experiment_by_name = before_the_other_made_it
+    assert experiment_id(client, "namelang-race") == made and len(calls) == 2
+
+
 def test_one_gate_at_a_time_on_a_sqlite_store(store, monkeypatch):
     """Two runs judged at once both compared against the old champion; the later took the alias."""
     import filelock

@@ -314,6 +314,29 @@ def test_checkpoints_written_in_the_background_hold_the_state_of_their_epoch(tmp
     assert torch.equal(saved["model"]["w"], torch.zeros(1000, 64))
 
 
+def test_a_ctrl_c_before_the_checkpoint_thread_starts_does_not_hang_the_exit(tmp_path, monkeypatch):
+    """The event a write's thread sets was kept before the thread existed: a Ctrl-C in between left the
+    way out waiting on it for ever (until a second Ctrl-C)."""
+    import threading
+
+    from pipeline import checkpoint
+
+    class Interrupted(threading.Thread):
+        def __init__(self, *args, **kwargs):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.threading, "Thread", Interrupted)
+    writer = CheckpointWriter(tmp_path / "ck.pt")
+    with pytest.raises(KeyboardInterrupt):
+        writer.save({"state": {"epoch": 1}}, best_state={})
+    monkeypatch.undo()  # the way out waits in a thread of its own, so that a hang fails the test
+    leaving = threading.Thread(target=writer.__exit__, args=(KeyboardInterrupt, KeyboardInterrupt(), None),
+                               daemon=True)
+    leaving.start()
+    leaving.join(timeout=10)
+    assert not leaving.is_alive()
+
+
 def test_a_checkpoint_that_cannot_be_written_is_a_clear_error(small_data, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the checkpoint folder should be")
