@@ -3,8 +3,10 @@
 whether the one that wrote them is gone.
 
 A pid alone is not enough: pids are reused, and a container or another machine has pids of its
-own. So a process is named by its host, its boot, its pid namespace, its pid and its start time,
-and judged only where all but the last two match ours; otherwise nothing can be known here.
+own. So a process is named by its host, its machine, its boot, its pid namespace, its pid and its
+start time, and judged only where host, machine and pid namespace match ours (two machines may share
+a name, "localhost" say, and every Linux machine's first pid namespace has the same number); then a
+boot of its own means it is gone, else its pid and start time tell. Otherwise nothing can be known here.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import psutil
 
 HOST_TAG, PID_TAG = "namelang.host", "namelang.pid"
 BOOT_TAG, PID_NAMESPACE_TAG = "namelang.boot_id", "namelang.pid_namespace"
+MACHINE_TAG = "namelang.machine_id"
 # seconds after boot, not a wall-clock time: psutil's create_time adds the boot time, which moves
 # when the clock is stepped (NTP, a resumed VM), so a live process would seem to have started later
 STARTED_TAG = "namelang.process_started_s_after_boot"
@@ -25,25 +28,30 @@ SAME_START_S = 0.1  # the kernel counts start times in ticks (10 ms); a reused p
 
 def this_process() -> dict[str, str]:
     """Tags naming this process."""
-    return {HOST_TAG: socket.gethostname(), BOOT_TAG: _boot_id(), PID_NAMESPACE_TAG: _pid_namespace(),
-            PID_TAG: str(os.getpid()), STARTED_TAG: repr(_started_after_boot(psutil.Process()))}
+    return {HOST_TAG: socket.gethostname(), MACHINE_TAG: _machine_id(), BOOT_TAG: _boot_id(),
+            PID_NAMESPACE_TAG: _pid_namespace(), PID_TAG: str(os.getpid()),
+            STARTED_TAG: repr(_started_after_boot(psutil.Process()))}
 
 
 def process_gone(tags: dict[str, str]) -> bool:
     """True only when the process the tags name is known to be dead: it ran here (same host, and on
-    Linux the same pid namespace) and, since this boot, no living process has its pid and start
-    time; a zombie (killed, not yet reaped) is dead. Anywhere else, or without the tags, False."""
+    Linux the same machine and pid namespace) and, since this boot, no living process has its pid and
+    start time; a zombie (killed, not yet reaped) is dead. Anywhere else, or without the tags, False."""
+    machine = _machine_id()
     try:
         pid, started = int(tags[PID_TAG]), float(tags[STARTED_TAG])
         here = (tags[HOST_TAG], tags[PID_NAMESPACE_TAG]) == (socket.gethostname(), _pid_namespace())
         boot = tags[BOOT_TAG]
     except (KeyError, ValueError):
         return False
-    if not here:
+    # a run recorded before the machine was (namelang before 2026-12-02): as then, by host and namespace
+    if not here or tags.get(MACHINE_TAG, machine) != machine:
         return False
     now = _boot_id()
-    if boot and now and boot != now:  # rebooted since: every process of then is gone
-        return True
+    if boot and now and boot != now:
+        # this machine rebooted since: every process of then is gone; without a machine id to tell, the boot
+        # may be another machine's of this name
+        return bool(machine)
     try:
         process = psutil.Process(pid)
         return abs(_started_after_boot(process) - started) > SAME_START_S or process.status() == psutil.STATUS_ZOMBIE
@@ -75,6 +83,16 @@ def _boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+def _machine_id() -> str:
+    """systemd's id of this installation (two machines of one name differ in it); "" where there is none."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            continue
+    return ""
 
 
 def _pid_namespace() -> str:

@@ -119,15 +119,17 @@ def test_run_logs_params_curves_dataset_and_artifacts(store, tmp_path):
 
 
 def test_a_run_names_its_process_so_a_later_one_can_tell_it_died(store, monkeypatch):
-    """Host, boot, pid namespace, pid and start time: a pid reused by a later process, a zombie, or a
-    process of an earlier boot is a dead run's; a run of another host or pid namespace (a container
-    with the host's name), or without the tags, cannot be judged here and is taken as alive; a clock
+    """Host, machine, boot, pid namespace, pid and start time: a pid reused by a later process, a zombie,
+    or a process of an earlier boot is a dead run's; a run of another host, machine (of the same name:
+    its other boot id was read as a reboot) or pid namespace (a container with the host's name), or without
+    the tags, cannot be judged here and is taken as alive; a clock
     stepped since (NTP, a resumed VM) does not make a live process look new."""
     import psutil
 
     from pipeline.liveness import (
         BOOT_TAG,
         HOST_TAG,
+        MACHINE_TAG,
         PID_NAMESPACE_TAG,
         PID_TAG,
         STARTED_TAG,
@@ -140,8 +142,12 @@ def test_a_run_names_its_process_so_a_later_one_can_tell_it_died(store, monkeypa
     me = this_process()
     assert process_gone({**me, STARTED_TAG: "1.0"})  # the pid, reused since
     assert process_gone({**me, BOOT_TAG: "an-earlier-boot"})
-    for elsewhere in ({HOST_TAG: "elsewhere"}, {PID_NAMESPACE_TAG: "4:4026532999"}):
+    # another machine of the same name (and, as every Linux machine's first, the same pid namespace number)
+    another = {MACHINE_TAG: "0" * 32, BOOT_TAG: "its-own-boot"}
+    for elsewhere in ({HOST_TAG: "elsewhere"}, {PID_NAMESPACE_TAG: "4:4026532999"}, another):
         assert not process_gone({**me, **elsewhere, STARTED_TAG: "1.0"})
+    assert me[MACHINE_TAG] or sys.platform != "linux"
+    assert process_gone({k: v for k, v in {**me, STARTED_TAG: "1.0"}.items() if k != MACHINE_TAG})  # an older run's
     assert not process_gone({}) and not process_gone({**me, PID_TAG: "not a pid"})
     if sys.platform == "linux":  # psutil adds the boot time, which a clock step moves
         boot = psutil._pslinux.boot_time()
