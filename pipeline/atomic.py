@@ -28,13 +28,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import NamelangError, NamelangWarning
+from pipeline.liveness import machine_id, pid_namespace
 
 # The process umask, read once: reading it means setting it, which is not safe while other
 # threads create files.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 ABANDONED_AFTER_S = 60.0  # younger temp files are left alone whatever their writer's state
-_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # short: names have a length limit
+# Where a temp file's writer runs: its pid means something only there. The host name alone was not enough:
+# two containers of one name (host networking) sharing a data folder each took the other's writers for dead.
+_HOST = hashlib.sha256(f"{socket.gethostname()}\0{machine_id()}\0{pid_namespace()}".encode()).hexdigest()[:8]  # short
 _NAME_IN_TEMP = 200  # bytes of a target's name in its temp files' names (the rest: at most 40)
 
 
@@ -185,8 +188,8 @@ def _missing_folders(folder: Path) -> list[Path]:
 
 
 def remove_abandoned(target: Path) -> list[Path]:
-    """Delete the temp files of `target` whose writer, on this host, is dead: regular files over a
-    minute old. Another host's, a live process's or one that cannot be told apart stay."""
+    """Delete the temp files of `target` whose writer, here (host, machine and pid namespace), is dead:
+    regular files over a minute old. Another place's, a live process's or one that cannot be told apart stay."""
     removed: list[Path] = []
     if os.name != "posix":  # os.kill(pid, 0) would end a process on Windows, not probe it
         return removed

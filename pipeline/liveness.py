@@ -28,8 +28,8 @@ SAME_START_S = 0.1  # the kernel counts start times in ticks (10 ms); a reused p
 
 def this_process() -> dict[str, str]:
     """Tags naming this process."""
-    return {HOST_TAG: socket.gethostname(), MACHINE_TAG: _machine_id(), BOOT_TAG: _boot_id(),
-            PID_NAMESPACE_TAG: _pid_namespace(), PID_TAG: str(os.getpid()),
+    return {HOST_TAG: socket.gethostname(), MACHINE_TAG: machine_id(), BOOT_TAG: _boot_id(),
+            PID_NAMESPACE_TAG: pid_namespace(), PID_TAG: str(os.getpid()),
             STARTED_TAG: repr(_started_after_boot(psutil.Process()))}
 
 
@@ -37,10 +37,10 @@ def process_gone(tags: dict[str, str]) -> bool:
     """True only when the process the tags name is known to be dead: it ran here (same host, and on
     Linux the same machine and pid namespace) and, since this boot, no living process has its pid and
     start time; a zombie (killed, not yet reaped) is dead. Anywhere else, or without the tags, False."""
-    machine = _machine_id()
+    machine = machine_id()
     try:
         pid, started = int(tags[PID_TAG]), float(tags[STARTED_TAG])
-        here = (tags[HOST_TAG], tags[PID_NAMESPACE_TAG]) == (socket.gethostname(), _pid_namespace())
+        here = (tags[HOST_TAG], tags[PID_NAMESPACE_TAG]) == (socket.gethostname(), pid_namespace())
         boot = tags[BOOT_TAG]
     except (KeyError, ValueError):
         return False
@@ -85,7 +85,7 @@ def _boot_id() -> str:
         return ""
 
 
-def _machine_id() -> str:
+def machine_id() -> str:
     """systemd's id of this installation (two machines of one name differ in it); "" where there is none."""
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
         try:
@@ -95,7 +95,7 @@ def _machine_id() -> str:
     return ""
 
 
-def _pid_namespace() -> str:
+def pid_namespace() -> str:
     """Which pid namespace this process sees (a container has its own, even with the host's name); "" off Linux."""
     try:
         ns = os.stat("/proc/self/ns/pid")

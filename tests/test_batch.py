@@ -365,18 +365,23 @@ def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_liv
     from pipeline.atomic import _HOST, ABANDONED_AFTER_S, write_text_atomic
 
     target = tmp_path / "predictions.parquet"
-    writer = ("import sys, time; from pipeline.atomic import atomic_path\n"
+    writer = ("import sys, time; from pipeline import liveness\n"
+              "if len(sys.argv) > 2: liveness.pid_namespace = lambda: sys.argv[2]  # as a container sees it\n"
+              "from pipeline.atomic import atomic_path\n"
               "with atomic_path(sys.argv[1]) as tmp:\n"
               "    tmp.write_text('half'); print(tmp, flush=True); time.sleep(60)\n")
     procs: list[subprocess.Popen] = []
 
-    def start() -> Path:
-        procs.append(subprocess.Popen([sys.executable, "-c", writer, str(target)], stdout=subprocess.PIPE, text=True))
+    def start(*namespace: str) -> Path:
+        procs.append(subprocess.Popen([sys.executable, "-c", writer, str(target), *namespace], stdout=subprocess.PIPE,
+                                      text=True))
         return Path(procs[-1].stdout.readline().strip())
 
     try:
-        killed_old, killed_new, live = start(), start(), start()
-        for proc in procs[:2]:
+        # the last: a writer in another pid namespace (a container of the same host name), whose pid means
+        # nothing here: its writers were taken for dead
+        killed_old, killed_new, live, other_namespace = start(), start(), start(), start("4:4026532999")
+        for proc in (*procs[:2], procs[3]):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         dead_pid = procs[0].pid
@@ -385,7 +390,7 @@ def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_liv
         pipe = tmp_path / f".{target.name}.{_HOST}.{dead_pid}.fifo1234.tmp"
         os.mkfifo(pipe)  # opening it would wait for ever
         old = time.time() - ABANDONED_AFTER_S - 5
-        for path in (killed_old, live, other_host, pipe):
+        for path in (killed_old, live, other_host, pipe, other_namespace):
             os.utime(path, (old, old))
         with pytest.warns(NamelangWarning) as said:
             write_text_atomic(target, "whole")
@@ -395,6 +400,7 @@ def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_liv
         assert killed_new.exists()  # under a minute old: left
         assert live.exists()  # its writer is still at work
         assert other_host.exists() and pipe.exists()  # a process id elsewhere means nothing here; not a file
+        assert other_namespace.exists()  # nor in another pid namespace
     finally:
         for proc in procs:
             proc.kill()
