@@ -102,8 +102,11 @@ def atomic_paths(targets: dict[str, Path]) -> Iterator[dict[str, Path]]:
     its reports). Each is written in full first; then they replace their targets one by one, last
     first, the old files kept aside meanwhile; if one cannot (a file made read-only, a folder put in
     its place), those already replaced get their old files back. An old file that cannot be put back
-    stays where it was kept aside, and a warning says where."""
+    stays where it was kept aside, and a warning says where. Two processes replacing files in the same
+    folder take turns (`_turn_in`): interleaved, they left one's table beside the other's reports."""
     paths = {key: Path(path) for key, path in targets.items()}
+    first = next(iter(paths.values()))
+    turn = contextlib.ExitStack()
     old: dict[str, Path | None] = {}  # filled once every file is written: from then on, undo on failure
     stranded: set[str] = set()
     try:
@@ -112,18 +115,41 @@ def atomic_paths(targets: dict[str, Path]) -> Iterator[dict[str, Path]]:
             names = ", ".join(path.name for path in paths.values())
             # the caller's writes that find no room: said of the files together (the innermost temp
             # file's target, which the error would otherwise name, may not be the one being written)
-            with _cannot_write(next(iter(paths.values())).parent, only=_DEVICE_FULL, what=f"cannot write {names}"):
+            with _cannot_write(first.parent, only=_DEVICE_FULL, what=f"cannot write {names}"):
                 yield temps
+            turn.enter_context(_turn_in(first.parent))  # for the replacing only (milliseconds), not the writing
             for key, path in paths.items():
                 old[key] = _set_aside(path)
     except BaseException:
         stranded = _put_back(paths, old)
         raise
     finally:
+        turn.close()
         for key, kept in old.items():
             if kept is not None and key not in stranded:
                 with contextlib.suppress(OSError):  # a leftover is deleted by the next write
                     kept.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _turn_in(folder: Path) -> Iterator[None]:
+    """One process at a time in the block, for `folder`: an advisory lock on the folder itself (flock on
+    its descriptor), hand-written because filelock's lock file would stay in the user's output folder.
+    Where a folder cannot be locked (not POSIX, a network file system that refuses it), no turn is taken."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        fd = None
+    try:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # and the lock with it
 
 
 def _set_aside(target: Path) -> Path | None:

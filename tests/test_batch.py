@@ -240,6 +240,38 @@ def test_files_written_together_replace_theirs_together_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in targets.values())
 
 
+def test_two_writers_of_one_folder_replace_their_files_in_turn(tmp_path):
+    """Two trainings of different data at once both replaced data/processed's four files one by one: one's
+    table could end beside the other's reports. The replacing waits while another process replaces there."""
+    import fcntl
+    import os
+    import threading
+
+    from pipeline.atomic import atomic_paths
+
+    targets = {key: tmp_path / f"{key}.txt" for key in ("table", "report")}
+    for path in targets.values():
+        path.write_text("old")
+
+    def write_new() -> None:
+        with atomic_paths(targets) as temps:
+            for temp in temps.values():
+                temp.write_text("new")
+
+    other = os.open(tmp_path, os.O_RDONLY)  # another writer, replacing there now
+    fcntl.flock(other, fcntl.LOCK_EX)
+    writer = threading.Thread(target=write_new, daemon=True)
+    try:
+        writer.start()
+        writer.join(timeout=1)
+        assert writer.is_alive() and [p.read_text() for p in targets.values()] == ["old", "old"]  # its turn to come
+    finally:
+        os.close(other)
+    writer.join(timeout=10)
+    assert not writer.is_alive() and [p.read_text() for p in targets.values()] == ["new", "new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.txt", "table.txt"]  # and no lock file stays
+
+
 # A replacement that fails, then a put-back the file system refuses: an audit hook (in a process of its own,
 # since one cannot be removed) raises in os.replace itself, as a file system's EACCES or EIO would
 _PUT_BACK_REFUSED = """
