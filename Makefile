@@ -20,12 +20,14 @@ setup: $(VENV)/.installed
 
 # torch==2.13.0 goes first, alone: it is a CPU wheel on local disk, and any other spec pulls a
 # multi-GB CUDA build. The project's own range accepts it, so the second step installs no torch.
+# The CPU build is found where pip is told to look (here PIP_FIND_LINKS / pip.conf); on a machine
+# without one, `PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu make setup` finds it there.
 # constraints.txt pins every package to the versions the tests last passed with (make lock).
 PIN     ?= -c constraints.txt
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade $(PIN) pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(PIN) torch==2.13.0
 	$(PY) -m pip install --quiet $(PIN) -e '.[dev]'
 	touch $@
 
@@ -44,7 +46,7 @@ lock:
 	rm -rf $(LOCK_VENV)
 
 run: setup
-	$(VENV)/bin/namelang train --source $(SOURCE) $(ARGS)
+	$(VENV)/bin/namelang train --source "$(SOURCE)" $(ARGS)
 
 # lint first: it takes a second, and CI then refuses what `make lint` would. The suite runs on
 # TEST_WORKERS processes (pytest-xdist; 0: one process, as for a debugger): its longest tests mostly

@@ -685,7 +685,8 @@ def test_deployment_run_on_a_real_prefect_server(tmp_path):
         # the README's other way: prefect.yaml's deployments, run by a worker of a work pool
         repo = Path(__file__).parents[1]
         for command in (["work-pool", "create", "namelang", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
-            done = subprocess.run([PREFECT, *command], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+            done = subprocess.run([PREFECT, *command], cwd=repo, env={**env, "PWD": str(repo)}, capture_output=True,
+                                  text=True, timeout=120)  # PWD: as a shell in the checkout sets it
             assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         inspect = subprocess.run([PREFECT, "deployment", "inspect", name], env=env, capture_output=True, text=True,
                                  timeout=60)
@@ -1708,7 +1709,7 @@ def test_prefect_yaml_deploys_what_flows_serve_serves():
         limit = entry.get("concurrency_limit")
         assert (limit["limit"], limit["collision_strategy"]) == (ours.concurrency_limit, "ENQUEUE") if limit else \
             ours.concurrency_limit is None
-        assert [(s["cron"], s["timezone"]) for s in entry.get("schedules", [])] == \
+        assert [(s["cron"], s["timezone"]) for s in entry.get("schedules") or []] == \
             [(s.schedule.cron, s.schedule.timezone) for s in ours.schedules]
         if "config" in ours.parameters:  # the same settings, spelt out in full or as changes to the defaults
             assert PipelineConfig.model_validate(entry["parameters"]["config"]) == \

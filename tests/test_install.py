@@ -32,7 +32,7 @@ def required_distributions(pins: dict[str, str], root: str = "namelang",
                            ) -> set[str]:
     """What `pip install -e '.[dev]'` needs, recursively, for this interpreter and platform. Of torch's
     own requirements, only the pinned: PyPI's CUDA build (a GPU machine's) adds its CUDA libraries,
-    which `make setup` installs with torch==2.13.0, first, alone and outside the pins."""
+    which `make setup` installs with torch==2.13.0, first and alone (constraints.txt leaves them free)."""
     environment = default_environment()
     needed: set[str] = set()
     seen: set[tuple[str, frozenset[str]]] = set()
