@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -272,9 +273,11 @@ def _browse_command(uri: str) -> str:
     parts = urlsplit(uri)
     if parts.scheme in {"http", "https"}:
         return f"open {without_credentials(uri)}"
-    store = uri if "@" not in parts.netloc else '"$MLFLOW_TRACKING_URI"'  # the summary's URI hides its credentials
-    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {_command('mlflow')} ui --backend-store-uri {store} "
-            "--workers 1   (then http://127.0.0.1:5000)")
+    # the summary's URI hides its credentials; a path with a space is one word to the shell
+    store = shlex.quote(uri) if "@" not in parts.netloc else '"$MLFLOW_TRACKING_URI"'
+    mlflow = shlex.quote(_command("mlflow"))
+    return (f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow} ui --backend-store-uri {store} --workers 1   "
+            "(then http://127.0.0.1:5000)")
 
 
 def _command(name: str) -> str:

@@ -3,11 +3,13 @@
 Written by hand because the one library for it, `atomicwrites`, is archived; the recipe is the
 standard one: temp file in the same folder, fsync, os.replace, fsync of the folder.
 
-A temp file's name carries a tag of its writer's host and the writer's process id, so that the
-next write of the same target can tell a temp file a killed writer left (SIGKILL, a power cut: no
-cleanup runs) from one being written, and delete it. Not a lock: file locks are refused or
-emulated on network file systems, and on SMB a lock held by one handle blocks writes through
-another.
+A temp file's name carries a tag of where its writer runs (host, machine, pid namespace) and the
+writer's process id, so that the next write of the same target can tell a temp file a killed writer
+left (SIGKILL, a power cut: no cleanup runs) from one being written, and delete it. Not a lock file:
+file locks are refused or emulated on network file systems, and on SMB a lock held by one handle
+blocks writes through another. Only the replacing of several files together (`atomic_paths`) takes
+turns, through an advisory lock on their folder where the file system offers one (not on NFS); a
+file replaced on its own (the tensors beside the table) is not part of it.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     A target that cannot be written (a folder, under a file, a folder without write permission) is
     a NamelangError naming it, raised before the caller's work when it can be known then."""
     target = Path(target)
-    refuse_folder(target)
-    created = _missing_folders(target.parent)  # removed again if nothing is written into them
+    with _cannot_write(target):  # a name too long for the file system, say
+        refuse_folder(target)
+        created = _missing_folders(target.parent)  # removed again if nothing is written into them
     tmp: Path | None = None
     written = False
     try:  # from the first folder made: a failure anywhere (a name too long, a Ctrl-C) leaves nothing behind

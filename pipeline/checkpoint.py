@@ -51,8 +51,14 @@ class CheckpointWriter:
         payload = {"format": CHECKPOINT_FORMAT, **copy.deepcopy(state), "best_state": best_state}
         written = threading.Event()
         # not a daemon: an interpreter that exits (after Ctrl-C, say) still finishes the file first
-        threading.Thread(target=self._write, args=(payload, written), name="namelang-checkpoint").start()
-        self._written = written  # only once a thread will set it: a Ctrl-C before left `wait` waiting for ever
+        thread = threading.Thread(target=self._write, args=(payload, written), name="namelang-checkpoint")
+        try:
+            self._written = written
+            thread.start()
+        except BaseException:  # a Ctrl-C: waited for only if the thread runs, else `wait` would wait for ever
+            if thread.ident is None:
+                self._written = None
+            raise
 
     def _write(self, payload: dict, written: threading.Event) -> None:
         assert self.path is not None

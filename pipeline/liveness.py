@@ -15,8 +15,6 @@ import os
 import socket
 from pathlib import Path
 
-import psutil
-
 HOST_TAG, PID_TAG = "namelang.host", "namelang.pid"
 BOOT_TAG, PID_NAMESPACE_TAG = "namelang.boot_id", "namelang.pid_namespace"
 MACHINE_TAG = "namelang.machine_id"
@@ -28,6 +26,8 @@ SAME_START_S = 0.1  # the kernel counts start times in ticks (10 ms); a reused p
 
 def this_process() -> dict[str, str]:
     """Tags naming this process."""
+    import psutil  # here, not at the top: pipeline.atomic, which every logged model carries, uses this module
+
     return {HOST_TAG: socket.gethostname(), MACHINE_TAG: machine_id(), BOOT_TAG: _boot_id(),
             PID_NAMESPACE_TAG: pid_namespace(), PID_TAG: str(os.getpid()),
             STARTED_TAG: repr(_started_after_boot(psutil.Process()))}
@@ -37,6 +37,8 @@ def process_gone(tags: dict[str, str]) -> bool:
     """True only when the process the tags name is known to be dead: it ran here (same host, and on
     Linux the same machine and pid namespace) and, since this boot, no living process has its pid and
     start time; a zombie (killed, not yet reaped) is dead. Anywhere else, or without the tags, False."""
+    import psutil
+
     machine = machine_id()
     try:
         pid, started = int(tags[PID_TAG]), float(tags[STARTED_TAG])
@@ -50,8 +52,8 @@ def process_gone(tags: dict[str, str]) -> bool:
     now = _boot_id()
     if boot and now and boot != now:
         # this machine rebooted since: every process of then is gone; without a machine id to tell, the boot
-        # may be another machine's of this name
-        return bool(machine)
+        # may be another machine's of this name (a run recorded before the tag: judged as then, a reboot)
+        return bool(machine) or MACHINE_TAG not in tags
     try:
         process = psutil.Process(pid)
         return abs(_started_after_boot(process) - started) > SAME_START_S or process.status() == psutil.STATUS_ZOMBIE
@@ -63,7 +65,10 @@ def process_gone(tags: dict[str, str]) -> bool:
         return False
 
 
-def _started_after_boot(process: psutil.Process) -> float:
+def _started_after_boot(process) -> float:
+    """Seconds from boot to the start of `process` (a psutil.Process)."""
+    import psutil
+
     return process.create_time() - psutil.boot_time()
 
 
@@ -86,12 +91,15 @@ def _boot_id() -> str:
 
 
 def machine_id() -> str:
-    """systemd's id of this installation (two machines of one name differ in it); "" where there is none."""
+    """systemd's id of this installation (two machines of one name differ in it, unless cloned from one
+    image that kept it); "" where there is none (no file, an empty one, systemd's `uninitialized`)."""
     for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
         try:
-            return Path(path).read_text().strip()
+            found = Path(path).read_text().strip()
         except OSError:
             continue
+        if found and found != "uninitialized":
+            return found
     return ""
 
 

@@ -12,6 +12,7 @@ import string
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +22,9 @@ import pyarrow.parquet as pq
 from pipeline.atomic import atomic_paths
 from pipeline.config import ALLOWED_CHARACTERS, MAX_NAME_CHARS, OOV_CHARACTER
 from pipeline.errors import NamelangError, NamelangWarning, first_line
-from pipeline.ingest import IngestResult
+
+if TYPE_CHECKING:  # a logged model carries this module (to_ascii), not ingest's download client (httpx)
+    from pipeline.ingest import IngestResult
 
 PROVENANCE_KEY = b"namelang.provenance"
 NAMES_FILE, REJECTED_FILE = "names.parquet", "rejected.parquet"
@@ -267,6 +270,8 @@ class NamesTable:
 def normalize(result: IngestResult, max_name_chars: int = MAX_NAME_CHARS) -> NamesTable:
     """The names table: each line trimmed and folded to the notebook's ASCII alphabet, unusable lines set
     aside with their reason, the quality report, and provenance carried over from ingest."""
+    from pipeline.ingest import IngestResult
+
     if not isinstance(result, IngestResult):
         raise TypeError(f"normalize takes what pipeline.ingest.ingest returns (an IngestResult), "
                         f"not {type(result).__name__}")

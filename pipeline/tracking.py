@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import filelock
 import mlflow
@@ -90,9 +90,7 @@ def _on_a_terminal() -> bool:
 
 
 def default_tracking_uri() -> str:
-    """The embedded store's URI, its path quoted: SQLAlchemy reads a URL, where `?` starts options and
-    `%41` is an A (a checkout under `/srv/p%41q` opened `/srv/pAq`'s store, or none)."""
-    return f"sqlite:///{quote(str((DEFAULT_STORE_DIR / 'mlflow.db').resolve()), safe='/')}"
+    return f"sqlite:///{(DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -176,6 +174,12 @@ def configure(uri: str | None = None, create: bool = True) -> str:
     uri = uri or tracking_uri()
     db = sqlite_file(uri)
     if db is not None:
+        if db.parent != Path(uri.removeprefix("sqlite:///")).parent:
+            # SQLAlchemy reads a URL (`?` starts its options, `%41` is an A), MLflow makes the folder of the
+            # text as written: quoted or not, one folder would be made and a database opened in another
+            raise NamelangError(f"this store's path holds a '%' or a '?' ({uri}), which MLflow and SQLAlchemy "
+                                "read differently: move the checkout, or set MLFLOW_TRACKING_URI to a store "
+                                "elsewhere")
         if not create and not db.exists():
             raise NamelangError("no MLflow store here, so no model to use; train one with `make run` or "
                                 "`namelang train --source DATA` (or set MLFLOW_TRACKING_URI)", db)

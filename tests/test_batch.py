@@ -192,18 +192,20 @@ def test_a_long_file_name_is_written_and_a_failed_temp_file_leaves_nothing(tmp_p
     from pipeline import atomic
     from pipeline.atomic import atomic_paths, write_text_atomic
 
-    for name in ("x" * 250 + ".csv", "é" * 125 + ".csv"):  # 254 bytes: a cut letter stays its bytes
+    for name in ("x" * 250 + ".csv", "€" * 83 + ".csv"):  # 254 and 253 bytes: a cut letter stays its bytes
         target = write_text_atomic(tmp_path / "new" / "deeper" / name, "whole")
         assert target.read_text() == "whole" and name in os.listdir(target.parent)
         with atomic_paths({"a": target}) as temps:  # and the old file kept aside meanwhile
             temps["a"].write_text("again")
         assert target.read_text() == "again"
-    assert sorted(os.listdir(target.parent)) == ["x" * 250 + ".csv", "é" * 125 + ".csv"]  # no temp file left
+    assert sorted(os.listdir(target.parent)) == ["x" * 250 + ".csv", "€" * 83 + ".csv"]  # no temp file left
     fails_made = tmp_path / "fails"
     fails_made.mkdir()
     with pytest.raises(NamelangError, match="cannot write this file"):  # 256 bytes: too long for any file
         write_text_atomic(fails_made / "new" / "deeper" / ("x" * 256), "whole")
     assert not list(fails_made.iterdir())
+    with pytest.raises(NamelangError, match="cannot write this file"):  # in a folder that is there: the same
+        write_text_atomic(fails_made / ("x" * 256), "whole")
 
     def no_modes(path, mode):
         raise PermissionError(1, "Operation not permitted", str(path))
@@ -253,18 +255,22 @@ def test_two_writers_of_one_folder_replace_their_files_in_turn(tmp_path):
     for path in targets.values():
         path.write_text("old")
 
+    written = threading.Event()
+
     def write_new() -> None:
         with atomic_paths(targets) as temps:
             for temp in temps.values():
                 temp.write_text("new")
+            written.set()  # all written: what is left is the replacing
 
     other = os.open(tmp_path, os.O_RDONLY)  # another writer, replacing there now
     fcntl.flock(other, fcntl.LOCK_EX)
     writer = threading.Thread(target=write_new, daemon=True)
     try:
         writer.start()
-        writer.join(timeout=1)
-        assert writer.is_alive() and [p.read_text() for p in targets.values()] == ["old", "old"]  # its turn to come
+        assert written.wait(timeout=30)
+        writer.join(timeout=1)  # time enough to replace two files, had it not waited its turn
+        assert writer.is_alive() and [p.read_text() for p in targets.values()] == ["old", "old"]
     finally:
         os.close(other)
     writer.join(timeout=10)

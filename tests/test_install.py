@@ -102,3 +102,28 @@ def test_a_gpu_machines_torch_needs_no_other_pins():
     cpu_torch = {canonicalize_name(Requirement(text).name) for text in distribution("torch").requires or []
                  if Requirement(text).marker is None}
     assert cpu_torch <= pins.keys()  # what both builds need is pinned, and checked, as ever
+
+
+def test_a_logged_models_code_imports_only_what_its_requirements_install():
+    """A model version carries the `pipeline` package, and its requirements.txt lists what an environment
+    built for it installs (`mlflow models serve --env-manager virtualenv`, `mlflow models build-docker`).
+    The code imported httpx (normalize -> ingest's downloads), which none of them brings: such an
+    environment could not load the model."""
+    import subprocess
+    import sys
+    from importlib.metadata import packages_distributions
+
+    from pipeline.tracking import _requirements
+
+    pins = pinned_versions()
+    roots = [canonicalize_name(line.split("==")[0]) for line in _requirements()]
+    installed = set(roots).union(*(required_distributions(pins, root, frozenset()) for root in roots))
+    ours = {"pipeline", "flows", "tests", "bench"}
+    blocked = sorted(module for module, dists in packages_distributions().items()
+                     if module not in ours and module not in sys.stdlib_module_names
+                     and not any(canonicalize_name(d) in installed for d in dists))
+    assert "httpx" in blocked and "psutil" in blocked and "torch" not in blocked  # what the check stands on
+    loads = subprocess.run([sys.executable, "-c", f"import sys; sys.modules.update(dict.fromkeys({blocked!r}))\n"
+                            "import pipeline.pyfunc, pipeline.pyfunc_entry"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=120)
+    assert loads.returncode == 0, loads.stderr[-3000:]

@@ -318,14 +318,16 @@ def test_a_ctrl_c_before_the_checkpoint_thread_starts_does_not_hang_the_exit(tmp
     """The event a write's thread sets was kept before the thread existed: a Ctrl-C in between left the
     way out waiting on it for ever (until a second Ctrl-C)."""
     import threading
+    from types import SimpleNamespace
 
     from pipeline import checkpoint
 
     class Interrupted(threading.Thread):
-        def __init__(self, *args, **kwargs):
-            raise KeyboardInterrupt
+        def start(self):
+            raise KeyboardInterrupt  # before the thread runs
 
-    monkeypatch.setattr(checkpoint.threading, "Thread", Interrupted)
+    # the checkpoint module's threading only: a thread started elsewhere in this process meanwhile is left alone
+    monkeypatch.setattr(checkpoint, "threading", SimpleNamespace(Thread=Interrupted, Event=threading.Event))
     writer = CheckpointWriter(tmp_path / "ck.pt")
     with pytest.raises(KeyboardInterrupt):
         writer.save({"state": {"epoch": 1}}, best_state={})
