@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import unicodedata
 from pathlib import Path
@@ -453,7 +452,9 @@ def serve(
            "-h", host, "-p", str(port)]
     # the server's temporary folder, removed when it stops: MLflow downloads the model from a tracking server
     # into a folder of its own that it never removes (20 MB at each start)
-    with tempfile.TemporaryDirectory(prefix="namelang-serve-") as scratch:
+    from pipeline.atomic import scratch_folder
+
+    with scratch_folder("namelang-serve-") as scratch:  # one a killed serve left is removed by the next
         code = run_forwarding_signals(cmd, {**env, "TMPDIR": scratch})
     raise typer.Exit(code=code)
 

@@ -238,6 +238,36 @@ def remove_abandoned(target: Path) -> list[Path]:
     return removed
 
 
+@contextlib.contextmanager
+def scratch_folder(prefix: str) -> Iterator[str]:
+    """A temporary folder, removed after the block, named `<prefix><where>.<pid>.<letters>` so that one a
+    killed process left (SIGKILL, the out-of-memory killer: no cleanup runs; a model's 20 MB download,
+    say) is removed by the next process that takes one of the same prefix, once it is a minute old."""
+    for left_over in _abandoned_folders(prefix):
+        shutil.rmtree(left_over, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{_HOST}.{os.getpid()}.") as folder:
+        yield folder
+
+
+def _abandoned_folders(prefix: str) -> list[Path]:
+    """This user's folders of `prefix` in the temporary folder whose process, here, is dead; a link or
+    another user's folder is left alone (anyone can make a name in /tmp)."""
+    if os.name != "posix":
+        return []
+    root = Path(tempfile.gettempdir())
+    found = []
+    for name in glob.glob(f"{glob.escape(prefix)}*", root_dir=root):
+        parts = name.removeprefix(prefix).split(".")
+        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit() or _alive(int(parts[1])):
+            continue
+        with contextlib.suppress(OSError):
+            info = (root / name).lstat()
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and \
+                    time.time() - info.st_mtime >= ABANDONED_AFTER_S:
+                found.append(root / name)
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

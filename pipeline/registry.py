@@ -20,7 +20,6 @@ import contextlib
 import functools
 import json
 import re
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
+from pipeline.atomic import scratch_folder
 from pipeline.config import CHALLENGER, CHAMPION
 from pipeline.errors import (
     MLFLOW_NOT_THERE,
@@ -124,8 +124,7 @@ def load_model(uri: str = model_uri(), download_bars: bool = True) -> PyFuncMode
     try:
         # a download (a tracking server's model) into a folder of ours, removed once loaded (the model holds
         # its weights in memory): MLflow never removes its own, 20 MB per command that loads a model
-        scratch = contextlib.nullcontext() if _read_in_place(uri) else tempfile.TemporaryDirectory(
-            prefix="namelang-model-")
+        scratch = contextlib.nullcontext() if _read_in_place(uri) else scratch_folder("namelang-model-")
         with artifact_progress_bars(download_bars), scratch as folder:
             return mlflow.pyfunc.load_model(uri, dst_path=folder)
     except ImportError as exc:  # s3://, gs://, wasbs://...: MLflow reaches such a store through a library of its own
@@ -464,7 +463,7 @@ def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
     try:
         if not run_id or LEARNT_NAMES_ARTIFACT not in {a.path for a in client.list_artifacts(run_id, folder)}:
             return None
-        with tempfile.TemporaryDirectory(prefix="namelang-learnt-") as scratch:  # MLflow's own would stay
+        with scratch_folder("namelang-learnt-") as scratch:  # MLflow's own would stay
             path = client.download_artifacts(run_id, LEARNT_NAMES_ARTIFACT, dst_path=scratch)
             return set(Path(path).read_text(encoding="utf-8").splitlines())
     except (MlflowException, OSError) as exc:  # OSError: requests' connection errors, a local store's files

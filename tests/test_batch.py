@@ -446,6 +446,46 @@ def test_a_temp_file_a_killed_writer_left_is_deleted_by_the_next_write_and_a_liv
             proc.stdout.close()
 
 
+def test_a_temporary_folder_a_killed_process_left_is_removed_by_the_next(tmp_path, monkeypatch):
+    """`namelang serve` SIGKILLed (or a command killed while loading a tracking server's model) left its
+    download folder, 20 MB, in the temporary folder for good."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from pipeline.atomic import ABANDONED_AFTER_S, scratch_folder
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    holder = ("import sys, time; from pipeline.atomic import scratch_folder\n"
+              "with scratch_folder('namelang-serve-') as folder:\n"
+              "    open(folder + '/model.pt', 'w').write('weights'); print(folder, flush=True); time.sleep(60)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "TMPDIR": str(tmp_path)}) for _ in range(2)]
+    try:
+        killed, live = (Path(proc.stdout.readline().strip()) for proc in procs)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        other = tmp_path / "namelang-serve-another.123.abcdefgh"  # not from here: its pid means nothing
+        other.mkdir()
+        old = time.time() - ABANDONED_AFTER_S - 5
+        for folder in (killed, live, other):
+            os.utime(folder, (old, old))
+        with scratch_folder("namelang-serve-") as mine:
+            assert Path(mine).parent == tmp_path and Path(mine).is_dir()
+        assert not killed.exists() and live.exists() and other.exists() and not Path(mine).exists()
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+
+
 @pytest.mark.parametrize("chunk_size", [0, -5])
 def test_a_chunk_size_below_one_is_refused_for_every_input_kind(tmp_path, chunk_size):
     """range() refused 0 in its own words, pyarrow too, and a CSV of names read as "no names"."""
