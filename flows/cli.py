@@ -204,14 +204,19 @@ def _what_resumes(progress: Reached, checkpoint_dir: Path | None, started: float
     if progress.checkpoint is None:  # still in the data steps, which name the checkpoint
         return "training had not started, so nothing is checkpointed: run the same command again" + (
             " (with --resume: the checkpoint it resumes from, if there is one, is untouched)" if resumed else "")
-    try:
-        written = progress.checkpoint.stat().st_mtime
-    except OSError:  # not there (deleted meanwhile), the folder unreadable: not known to be there
-        written = None
+    written = _modified(progress.checkpoint)
     # with --resume, the checkpoint it resumed from, whenever written; else one this run wrote
     if written is None or not (resumed or written >= started):
         return "no training epoch had finished, so nothing is checkpointed: run the same command again"
     return "every finished training epoch is checkpointed: run the same command with --resume to continue"
+
+
+def _modified(path: Path | None) -> float | None:
+    """When `path` was last written; None when it is not there (deleted meanwhile, the folder unreadable)."""
+    try:
+        return None if path is None else path.stat().st_mtime
+    except OSError:
+        return None
 
 
 def _training_config(config_file: Path | None, overrides: dict[tuple[str, str, str], object]):
@@ -405,11 +410,8 @@ def batch(
 def _what_batch_left(target: Path | None, started: float) -> str:
     """The output is written whole, once every name is done: after that, a Ctrl-C (during the run's
     last reports) leaves it written, which "nothing was written" denied."""
-    try:
-        written = target is not None and target.stat().st_mtime >= started
-    except OSError:
-        written = False
-    return (f"the output was written before it: {target}" if written
+    written = _modified(target)
+    return (f"the output was written before it: {target}" if written is not None and written >= started
             else "the output is written only when every name is done, so nothing was written")
 
 

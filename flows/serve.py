@@ -166,23 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     # starting takes a while (a temporary API alone up to 90 s): a Ctrl-C then is one line, not a traceback
     try:
         with ctrl_c_not_lost():
-            try:
-                on_a_server = configured_api()
-                if not on_a_server:  # Prefect's own would share the terminal's Ctrl-C: stopped first, it made the
-                    start_temporary_api()  # runner retry pausing the deployments for a minute, with tracebacks
-            except NamelangError as exc:
-                parser.exit(2, f"error: {exc}\n")
+            on_a_server = _prefect_api(parser)
             run_logs.warnings_in_one_line()
             if (missing := source_missing(args.source)) is not None:
                 warnings.warn(missing, NamelangWarning, stacklevel=1)
             served = deployments(None if args.no_schedule else args.cron, args.source, args.timezone)
-            bound = bound_to_work_pools(served)
-            if bound:
-                deletes = "; ".join(f"prefect deployment delete '{name}'" for name in bound)
-                parser.exit(2, "error: " + ", ".join(f"{name} belongs to work pool {pool!r}"
-                                                     for name, pool in bound.items())
-                            + f" (made by prefect deploy), which workers run; to serve them from this process instead, "
-                            f"delete them first: {deletes}\n")
+            _refuse_pool_deployments(parser, served)
             if on_a_server:  # a temporary API ends with this process, and its runs with it
                 ensure_crash_automation()
             # paused here, not by Prefect's runner: it tried for over a minute on an API stopped first, then left a
@@ -193,6 +182,29 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as exc:  # before the runner served (then Ctrl-C stops it as SIGTERM does)
         _stopped_before_serving(exc, served if applying else [])
     pause_served(served)
+
+
+def _prefect_api(parser: argparse.ArgumentParser) -> bool:
+    """Whether a Prefect server is configured; if not, a temporary API started in a session of its own (Prefect's
+    own would share the terminal's Ctrl-C: stopped first, it made the runner retry pausing the deployments for a
+    minute, with tracebacks). Its failure ends the command in one line."""
+    try:
+        on_a_server = configured_api()
+        if not on_a_server:
+            start_temporary_api()
+    except NamelangError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    return on_a_server
+
+
+def _refuse_pool_deployments(parser: argparse.ArgumentParser, served: list[RunnerDeployment]) -> None:
+    """Deployments `prefect deploy` has bound to a work pool are its workers' to run: served here too, the
+    workers would take their runs and fail them."""
+    if bound := bound_to_work_pools(served):
+        deletes = "; ".join(f"prefect deployment delete '{name}'" for name in bound)
+        parser.exit(2, "error: " + ", ".join(f"{name} belongs to work pool {pool!r}" for name, pool in bound.items())
+                    + f" (made by prefect deploy), which workers run; to serve them from this process instead, "
+                    f"delete them first: {deletes}\n")
 
 
 def _stopped_before_serving(interrupt: KeyboardInterrupt, applied: list[RunnerDeployment]) -> NoReturn:

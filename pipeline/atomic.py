@@ -220,19 +220,11 @@ def remove_abandoned(target: Path) -> list[Path]:
     """Delete the temp files of `target` whose writer, here (host, machine and pid namespace), is dead:
     regular files over a minute old. Another place's, a live process's or one that cannot be told apart stay."""
     removed: list[Path] = []
-    if os.name != "posix":  # os.kill(pid, 0) would end a process on Windows, not probe it
-        return removed
-    prefix = _temp_prefix(target)
-    for name in glob.glob(f"{glob.escape(prefix)}*.tmp", root_dir=target.parent):
-        parts = name.removeprefix(prefix).removesuffix(".tmp").rsplit(".", 2)  # host, pid, mkstemp's letters
-        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit() or _alive(int(parts[1])):
-            continue
-        path = target.parent / name
-        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to delete: leave it
-            info = path.lstat()
-            # an old file set aside (`atomic_paths`, a hard link) keeps its old mtime: its age is its ctime's
-            since = info.st_ctime if parts[2].endswith("old") else info.st_mtime
-            if stat.S_ISREG(info.st_mode) and time.time() - since >= ABANDONED_AFTER_S:
+    for path, info, letters in _left_by_the_dead(target.parent, _temp_prefix(target), ".tmp"):
+        # an old file set aside (`atomic_paths`, a hard link) keeps its old mtime: its age is its ctime's
+        since = info.st_ctime if letters.endswith("old") else info.st_mtime
+        if stat.S_ISREG(info.st_mode) and time.time() - since >= ABANDONED_AFTER_S:
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to delete: leave it
                 path.unlink()
                 removed.append(path)
     return removed
@@ -242,30 +234,31 @@ def remove_abandoned(target: Path) -> list[Path]:
 def scratch_folder(prefix: str) -> Iterator[str]:
     """A temporary folder, removed after the block, named `<prefix><where>.<pid>.<letters>` so that one a
     killed process left (SIGKILL, the out-of-memory killer: no cleanup runs; a model's 20 MB download,
-    say) is removed by the next process that takes one of the same prefix, once it is a minute old."""
-    for left_over in _abandoned_folders(prefix):
-        shutil.rmtree(left_over, ignore_errors=True)
+    say) is removed by the next process that takes one of the same prefix, once it is a minute old.
+    Only this user's folders: a link or another user's is left alone (anyone can make a name in /tmp)."""
+    for path, info, _ in _left_by_the_dead(Path(tempfile.gettempdir()), prefix):
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and \
+                time.time() - info.st_mtime >= ABANDONED_AFTER_S:
+            shutil.rmtree(path, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f"{prefix}{_HOST}.{os.getpid()}.") as folder:
         yield folder
 
 
-def _abandoned_folders(prefix: str) -> list[Path]:
-    """This user's folders of `prefix` in the temporary folder whose process, here, is dead; a link or
-    another user's folder is left alone (anyone can make a name in /tmp)."""
+def _left_by_the_dead(folder: Path, prefix: str, suffix: str = "") -> Iterator[tuple[Path, os.stat_result, str]]:
+    """The entries of `folder` named `<prefix><where>.<pid>.<letters><suffix>` by a process that ran here
+    and is dead, with their lstat and letters; none off POSIX (os.kill(pid, 0) would end a process on
+    Windows, not probe it)."""
     if os.name != "posix":
-        return []
-    root = Path(tempfile.gettempdir())
-    found = []
-    for name in glob.glob(f"{glob.escape(prefix)}*", root_dir=root):
-        parts = name.removeprefix(prefix).split(".")
+        return
+    for name in glob.glob(f"{glob.escape(prefix)}*{suffix}", root_dir=folder):
+        parts = name.removeprefix(prefix).removesuffix(suffix).rsplit(".", 2)  # where, pid, mkstemp's letters
         if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit() or _alive(int(parts[1])):
             continue
-        with contextlib.suppress(OSError):
-            info = (root / name).lstat()
-            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and \
-                    time.time() - info.st_mtime >= ABANDONED_AFTER_S:
-                found.append(root / name)
-    return found
+        try:
+            info = (folder / name).lstat()
+        except OSError:  # gone meanwhile
+            continue
+        yield folder / name, info, parts[2]
 
 
 def _alive(pid: int) -> bool:
