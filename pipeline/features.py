@@ -128,10 +128,12 @@ def split_by_name(name_ascii: np.ndarray, language: np.ndarray, config: SplitCon
 
     Hand-written because scikit-learn offers stratified *group* splitting only as k-fold
     (StratifiedGroupKFold), which cannot express arbitrary fractions like 70/15/15.
-    A name carried by several languages is stratified under its rarest one.
+    A name carried by several languages is stratified under its rarest one. Names that differ only in
+    case ("An" and "an" in Vietnamese.txt) are one name: the model reads both, and one on each side
+    would leak.
     """
     fractions = (config.train, config.validation, config.test)
-    distinct, inverse = np.unique(name_ascii, return_inverse=True)
+    distinct, inverse = np.unique(np.char.lower(name_ascii.astype(str)), return_inverse=True)
     lang_codes, lang_inverse = np.unique(language, return_inverse=True)
     lang_freq = np.bincount(lang_inverse)
     # stratum of each distinct name: its rarest language (ties by code)
