@@ -3,7 +3,7 @@
 The gate scores the current champion again on the *new* run's test split, so both numbers
 come from the same names: a new version becomes champion only if its macro-F1 is at least
 the champion's; otherwise it is tagged `challenger`. Test names either model learnt from (each
-run's `data/learnt_names.txt`: its train and validation names) are left out of that comparison,
+run's `data/learnt_names.txt`: its train and validation names; case aside) are left out of that comparison,
 for both models: on grown data or another split seed most of a new test split may be names the
 champion was trained on, and it would be judged on them flattered; with the notebook's random
 split of lines, copies of the new version's own training names are in its test split. With no
@@ -444,7 +444,7 @@ def _judge(client: MlflowClient, name: str, version: str, test_names: list[str],
     # names either model learnt from: the champion's, and the new version's own where its split let
     # copies of a name fall on both sides (the notebook's random split of lines)
     learnt = champion_learnt | (learnt_names(client, client.get_model_version(name, version).run_id) or set())
-    keep = [i for i, n in enumerate(test_names) if n not in learnt]
+    keep = rows_new_to(test_names, learnt)
     if not keep:  # one model or the other learnt every one of them: no evidence, so the champion stays
         return PromotionDecision(version, CHALLENGER, macro_f1(predicted, test_languages), None, previous, 0,
                                  len(test_names))
@@ -453,6 +453,13 @@ def _judge(client: MlflowClient, name: str, version: str, test_names: list[str],
     new_f1 = macro_f1([predicted[i] for i in keep], kept_languages)
     alias = CHAMPION if new_f1 >= champion_f1 else CHALLENGER
     return PromotionDecision(version, alias, new_f1, champion_f1, previous, len(keep), len(test_names) - len(keep))
+
+
+def rows_new_to(names: list[str], learnt: set[str]) -> list[int]:
+    """Rows whose name no model learnt, case aside, as the split keys names: a champion that learnt
+    "an" would be judged on "An"."""
+    known = {n.lower() for n in learnt}
+    return [i for i, n in enumerate(names) if n.lower() not in known]
 
 
 def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:

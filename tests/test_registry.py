@@ -266,6 +266,15 @@ def test_gate_leaves_out_test_names_the_new_version_learnt_from_too(store, tmp_p
                                                                                     len(test) - len(compared))
 
 
+def test_the_gate_takes_a_name_learnt_in_another_case_for_learnt():
+    """The split keeps "An" and "an" on one side; the gate, comparing with what an older model learnt,
+    must read names the same way, or the champion is judged on a name it learnt."""
+    from pipeline.registry import rows_new_to
+
+    assert rows_new_to(["An", "Smith", "NAKAMURA", "Tanaka", "an"], {"an", "Nakamura", "Jones"}) == [1, 3]
+    assert rows_new_to(["Smith"], set()) == [0] and rows_new_to([], {"x"}) == []
+
+
 def test_gate_keeps_champion_when_no_test_name_is_new_to_both_models(store, tmp_path, capsys, monkeypatch):
     """Retrained on a subset of the champion's own training names (files lost in a partial sync, say),
     every new test name is one the champion learnt: there is no evidence either way, and the new
