@@ -133,7 +133,9 @@ def split_by_name(name_ascii: np.ndarray, language: np.ndarray, config: SplitCon
     would leak.
     """
     fractions = (config.train, config.validation, config.test)
-    distinct, inverse = np.unique(np.char.lower(name_ascii.astype(str)), return_inverse=True)
+    # lowercased as Python strings: a fixed-width copy (np.char) of a million names would take 256 MB
+    keys = np.asarray([name.lower() for name in name_ascii.tolist()], dtype=object)
+    distinct, inverse = np.unique(keys, return_inverse=True)
     lang_codes, lang_inverse = np.unique(language, return_inverse=True)
     lang_freq = np.bincount(lang_inverse)
     # stratum of each distinct name: its rarest language (ties by code)

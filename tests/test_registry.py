@@ -266,13 +266,31 @@ def test_gate_leaves_out_test_names_the_new_version_learnt_from_too(store, tmp_p
                                                                                     len(test) - len(compared))
 
 
-def test_the_gate_takes_a_name_learnt_in_another_case_for_learnt():
-    """The split keeps "An" and "an" on one side; the gate, comparing with what an older model learnt,
-    must read names the same way, or the champion is judged on a name it learnt."""
-    from pipeline.registry import rows_new_to
+def test_the_gate_takes_a_name_learnt_in_another_case_for_learnt(store, tmp_path):
+    """The split keeps "An" and "an" on one side; the gate, comparing with what the champion learnt,
+    must read names the same way, or the champion is judged on names it learnt ("Nakamura" learnt,
+    "nakamura" tested)."""
+    from pipeline.features import TEST, load_tensors
+    from pipeline.registry import learnt_names, rows_new_to
 
     assert rows_new_to(["An", "Smith", "NAKAMURA", "Tanaka", "an"], {"an", "Nakamura", "Jones"}) == [1, 3]
-    assert rows_new_to(["Smith"], set()) == [0] and rows_new_to([], {"x"}) == []
+    client = MlflowClient()
+    champion_learnt = {n.lower() for n in learnt_names(client, client.get_model_version_by_alias(
+        MODEL_NAME, CHAMPION).run_id)}
+    lowered = tmp_path / "lowered"  # the champion's names, typed in lower case
+    lowered.mkdir()
+    for file in Path(store["config"].data.source).glob("*.txt"):
+        (lowered / file.name).write_text(file.read_text(encoding="utf-8").lower(), encoding="utf-8")
+    other = tiny_config(tmp_path, lowered, epochs=1, learning_rate=1e-6)
+    other.split.seed = store["config"].split.seed + 1
+    summary = workflow.run_pipeline(other)
+    data = load_tensors(other.data.processed_dir / "tensors.pt")
+    test = [data.names[i] for i in data.indices(TEST).tolist()]
+    known = [n for n in test if n in champion_learnt]
+    assert 0 < len(known) < len(test) and all(n == n.lower() for n in test)
+    tags = client.get_model_version(MODEL_NAME, summary["version"]).tags
+    assert (int(tags["gate.compared_names"]), int(tags["gate.excluded_names"])) == (len(test) - len(known),
+                                                                                    len(known))
 
 
 def test_gate_keeps_champion_when_no_test_name_is_new_to_both_models(store, tmp_path, capsys, monkeypatch):
