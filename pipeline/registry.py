@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # annotations only: importing them would slow every command's
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.pyfunc import PyFuncModel
 
+HAND_PROMOTION_TAG = "champion.set_by_hand"  # on a version `namelang promote` crowned: when, over which version
 LEARNT_NAMES_ARTIFACT = "data/learnt_names.txt"  # in each run: the names its model learnt from
 GATE_LOCK_TIMEOUT_S = 600.0
 
@@ -318,7 +319,8 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
 
     The decision is recorded in the version's `gate.*` tags before the alias moves; a retry after
     a failure (the alias may already point here) takes the recorded decision instead of judging
-    the version against itself, unless the champion has changed since.
+    the version against itself, unless the champion has changed since; a `promote` by hand made since
+    (a rollback from this version, this challenger crowned) is left as it is.
     """
     client = MlflowClient()
     with gate_lock(name):
@@ -328,7 +330,8 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
         # it is judged again, against the newer one
         if recorded is not None and (recorded.alias != CHAMPION
                                      or _version(current) in {None, str(version), recorded.previous_champion}):
-            client.set_registered_model_alias(name, recorded.alias, str(version))
+            if not _overruled_by_hand(client, name, str(version), recorded, current):
+                client.set_registered_model_alias(name, recorded.alias, str(version))
             return recorded
         for _ in range(3):  # a store without a lock file (a tracking server): re-judge if the champion moved
             decision = _judge(client, name, str(version), test_names, test_languages, predicted, current,
@@ -345,6 +348,16 @@ def promote_if_better(version: str, test_names: list[str], test_languages: list[
         _record(client, name, decision)
         client.set_registered_model_alias(name, decision.alias, str(version))
         return decision
+
+
+def _overruled_by_hand(client: MlflowClient, name: str, version: str, recorded: PromotionDecision,
+                       current: ModelVersion | None) -> bool:
+    """Whether a `namelang promote` made since the gate's decision on `version` stands against it: the
+    champion set by hand over this version (a rollback), or this challenger promoted by hand. A retried
+    registration (its task retried after the decision, a resumed run) must not undo either."""
+    if current is not None and str(current.version) != version:
+        return current.tags.get(HAND_PROMOTION_TAG, "").endswith(f"over version {version}")
+    return recorded.alias == CHALLENGER and HAND_PROMOTION_TAG in client.get_model_version(name, version).tags
 
 
 def promote(version: str, name: str = MODEL_NAME) -> str | None:
@@ -370,7 +383,7 @@ def promote(version: str, name: str = MODEL_NAME) -> str | None:
             if previous == str(target.version):
                 return previous
             when = datetime.now(UTC).isoformat(timespec="seconds")
-            client.set_model_version_tag(name, target.version, "champion.set_by_hand",
+            client.set_model_version_tag(name, target.version, HAND_PROMOTION_TAG,
                                          f"{when}, over version {previous}" if previous else when)
             client.set_registered_model_alias(name, CHAMPION, target.version)
             if CHALLENGER in target.aliases:

@@ -1606,6 +1606,48 @@ def test_a_retried_gate_judges_again_when_a_newer_champion_came(store):
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == str(champion.version)
 
 
+def test_a_retried_gate_leaves_a_promotion_made_by_hand_since_alone(store):
+    """A registration retried after its gate decision (the task's retry, a resumed run) re-applied the
+    recorded alias: a rollback with `namelang promote` made meanwhile was undone, and a challenger
+    promoted by hand got `challenger` back beside `champion`."""
+    from pipeline.registry import promote, promote_if_better
+
+    client = MlflowClient()
+    champion = str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version)
+    names = _names_new_to(client, client.get_model_version(MODEL_NAME, champion), count=5)
+
+    def judged(alias: str) -> str:
+        """A later run's version of the same model, with the gate's decision recorded and applied."""
+        version = str(mlflow.register_model(client.get_model_version(MODEL_NAME, champion).source,
+                                            MODEL_NAME).version)
+        for key, value in {"gate.decision": f"{alias}: as judged", "gate.new_macro_f1": "0.9",
+                           "gate.champion_macro_f1": "0.5", "gate.previous_champion": champion,
+                           "gate.alias": alias}.items():
+            client.set_model_version_tag(MODEL_NAME, version, key, value)
+        client.set_registered_model_alias(MODEL_NAME, alias, version)
+        return version
+
+    def retried(version: str):
+        return promote_if_better(version, names, ["Japanese"] * 5, ["Russian"] * 5, languages=store["labels"])
+
+    try:
+        crowned = judged(CHAMPION)
+        assert promote(champion) == crowned  # rolled back by hand
+        assert retried(crowned).alias == CHAMPION  # the decision stands as recorded...
+        assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == champion  # ...the rollback too
+        second = judged(CHALLENGER)
+        assert promote(second) == champion  # promoted by hand
+        assert retried(second).alias == CHALLENGER
+        assert client.get_model_version(MODEL_NAME, second).aliases == [CHAMPION]
+        retried_first = judged(CHAMPION)  # and a retry with nothing done by hand still applies its decision
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, second)
+        client.set_model_version_tag(MODEL_NAME, retried_first, "gate.previous_champion", second)
+        assert retried(retried_first).alias == CHAMPION
+        assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == retried_first
+    finally:
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, champion)
+
+
 def _names_new_to(client: MlflowClient, champion, count: int = 20) -> list[str]:
     """Japanese names the champion did not learn from (it knows Japanese well: it scores above 0)."""
     from pipeline.registry import learnt_names
