@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER, SplitConfig
+from pipeline.config import ALLOWED_CHARACTERS, OOV_CHARACTER, SplitConfig, name_key
 from pipeline.errors import NamelangError, NamelangWarning, typed_first_line
 from pipeline.torch_files import load_torch_file, save_torch_file
 
@@ -128,13 +128,12 @@ def split_by_name(name_ascii: np.ndarray, language: np.ndarray, config: SplitCon
 
     Hand-written because scikit-learn offers stratified *group* splitting only as k-fold
     (StratifiedGroupKFold), which cannot express arbitrary fractions like 70/15/15.
-    A name carried by several languages is stratified under its rarest one. Names that differ only in
-    case ("An" and "an" in Vietnamese.txt) are one name: the model reads both, and one on each side
-    would leak.
+    A name carried by several languages is stratified under its rarest one; names are one name by
+    `name_key` (case aside).
     """
     fractions = (config.train, config.validation, config.test)
-    # lowercased as Python strings: a fixed-width copy (np.char) of a million names would take 256 MB
-    keys = np.asarray([name.lower() for name in name_ascii.tolist()], dtype=object)
+    # keyed as Python strings: a fixed-width copy (np.char) of a million names would take 256 MB
+    keys = np.asarray([name_key(name) for name in name_ascii.tolist()], dtype=object)
     distinct, inverse = np.unique(keys, return_inverse=True)
     lang_codes, lang_inverse = np.unique(language, return_inverse=True)
     lang_freq = np.bincount(lang_inverse)

@@ -37,7 +37,7 @@ from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
 from pipeline.atomic import scratch_folder
-from pipeline.config import CHALLENGER, CHAMPION
+from pipeline.config import CHALLENGER, CHAMPION, name_key
 from pipeline.errors import (
     MLFLOW_NOT_THERE,
     NamelangError,
@@ -469,10 +469,10 @@ def _judge(client: MlflowClient, name: str, version: str, test_names: list[str],
 
 
 def rows_new_to(names: list[str], learnt: set[str]) -> list[int]:
-    """Rows whose name no model learnt, case aside, as the split keys names: a champion that learnt
-    "an" would be judged on "An"."""
-    known = {n.lower() for n in learnt}
-    return [i for i, n in enumerate(names) if n.lower() not in known]
+    """Rows whose name no model learnt, names keyed as the split keys them (`name_key`): a champion
+    that learnt "an" would be judged on "An"."""
+    known = {name_key(n) for n in learnt}
+    return [i for i, n in enumerate(names) if name_key(n) not in known]
 
 
 def learnt_names(client: MlflowClient, run_id: str | None) -> set[str] | None:
